@@ -1,0 +1,203 @@
+/* snbd: the plain (fd) transport and helpers over any transport. */
+#include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "transport.h"
+
+int64_t monotonic_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int transport_wait(struct transport *t, short events)
+{
+  for (;;) {
+    struct pollfd p[2] = {
+      { .fd = t->fd, .events = events },
+      { .fd = t->wake_fd, .events = POLLIN },
+    };
+    int timeout = -1;
+    if (t->deadline) {
+      int64_t left = t->deadline - monotonic_ns();
+      if (left <= 0) {
+        errno = ETIMEDOUT;
+        return -1;
+      }
+      timeout = (int)((left + 999999) / 1000000);
+    }
+    int r = poll(p, t->wake_fd >= 0 ? 2 : 1, timeout);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    if (t->wake_fd >= 0 && (p[1].revents & POLLIN)) {
+      errno = ECANCELED;
+      return -1;
+    }
+    if (p[0].revents)
+      return 0;
+    /* r == 0: timeout, re-checked at the top */
+  }
+}
+
+/* Without a deadline or wake fd, block in the syscall itself; otherwise
+ * poll first so neither can be missed. */
+static bool needs_poll(const struct transport *t)
+{
+  return t->deadline != 0 || t->wake_fd >= 0;
+}
+
+static ssize_t plain_recv(struct transport *t, void *buf, size_t len)
+{
+  for (;;) {
+    if (needs_poll(t) && transport_wait(t, POLLIN) == -1)
+      return -1;
+    ssize_t r = recv(t->fd, buf, len, 0);
+    if (r >= 0)
+      return r;
+    if (errno == EINTR || errno == EAGAIN)
+      continue;
+    return -1;
+  }
+}
+
+static int plain_sendv(struct transport *t, const struct iovec *iov,
+                       int iovcnt, int more)
+{
+  struct iovec local[64];
+  int n = iovcnt < 64 ? iovcnt : 64;
+
+  if (iovcnt > 64) {
+    /* Rare: split into batches of 64. */
+    for (int i = 0; i < iovcnt; i += 64) {
+      int c = iovcnt - i < 64 ? iovcnt - i : 64;
+      if (plain_sendv(t, iov + i, c, more || i + c < iovcnt) == -1)
+        return -1;
+    }
+    return 0;
+  }
+  for (int i = 0; i < n; i++)
+    local[i] = iov[i];
+  struct iovec *v = local;
+  while (n > 0) {
+    struct msghdr m = { .msg_iov = v, .msg_iovlen = (size_t)n };
+    ssize_t w = sendmsg(t->fd, &m, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN) {
+        if (transport_wait(t, POLLOUT) == -1)
+          return -1;
+        continue;
+      }
+      return -1;
+    }
+    while (n > 0 && (size_t)w >= v->iov_len) {
+      w -= (ssize_t)v->iov_len;
+      v++;
+      n--;
+    }
+    if (n > 0) {
+      v->iov_base = (char *)v->iov_base + w;
+      v->iov_len -= (size_t)w;
+    }
+  }
+  return 0;
+}
+
+static int plain_shutdown(struct transport *t)
+{
+  return shutdown(t->fd, SHUT_WR);
+}
+
+static void plain_close(struct transport *t)
+{
+  if (t->fd >= 0)
+    close(t->fd);
+  free(t);
+}
+
+static size_t plain_pending(struct transport *t)
+{
+  (void)t;
+  return 0;
+}
+
+static const struct transport_ops plain_ops = {
+  .name = "plain",
+  .recv = plain_recv,
+  .sendv = plain_sendv,
+  .shutdown = plain_shutdown,
+  .close = plain_close,
+  .pending = plain_pending,
+};
+
+struct transport *transport_plain_new(int fd)
+{
+  struct transport *t = calloc(1, sizeof *t);
+  if (!t) {
+    set_error(errno, "calloc");
+    return NULL;
+  }
+  t->ops = &plain_ops;
+  t->fd = fd;
+  t->wake_fd = -1;
+  return t;
+}
+
+int transport_read_full(struct transport *t, void *buf, size_t len)
+{
+  char *p = buf;
+  while (len > 0) {
+    ssize_t r = t->ops->recv(t, p, len);
+    if (r < 0)
+      return -1;
+    if (r == 0) {
+      errno = ECONNRESET;
+      return -1;
+    }
+    p += r;
+    len -= (size_t)r;
+  }
+  return 0;
+}
+
+int transport_sendv(struct transport *t, const struct iovec *iov, int iovcnt,
+                    int more)
+{
+  return t->ops->sendv(t, iov, iovcnt, more);
+}
+
+int transport_write_full(struct transport *t, const void *buf, size_t len,
+                         int more)
+{
+  struct iovec v = { .iov_base = (void *)buf, .iov_len = len };
+  return t->ops->sendv(t, &v, 1, more);
+}
+
+int transport_discard(struct transport *t, uint64_t len)
+{
+  char buf[16384];
+  while (len > 0) {
+    size_t n = len < sizeof buf ? (size_t)len : sizeof buf;
+    if (transport_read_full(t, buf, n) == -1)
+      return -1;
+    len -= n;
+  }
+  return 0;
+}
+
+void transport_close(struct transport *t)
+{
+  if (t)
+    t->ops->close(t);
+}

@@ -1,0 +1,66 @@
+/* snbd: the transport, a table of operations (plain fd or TLS).
+ *
+ * Protocol code never touches a raw fd: it reads and writes through a
+ * struct transport.  NBD_OPT_STARTTLS replaces the plain transport with a
+ * TLS one that wraps the same fd (common/tls.h).
+ *
+ * Deadline: when t->deadline is non-zero (CLOCK_MONOTONIC, nanoseconds),
+ * every blocking recv/send fails with errno ETIMEDOUT once it has passed.
+ * Wake fd: when t->wake_fd >= 0 and becomes readable, a blocking recv fails
+ * with errno ECANCELED (the server uses it to interrupt readers at shutdown).
+ */
+#ifndef SNBD_TRANSPORT_H
+#define SNBD_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+struct transport;
+
+struct transport_ops {
+  const char *name;
+  /* > 0 bytes read, 0 on orderly EOF, -1 on error (errno set). */
+  ssize_t (*recv)(struct transport *t, void *buf, size_t len);
+  /* Writes all iovecs or fails: 0 or -1 (errno set).  more != 0 hints that
+   * more data follows at once (MSG_MORE / gnutls_record_cork). */
+  int (*sendv)(struct transport *t, const struct iovec *iov, int iovcnt,
+               int more);
+  /* Orderly end of writing (TLS close_notify, then SHUT_WR). */
+  int (*shutdown)(struct transport *t);
+  /* Frees the transport and closes the fd it owns. */
+  void (*close)(struct transport *t);
+  /* Bytes already decrypted/buffered and readable without blocking. */
+  size_t (*pending)(struct transport *t);
+};
+
+struct transport {
+  const struct transport_ops *ops;
+  int fd;                 /* the socket (owned; closed by close) */
+  int wake_fd;            /* -1, or a fd whose readability cancels recv */
+  int64_t deadline;       /* 0, or CLOCK_MONOTONIC ns after which I/O fails */
+  void *priv;             /* implementation data (e.g. gnutls session) */
+};
+
+struct transport *transport_plain_new(int fd);
+
+/* Helpers over the ops. */
+int transport_read_full(struct transport *t, void *buf, size_t len);
+                        /* 0, or -1: errno ECONNRESET on early EOF */
+int transport_write_full(struct transport *t, const void *buf, size_t len,
+                         int more);
+int transport_sendv(struct transport *t, const struct iovec *iov, int iovcnt,
+                    int more);
+/* Reads and throws away len bytes in bounded chunks (keeps the stream in
+ * step after refusing an option or a write). */
+int transport_discard(struct transport *t, uint64_t len);
+void transport_close(struct transport *t);
+
+/* Wait for fd to become ready for events (POLLIN/POLLOUT), honouring
+ * t->deadline and t->wake_fd.  0 ready, -1 error (ETIMEDOUT, ECANCELED). */
+int transport_wait(struct transport *t, short events);
+
+int64_t monotonic_ns(void);
+
+#endif

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every Debian package snbd's build, tests and benchmarks need.
+# Idempotent and quick when everything is there: it asks dpkg first and
+# runs apt-get only for what is missing.  Debian 12, as root (or via sudo).
+set -euo pipefail
+
+PKGS=(
+  # build
+  build-essential meson ninja-build pkg-config
+  libgnutls28-dev liburiparser-dev libinih-dev libcmocka-dev
+  # sanitizers and fuzzing (clang, libFuzzer, ASan/UBSan runtimes)
+  clang libclang-rt-14-dev llvm valgrind
+  # real peers and tools used by the tests
+  gnutls-bin libnbd-bin python3-libnbd nbdkit qemu-utils nbd-server fio
+  python3 procps iproute2 coreutils util-linux xxd bc
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+
+echo "deps.sh: installing: ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq "${missing[@]}" >&2

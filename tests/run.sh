@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Runs every test: cmocka unit tests (executables named test_* in the build
+# tree), then the scripts tests/*/test-*.sh and tests/*/test-*.py.  Each
+# test runs with a timeout in its own temporary directory; exit 77 means
+# skipped.  The last line is "N passed, N failed".
+#   tests/run.sh BUILD_DIR [PATTERN]    (PATTERN filters test names)
+set -uo pipefail
+
+src=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${1:-build}" && pwd)
+pattern=${2:-}
+timeout_s=${SNBD_TEST_TIMEOUT:-300}
+
+export SNBD_SRC=$src SNBD_BUILD=$build
+export SNBD_SERVER=$build/server/snbd-server
+export SNBD_INFO=$build/tools/snbd-info
+export SNBD_COPY=$build/tools/snbd-copy
+export LD_LIBRARY_PATH=$build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# Debian's python3 has python3-libnbd; another python3 may be first on PATH.
+export PYTHON=/usr/bin/python3
+export PYTHONPATH=$src/tests/lib
+# Sanitizer builds: fail loudly on any report.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+tests=()
+while IFS= read -r t; do tests+=("$t"); done < <(
+  find "$build" -type f -perm -u+x -name 'test_*' ! -name '*.p' | sort
+  find "$src/tests" -mindepth 2 -maxdepth 2 -type f \
+       \( -name 'test-*.sh' -o -name 'test-*.py' \) | sort)
+
+pass=0 fail=0 skip=0
+failed=()
+logdir=$build/test-logs
+mkdir -p "$logdir"
+for t in "${tests[@]}"; do
+  name=${t#"$src/"}; name=${name#"$build/"}
+  if [ -n "$pattern" ] && [[ "$name" != *$pattern* ]]; then continue; fi
+  log=$logdir/$(echo "$name" | tr '/' '_').log
+  tmp=$(mktemp -d /tmp/snbd-test.XXXXXX)
+  start=$(date +%s.%N)
+  case $t in
+    *.py) cmd=("$PYTHON" "$t") ;;
+    *.sh) cmd=(bash "$t") ;;
+    *)    cmd=("$t") ;;
+  esac
+  (cd "$tmp" && TMPDIR=$tmp exec timeout -k 10 "$timeout_s" "${cmd[@]}") \
+    >"$log" 2>&1 </dev/null
+  rc=$?
+  secs=$(printf '%.1f' "$(echo "$(date +%s.%N) - $start" | bc)")
+  rm -rf "$tmp"
+  if [ $rc -eq 0 ]; then
+    pass=$((pass + 1)); echo "PASS $name (${secs}s)"
+  elif [ $rc -eq 77 ]; then
+    skip=$((skip + 1)); echo "SKIP $name: $(tail -n 1 "$log")"
+  else
+    fail=$((fail + 1)); failed+=("$name")
+    [ $rc -eq 124 ] && echo "TIMEOUT after ${timeout_s}s" >>"$log"
+    echo "FAIL $name (rc=$rc, ${secs}s); last lines of $log:"
+    tail -n 25 "$log" | sed 's/^/    /'
+  fi
+done
+
+for f in "${failed[@]+"${failed[@]}"}"; do echo "failed: $f"; done
+if [ $skip -gt 0 ]; then
+  echo "$pass passed, $fail failed, $skip skipped"
+else
+  echo "$pass passed, $fail failed"
+fi
+[ $fail -eq 0 ]
