@@ -6,7 +6,7 @@ ifeq ($(CI),true)
 MESON_OPTS += -Dwerror=true
 endif
 
-.PHONY: all deps build build-san run check check-san clean bench fuzz
+.PHONY: all deps build build-san run check check-quick check-san clean bench fuzz
 
 all: build
 
@@ -29,7 +29,12 @@ build-san: deps $(BUILD_SAN)/build.ninja
 run: build
 	@scripts/run.sh $(BUILD)
 
-check: build
+# The whole suite twice: the normal build, then ASan + UBSan (any report
+# fails the test that triggered it).
+check: build build-san
+	@tests/run.sh $(BUILD),$(BUILD_SAN)
+
+check-quick: build
 	@tests/run.sh $(BUILD)
 
 check-san: build-san

@@ -1,13 +1,29 @@
 /* snbd: TLS credentials, sessions and peer identity (all GnuTLS lives in
- * common/tls.c and nowhere else).
+ * common/tls.c and common/tls_creds.c and nowhere else).
  *
  * Credentials are loaded once into an immutable, reference-counted
  * struct tls_creds; the server swaps in a freshly loaded one on SIGHUP and
- * connections keep the one they started with.
+ * connections keep the one they started with (each TLS transport holds a
+ * reference, so unref'ing creds while sessions run is safe).
  *
  * Default priority: TLS 1.2 minimum, TLS 1.3 preferred, AES-GCM preferred
- * over CHACHA20-POLY1305 where the CPU has AES instructions (GnuTLS's
- * NORMAL order already does that), PSK with (EC)DHE where offered.
+ * over CHACHA20-POLY1305 where the CPU has AES instructions, PSK with
+ * (EC)DHE where offered.  GnuTLS's NORMAL order is AES-256-GCM,
+ * CHACHA20-POLY1305, AES-128-GCM and a server follows the client's order;
+ * a TLS 1.3 PSK (SHA-256) cannot use AES-256-GCM (SHA-384), so NORMAL peers
+ * such as nbdkit/libnbd end up on CHACHA20 for PSK.  Hence CHACHA20 moved
+ * last and %SERVER_PRECEDENCE.  Without AES instructions the default is
+ * TLS_PRIORITY_NO_AES (NORMAL order, client decides).
+ *
+ * A TLS transport may be used by one thread calling recv/pending and one
+ * other thread calling sendv/shutdown at the same time (GnuTLS allows one
+ * receiver and one sender per session); nothing else concurrently.
+ * recv returns 0 only on the peer's close_notify; a TCP close without it
+ * is -1 with errno ECONNRESET (a truncation is not an orderly end).
+ * deadline and wake_fd (transport.h) apply to recv, sendv and the
+ * handshake; a recv that fails with ETIMEDOUT or ECANCELED leaves the
+ * session usable (sendv still works, and recv again after the cause is
+ * gone).  TLS 1.3 0-RTT data is never accepted.
  */
 #ifndef SNBD_TLS_H
 #define SNBD_TLS_H
@@ -18,43 +34,62 @@
 #include "transport.h"
 
 #define TLS_DEFAULT_PRIORITY \
+  "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2" \
+  ":-CHACHA20-POLY1305:+CHACHA20-POLY1305:%SERVER_PRECEDENCE"
+#define TLS_PRIORITY_NO_AES \
   "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 
 struct tls_server_config {
   const char *cert_dir;    /* ca-cert.pem, server-cert.pem, server-key.pem,
                               optional ca-crl.pem; NULL if unused */
   const char *psk_file;    /* psktool format "user:hexkey"; NULL if unused */
-  const char *priority;    /* NULL: TLS_DEFAULT_PRIORITY */
+  const char *priority;    /* NULL: tls_default_priority(); with a PSK
+                              file ":+ECDHE-PSK:+DHE-PSK:+PSK" is appended
+                              (":-KX-ALL:+ECDHE-PSK:+DHE-PSK:+PSK" if PSK
+                              is the only credential) */
   bool verify_peer;        /* require a client certificate signed by the CA
-                              (X.509), refuse the handshake otherwise */
+                              (X.509), refuse the handshake otherwise; a
+                              PSK client is authenticated by its key.
+                              Without it a certificate the client offers
+                              is still verified and, if good, fills
+                              tls_peer (else ignored) */
 };
+/* Server: cert_dir, psk_file or both (the client's offer decides).
+ * ca-cert.pem is required only with verify_peer. */
 
 struct tls_client_config {
   const char *cert_dir;    /* ca-cert.pem (else system CA), optional
-                              client-cert.pem + client-key.pem, ca-crl.pem */
-  const char *psk_file;    /* PSK instead of X.509 */
-  const char *username;    /* PSK identity; NULL: first in the file? no:
-                              NULL means the login name, as libnbd does */
-  const char *priority;    /* NULL: TLS_DEFAULT_PRIORITY */
+                              client-cert.pem + client-key.pem, ca-crl.pem;
+                              NULL (and no psk_file): system CA only */
+  const char *psk_file;    /* PSK instead of X.509 (not both: EINVAL) */
+  const char *username;    /* PSK identity; NULL means the login name
+                              (else the effective user's), as libnbd does */
+  const char *priority;    /* as for the server */
   bool verify_peer;        /* verify server certificate + hostname (default
-                              true in every caller) */
+                              true in every caller); needs a hostname */
 };
 
 struct tls_creds;
 
-/* NULL on failure, with set_error() naming the file and GnuTLS's reason. */
+/* NULL on failure, with set_error() naming the file and GnuTLS's reason.
+ * Both call tls_global_init(). */
 struct tls_creds *tls_creds_load_server(const struct tls_server_config *cfg);
 struct tls_creds *tls_creds_load_client(const struct tls_client_config *cfg);
 struct tls_creds *tls_creds_ref(struct tls_creds *c);
 void tls_creds_unref(struct tls_creds *c);
-bool tls_creds_is_psk(const struct tls_creds *c);
+bool tls_creds_is_psk(const struct tls_creds *c);  /* a PSK file loaded */
 
 /* What the TLS handshake established about the peer. */
 struct tls_peer {
   char version[16];        /* "TLS1.3" */
   char cipher[64];         /* "AES-128-GCM" */
-  char kx[32];             /* key exchange, e.g. "ECDHE-RSA", "(EC)DHE-PSK" */
-  bool has_cert;           /* peer presented a certificate that verified */
+  char kx[32];             /* key exchange: "ECDHE-PSK", "DHE-PSK", "PSK";
+                              TLS 1.3 with X.509: "ECDHE-<group>", e.g.
+                              "ECDHE-X25519"; TLS 1.2: GnuTLS's name, e.g.
+                              "ECDHE-ECDSA" */
+  bool has_cert;           /* peer presented a certificate that verified
+                              (CA, CRL, dates, key purpose, and on the
+                              client the hostname) */
   char dn[512];            /* subject DN of that certificate, "" if none */
   char cn[256];            /* its common name, "" if none */
   char psk_username[256];  /* PSK identity, "" if none */
@@ -68,7 +103,11 @@ struct tls_peer {
  * the caller to close.  Nothing the peer sent before the handshake and
  * that is not a TLS record is ever returned as data.
  * hostname (client): checked against the server certificate when
- * verify_peer is set, and sent as SNI. */
+ * verify_peer is set (then it must not be NULL: over a Unix socket pass
+ * the name the certificate was made for), and sent as SNI unless it is an
+ * IP address.  peer may be NULL.  The handshake honours plain's deadline
+ * (ETIMEDOUT) and wake_fd (ECANCELED); a refused handshake sends the
+ * peer an alert. */
 struct transport *tls_server_handshake(struct tls_creds *c,
                                        struct transport *plain,
                                        struct tls_peer *peer);
@@ -77,7 +116,12 @@ struct transport *tls_client_handshake(struct tls_creds *c,
                                        const char *hostname,
                                        struct tls_peer *peer);
 
-/* Once per process, before threads (gnutls_global_init is refcounted). */
+/* Once per process, before threads (gnutls_global_init is refcounted).
+ * Safe to call again: later calls return the first result. */
 int tls_global_init(void);
+
+/* The priority used when a config gives none: TLS_DEFAULT_PRIORITY, or
+ * TLS_PRIORITY_NO_AES on a CPU without AES instructions. */
+const char *tls_default_priority(void);
 
 #endif

@@ -1,1 +1,404 @@
-int main(void) { return 0; }
+/* snbd-server: command line, config file, start-up and shutdown. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <ini.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "listen.h"
+#include "log.h"
+
+static struct server srv = {
+  .threads = 0,
+  .max_inflight = 64,
+  .handshake_timeout = 10,
+  .max_negotiating = 256,
+  .max_connections = 16384,
+  .wake_pipe = { -1, -1 },
+  .creds_lock = PTHREAD_MUTEX_INITIALIZER,
+  .conns_lock = PTHREAD_MUTEX_INITIALIZER,
+  .conns_cond = PTHREAD_COND_INITIALIZER,
+};
+static struct options opt = { .port = -1 };
+static pid_t run_pid = -1;
+static int run_status;
+static char *private_dir;        /* -U - */
+
+static void usage(FILE *f)
+{
+  fprintf(f,
+"Usage: snbd-server [OPTIONS] EXPORT...\n"
+"Serve block devices over NBD (fixed newstyle, TLS by default when\n"
+"credentials are given).\n\n"
+"EXPORT is [NAME=]BACKEND[,KEY=VALUE...]\n"
+"  BACKEND: memory:SIZE (sparse RAM, e.g. memory:1G) | file:PATH\n"
+"  KEYS:    readonly, description=TEXT, tls-only, allow=ID[;ID...]\n"
+"           (ID: an X.509 subject DN, cn=NAME, or psk:USERNAME)\n"
+"  The first EXPORT is also the default export (empty name).\n\n"
+"  -p, --port PORT            TCP port (default 10809; 0 picks a free one)\n"
+"  -i, --bind ADDR            listen address, repeatable\n"
+"                             (default 127.0.0.1 and ::1)\n"
+"  -U, --unix PATH            listen on a Unix socket ('-' makes a private\n"
+"                             one); with -U and no -i/-p, Unix only\n"
+"  -s, --single               serve one client on stdin/stdout, then exit\n"
+"      --run CMD              run CMD with $uri, $unixsocket, $port set;\n"
+"                             exit with its status when it ends\n"
+"  -r, --read-only            every export read-only\n"
+"  -c, --config FILE          INI file: [server] and [export NAME] sections\n"
+"  -t, --threads N            worker threads\n"
+"      --tls=off|on|require   TLS mode (default: require when credentials\n"
+"                             are given, else off)\n"
+"      --tls-certificates DIR ca-cert.pem, server-cert.pem, server-key.pem,\n"
+"                             optional ca-crl.pem\n"
+"      --tls-psk FILE         PSK file made by psktool\n"
+"      --tls-verify-peer      require a client certificate\n"
+"      --tls-priority STRING  GnuTLS priority (default: TLS 1.2 minimum)\n"
+"      --handshake-timeout S  seconds to finish negotiating (default 10)\n"
+"      --max-negotiating N    connections negotiating at once (default 256)\n"
+"      --max-connections N    connections at once (default 16384)\n"
+"  -P, --pid-file FILE        write the PID once listening\n"
+"  -v, --verbose              debug messages\n"
+"      --log=stderr|syslog    where messages go (default stderr)\n"
+"  -V, --version              print the version\n"
+"  -h, --help                 this help\n");
+}
+
+enum { OPT_RUN = 256, OPT_TLS, OPT_TLS_CERTS, OPT_TLS_PSK, OPT_TLS_VERIFY,
+       OPT_TLS_PRIORITY, OPT_HS_TIMEOUT, OPT_MAX_NEG, OPT_MAX_CONN, OPT_LOG };
+
+static const struct option long_opts[] = {
+  { "port", required_argument, NULL, 'p' },
+  { "bind", required_argument, NULL, 'i' },
+  { "unix", required_argument, NULL, 'U' },
+  { "single", no_argument, NULL, 's' },
+  { "run", required_argument, NULL, OPT_RUN },
+  { "read-only", no_argument, NULL, 'r' },
+  { "readonly", no_argument, NULL, 'r' },
+  { "config", required_argument, NULL, 'c' },
+  { "threads", required_argument, NULL, 't' },
+  { "tls", required_argument, NULL, OPT_TLS },
+  { "tls-certificates", required_argument, NULL, OPT_TLS_CERTS },
+  { "tls-psk", required_argument, NULL, OPT_TLS_PSK },
+  { "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY },
+  { "tls-priority", required_argument, NULL, OPT_TLS_PRIORITY },
+  { "handshake-timeout", required_argument, NULL, OPT_HS_TIMEOUT },
+  { "max-negotiating", required_argument, NULL, OPT_MAX_NEG },
+  { "max-connections", required_argument, NULL, OPT_MAX_CONN },
+  { "pid-file", required_argument, NULL, 'P' },
+  { "verbose", no_argument, NULL, 'v' },
+  { "log", required_argument, NULL, OPT_LOG },
+  { "version", no_argument, NULL, 'V' },
+  { "help", no_argument, NULL, 'h' },
+  { NULL, 0, NULL, 0 },
+};
+static const char short_opts[] = "p:i:U:src:t:P:vVh";
+
+/* Long option name -> its value, shared by the command line and the
+ * [server] section of the config file (config_key in config.c). */
+static int apply(int c, const char *arg)
+{
+  switch (c) {
+  case 'p': return config_set(&srv, &opt, "port", arg);
+  case 'i': return config_set(&srv, &opt, "bind", arg);
+  case 'U': return config_set(&srv, &opt, "unix", arg);
+  case 's': opt.single = true; return 0;
+  case OPT_RUN: return config_set(&srv, &opt, "run", arg);
+  case 'r': opt.read_only = true; return 0;
+  case 'c': return 0;   /* read before everything else */
+  case 't': return config_set(&srv, &opt, "threads", arg);
+  case OPT_TLS: return config_set(&srv, &opt, "tls", arg);
+  case OPT_TLS_CERTS: return config_set(&srv, &opt, "tls-certificates", arg);
+  case OPT_TLS_PSK: return config_set(&srv, &opt, "tls-psk", arg);
+  case OPT_TLS_VERIFY: return config_set(&srv, &opt, "tls-verify-peer", "1");
+  case OPT_TLS_PRIORITY: return config_set(&srv, &opt, "tls-priority", arg);
+  case OPT_HS_TIMEOUT:
+    return config_set(&srv, &opt, "handshake-timeout", arg);
+  case OPT_MAX_NEG: return config_set(&srv, &opt, "max-negotiating", arg);
+  case OPT_MAX_CONN: return config_set(&srv, &opt, "max-connections", arg);
+  case 'P': return config_set(&srv, &opt, "pid-file", arg);
+  case 'v': opt.verbose = 1; return 0;
+  case OPT_LOG: return config_set(&srv, &opt, "log", arg);
+  case 'V': printf("snbd-server %s\n", SNBD_VERSION); exit(EXIT_SUCCESS);
+  case 'h': usage(stdout); exit(EXIT_SUCCESS);
+  default: usage(stderr); exit(EXIT_FAILURE);
+  }
+}
+
+static void parse_args(int argc, char **argv)
+{
+  /* -c first, so the command line can override the file. */
+  int c;
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1)
+    if (c == 'c' && config_load(&srv, &opt, optarg) == -1) {
+      fprintf(stderr, "snbd-server: %s\n", get_error());
+      exit(EXIT_FAILURE);
+    }
+  opterr = 1;
+  optind = 1;
+  struct export *cfg_exports = srv.exports;
+  size_t ncfg = srv.nexports;
+  srv.exports = NULL;
+  srv.nexports = 0;
+  while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1)
+    if (apply(c, optarg) == -1) {
+      fprintf(stderr, "snbd-server: %s\n", get_error());
+      exit(EXIT_FAILURE);
+    }
+  for (int i = optind; i < argc; i++)
+    if (export_parse(&srv, argv[i]) == -1) {
+      fprintf(stderr, "snbd-server: %s\n", get_error());
+      exit(EXIT_FAILURE);
+    }
+  /* Command-line exports first (the first is the default), then the
+   * config file's. */
+  if (config_merge_exports(&srv, cfg_exports, ncfg) == -1) {
+    fprintf(stderr, "snbd-server: %s\n", get_error());
+    exit(EXIT_FAILURE);
+  }
+  if (srv.nexports == 0) {
+    fprintf(stderr, "snbd-server: no export given (try: snbd-server "
+                    "memory:1G)\n");
+    usage(stderr);
+    exit(EXIT_FAILURE);
+  }
+}
+
+static int load_creds(void)
+{
+  struct tls_server_config cfg = {
+    .cert_dir = srv.tls_certs, .psk_file = srv.tls_psk,
+    .priority = srv.tls_priority, .verify_peer = srv.tls_verify_peer,
+  };
+  struct tls_creds *c = tls_creds_load_server(&cfg);
+  if (!c)
+    return -1;
+  pthread_mutex_lock(&srv.creds_lock);
+  struct tls_creds *old = srv.creds;
+  srv.creds = c;
+  pthread_mutex_unlock(&srv.creds_lock);
+  if (old)
+    tls_creds_unref(old);
+  return 0;
+}
+
+static int on_event(struct server *s, char ev)
+{
+  (void)s;
+  if (ev == 'T')
+    return 'T';
+  if (ev == 'H') {
+    if (srv.tls_mode == TLS_MODE_OFF)
+      log_info("SIGHUP: TLS is off, nothing to reload");
+    else if (load_creds() == -1)
+      log_error("SIGHUP: keeping the old credentials: %s", get_error());
+    else
+      log_info("SIGHUP: TLS credentials reloaded");
+    return 0;
+  }
+  if (ev == 'C' && run_pid > 0) {
+    int st;
+    if (waitpid(run_pid, &st, WNOHANG) == run_pid) {
+      run_status = WIFEXITED(st) ? WEXITSTATUS(st)
+                   : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 1;
+      run_pid = -1;
+      return 'C';
+    }
+  }
+  return 0;
+}
+
+static void setup_listeners(struct listener *ls, int *n)
+{
+  int activated = listen_activation(ls, MAX_LISTENERS, n);
+  if (activated > 0)
+    return;
+  if (opt.unix_path) {
+    if (strcmp(opt.unix_path, "-") == 0) {
+      char tmpl[] = "/tmp/snbd-XXXXXX";
+      const char *dir = mkdtemp(tmpl);
+      if (!dir || asprintf(&opt.unix_real, "%s/socket", dir) == -1) {
+        log_error("cannot make a private socket directory: %m");
+        exit(EXIT_FAILURE);
+      }
+      private_dir = strdup(dir);
+    }
+    else if (!(opt.unix_real = strdup(opt.unix_path)))
+      exit(EXIT_FAILURE);
+    if (listen_unix(opt.unix_real, &ls[(*n)++]) == -1)
+      exit(EXIT_FAILURE);
+  }
+  if (opt.unix_path && opt.nbind == 0 && opt.port < 0)
+    return;          /* Unix socket only */
+  int port = opt.port < 0 ? NBD_DEFAULT_PORT : opt.port;
+  if (opt.nbind == 0) {
+    if (listen_tcp("127.0.0.1", port, ls, MAX_LISTENERS, n) == -1)
+      exit(EXIT_FAILURE);
+    /* ::1 on the same port ("-p 0": the port 127.0.0.1 got) */
+    if (listen_tcp("::1", ls[*n - 1].port, ls, MAX_LISTENERS, n) == -1)
+      log_warn("not listening on ::1");
+    return;
+  }
+  for (int i = 0; i < opt.nbind; i++)
+    if (listen_tcp(opt.bind[i], port, ls, MAX_LISTENERS, n) == -1)
+      exit(EXIT_FAILURE);
+}
+
+/* --run: $uri per doc/uri.md for the default export. */
+static void start_run(const struct listener *ls, int n)
+{
+  const char *scheme_tls = srv.tls_mode == TLS_MODE_REQUIRE ? "s" : "";
+  char *uri = NULL;
+  char port[16] = "";
+  for (int i = 0; i < n; i++)
+    if (ls[i].family != AF_UNIX && !port[0])
+      snprintf(port, sizeof port, "%d", ls[i].port);
+  int r = opt.unix_real
+    ? asprintf(&uri, "nbd%s+unix:///?socket=%s", scheme_tls, opt.unix_real)
+    : asprintf(&uri, "nbd%s://localhost:%s/", scheme_tls, port);
+  if (r == -1)
+    exit(EXIT_FAILURE);
+  setenv("uri", uri, 1);
+  setenv("unixsocket", opt.unix_real ? opt.unix_real : "", 1);
+  setenv("port", port, 1);
+  free(uri);
+  run_pid = fork();
+  if (run_pid == -1) {
+    log_error("fork: %m");
+    exit(EXIT_FAILURE);
+  }
+  if (run_pid == 0) {
+    signal(SIGPIPE, SIG_DFL);
+    execl("/bin/sh", "sh", "-c", opt.run, (char *)NULL);
+    _exit(127);
+  }
+}
+
+static void check_tls_defaults(const struct listener *ls, int n)
+{
+  bool have_creds = srv.tls_certs || srv.tls_psk;
+  if (!srv.tls_mode_set)
+    srv.tls_mode = have_creds ? TLS_MODE_REQUIRE : TLS_MODE_OFF;
+  if (srv.tls_mode != TLS_MODE_OFF && !have_creds) {
+    log_error("--tls=%s needs --tls-certificates or --tls-psk",
+              srv.tls_mode == TLS_MODE_ON ? "on" : "require");
+    exit(EXIT_FAILURE);
+  }
+  /* Secure by default: clear text beyond loopback must be asked for. */
+  if (srv.tls_mode != TLS_MODE_REQUIRE && !srv.tls_mode_set)
+    for (int i = 0; i < n; i++)
+      if (!listener_is_local(&ls[i])) {
+        log_error("refusing to serve in clear text on %s: give TLS "
+                  "credentials (--tls-psk / --tls-certificates), or "
+                  "--tls=off to accept the risk", ls[i].desc);
+        exit(EXIT_FAILURE);
+      }
+  for (size_t i = 0; i < srv.nexports; i++)
+    if ((srv.exports[i].tls_only || srv.exports[i].allow) &&
+        srv.tls_mode == TLS_MODE_OFF) {
+      log_error("export \"%s\" needs TLS (tls-only / allow=) but TLS is off",
+                srv.exports[i].name);
+      exit(EXIT_FAILURE);
+    }
+  if (srv.tls_mode != TLS_MODE_OFF && load_creds() == -1) {
+    log_error("%s", get_error());
+    exit(EXIT_FAILURE);
+  }
+}
+
+static void write_pid_file(void)
+{
+  if (!opt.pid_file)
+    return;
+  char tmp[PATH_MAX];
+  snprintf(tmp, sizeof tmp, "%s.tmp", opt.pid_file);
+  FILE *f = fopen(tmp, "w");
+  if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0 ||
+      rename(tmp, opt.pid_file) == -1) {
+    log_error("pid file %s: %m", opt.pid_file);
+    exit(EXIT_FAILURE);
+  }
+}
+
+static void cleanup_files(void)
+{
+  if (opt.unix_real)
+    unlink(opt.unix_real);
+  if (private_dir)
+    rmdir(private_dir);
+  if (opt.pid_file)
+    unlink(opt.pid_file);
+}
+
+int main(int argc, char **argv)
+{
+  parse_args(argc, argv);
+  log_init("snbd-server", opt.log_syslog ? LOG_TO_SYSLOG : LOG_TO_STDERR,
+           opt.verbose);
+  if (tls_global_init() == -1 || signals_init() == -1 ||
+      pipe2(srv.wake_pipe, O_CLOEXEC) == -1) {
+    log_error("start-up: %m");
+    return EXIT_FAILURE;
+  }
+  if (exports_open(&srv, opt.read_only) == -1)
+    return EXIT_FAILURE;
+  if (srv.threads <= 0) {
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    srv.threads = ncpu > 2 ? (int)ncpu * 4 : 8;
+  }
+  if (pool_start(srv.threads) == -1) {
+    log_error("cannot start worker threads");
+    return EXIT_FAILURE;
+  }
+
+  struct listener ls[MAX_LISTENERS];
+  int n = 0;
+  if (opt.single) {
+    check_tls_defaults(ls, 0);
+    single_start(&srv);
+  }
+  else {
+    setup_listeners(ls, &n);
+    check_tls_defaults(ls, n);
+    for (int i = 0; i < n; i++)
+      log_debug("listening on %s", ls[i].desc);
+  }
+  write_pid_file();
+  if (opt.run)
+    start_run(ls, n);
+
+  int why = opt.single ? single_wait(&srv) : accept_loop(&srv, ls, n, on_event);
+
+  /* Shutdown: stop accepting, wake every reader, let in-flight requests
+   * finish, flush, exit (SECURITY.md 18). */
+  for (int i = 0; i < n; i++)
+    close(ls[i].fd);
+  srv.shutting_down = 1;
+  if (write(srv.wake_pipe[1], "x", 1) != 1)
+    log_warn("wake pipe: %m");
+  if (why == 'T' && run_pid > 0)
+    kill(run_pid, SIGTERM);
+  conns_shutdown_wait(&srv, 10);
+  pool_stop();
+  exports_close(&srv);
+  cleanup_files();
+  if (run_pid > 0) {
+    int st;
+    if (waitpid(run_pid, &st, 0) == run_pid)
+      run_status = WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+  }
+  if (srv.creds)
+    tls_creds_unref(srv.creds);
+  config_free(&srv, &opt);
+  return opt.run ? run_status : why == -1 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

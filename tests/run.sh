@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Runs every test: cmocka unit tests (executables named test_* in the build
-# tree), then the scripts tests/*/test-*.sh and tests/*/test-*.py.  Each
-# test runs with a timeout in its own temporary directory; exit 77 means
-# skipped.  The last line is "N passed, N failed".
-#   tests/run.sh BUILD_DIR [PATTERN]    (PATTERN filters test names)
+# tree), then the scripts tests/*/test-*.sh and tests/*/test-*.py, then the
+# fuzz corpus regression (fuzz/regress.sh).  Each test runs with a timeout
+# in its own temporary directory; exit 77 means skipped.  The last line is
+# "N passed, N failed".
+#   tests/run.sh BUILD_DIR[,BUILD_DIR...] [PATTERN]
+# Several build dirs (e.g. build,build-san) run the whole suite once per
+# build; PATTERN filters test names.
 set -uo pipefail
 
 src=$(cd "$(dirname "$0")/.." && pwd)
-build=$(cd "${1:-build}" && pwd)
 pattern=${2:-}
 timeout_s=${SNBD_TEST_TIMEOUT:-300}
+pass=0 fail=0 skip=0
+failed=()
+
+run_suite() {
+build=$(cd "$1" && pwd)
+tag=$(basename "$build")
 
 export SNBD_SRC=$src SNBD_BUILD=$build
 export SNBD_SERVER=$build/server/snbd-server
@@ -27,20 +35,20 @@ tests=()
 while IFS= read -r t; do tests+=("$t"); done < <(
   find "$build" -type f -perm -u+x -name 'test_*' ! -name '*.p' | sort
   find "$src/tests" -mindepth 2 -maxdepth 2 -type f \
-       \( -name 'test-*.sh' -o -name 'test-*.py' \) | sort)
+       \( -name 'test-*.sh' -o -name 'test-*.py' \) | sort
+  [ -f "$src/fuzz/regress.sh" ] && echo "$src/fuzz/regress.sh")
 
-pass=0 fail=0 skip=0
-failed=()
 logdir=$build/test-logs
 mkdir -p "$logdir"
 for t in "${tests[@]}"; do
-  name=${t#"$src/"}; name=${name#"$build/"}
+  name=${t#"$src/"}; name=$tag:${name#"$build/"}
   if [ -n "$pattern" ] && [[ "$name" != *$pattern* ]]; then continue; fi
-  log=$logdir/$(echo "$name" | tr '/' '_').log
+  log=$logdir/$(echo "${name#*:}" | tr '/' '_').log
   tmp=$(mktemp -d /tmp/snbd-test.XXXXXX)
   start=$(date +%s.%N)
   case $t in
     *.py) cmd=("$PYTHON" "$t") ;;
+    */fuzz/regress.sh) cmd=(bash "$t" "$build") ;;
     *.sh) cmd=(bash "$t") ;;
     *)    cmd=("$t") ;;
   esac
@@ -60,6 +68,11 @@ for t in "${tests[@]}"; do
     tail -n 25 "$log" | sed 's/^/    /'
   fi
 done
+
+}
+
+IFS=, read -r -a builds <<<"${1:-build}"
+for b in "${builds[@]}"; do run_suite "$b"; done
 
 for f in "${failed[@]+"${failed[@]}"}"; do echo "failed: $f"; done
 if [ $skip -gt 0 ]; then

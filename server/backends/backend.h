@@ -40,9 +40,12 @@ struct extent { uint64_t offset, length; uint32_t flags; };
 
 /* An extent list a backend fills for [start, end): extents_add appends,
  * merging with the previous entry when flags match and it is contiguous.
- * Adding stops once max entries exist (returns 1: "full, stop"); the
- * caller sets max.  Extents must be contiguous from start and must not go
- * past end (extents_add clips them). */
+ * Extents must be contiguous from start (an add that leaves a gap or
+ * overlaps fails with EINVAL); parts before start or past end are clipped
+ * off.  extents_add returns 1, "stop", once the list reaches end or when
+ * an extent does not fit because max entries exist (it is dropped; one that
+ * merges with the last entry still fits).  The caller sets max; 0 means no
+ * limit but memory. */
 struct extents {
   struct extent *v;
   size_t n, cap, max;
@@ -50,7 +53,7 @@ struct extents {
 };
 void extents_init(struct extents *e, uint64_t start, uint64_t end, size_t max);
 int extents_add(struct extents *e, uint64_t offset, uint64_t length,
-                uint32_t flags);     /* 0 ok, 1 full, -1 ENOMEM */
+                uint32_t flags);     /* 0 ok, 1 stop, -1 ENOMEM/EINVAL */
 void extents_free(struct extents *e);
 
 struct backend;
@@ -87,11 +90,21 @@ struct backend {
 struct backend *backend_open(const char *spec, bool readonly);
 void backend_close(struct backend *b);
 
-struct backend *backend_memory_open(uint64_t size);
-struct backend *backend_file_open(const char *path, bool readonly);
+/* A read-only open (backend_open(spec, true)) clears BACKEND_CAN_WRITE,
+ * CAN_FUA, CAN_TRIM, CAN_ZERO and CAN_FAST_ZERO; pwrite, trim and zero
+ * then fail with EPERM if called anyway. */
 
-/* "1G", "512M", "4096", "1T", "10k": binary suffixes KMGTPE, case-
- * insensitive; 0 or -1 (set_error) on garbage or overflow. */
+/* Sparse RAM disk of any size up to INT64_MAX (see memory.c). */
+struct backend *backend_memory_open(uint64_t size);
+/* Regular file or block device (see file.c). */
+struct backend *backend_file_open(const char *path, bool readonly);
+/* Test wrapper: args is "RATE:ERRNAME:SPEC" (see error.c); SPEC is opened
+ * with backend_open. */
+struct backend *backend_error_open(const char *args, bool readonly);
+
+/* "1G", "512M", "4096", "1T", "10k": decimal digits and at most one
+ * binary suffix KMGTPE, case-insensitive; 0, or -1 (set_error) on garbage
+ * or a value above INT64_MAX (the largest size NBD and off_t allow). */
 int parse_size(const char *s, uint64_t *out);
 
 #endif

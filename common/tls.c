@@ -1,0 +1,618 @@
+/* snbd: TLS sessions and the TLS transport (see tls.h).  Credentials are
+ * loaded in tls_creds.c; GnuTLS is used in these two files only.
+ *
+ * I/O model.  GnuTLS reads and writes the socket only through tls_pull and
+ * tls_push below.  tls_pull never blocks (MSG_DONTWAIT): when the socket
+ * is empty GnuTLS returns GNUTLS_E_AGAIN, which is not fatal, and we wait
+ * with transport_wait() (deadline, wake_fd) outside GnuTLS.  So a timeout
+ * or a wake-up while reading never invalidates the session: another thread
+ * may still send on it.  tls_push blocks until it has written something,
+ * waiting in transport_wait() too, because gnutls_record_uncork(WAIT)
+ * would spin on GNUTLS_E_AGAIN.
+ *
+ * Plain-text injection (nbdkit CVE-2021-3716): the plain transport does no
+ * read-ahead, and from the handshake on every byte of the socket is read
+ * by GnuTLS through tls_pull.  Bytes a peer sends in clear text before its
+ * first TLS record are therefore parsed as TLS and fail the handshake;
+ * they can never come back out of recv as data.
+ *
+ * Threads: one thread may call recv (and pending) while another calls
+ * sendv (and shutdown) on the same TLS transport; GnuTLS allows one
+ * receiver and one sender per session.  A TLS 1.3 KeyUpdate request seen
+ * by the receiver is answered by GnuTLS on the sender's next record, so
+ * the receiver never writes.  Everything else (handshake, close) needs the
+ * transport to itself.  Credentials are immutable once loaded and shared
+ * by any number of sessions; each session holds a reference, and its
+ * gnutls_session_get_ptr() is that struct tls_creds (for the PSK lookup).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+
+#include "log.h"
+#include "tls_creds.h"
+
+/* Bytes gathered by gnutls_record_cork before we flush, bounding the copy
+ * GnuTLS keeps of a large payload. */
+#define TLS_CORK_MAX (256 * 1024)
+
+/* Non-fatal GnuTLS results (warning alerts) tolerated in a row. */
+#define TLS_SOFT_ERRORS_MAX 16
+
+/* Per-session state, the priv of a TLS transport. */
+struct tls_conn {
+  gnutls_session_t s;
+  struct tls_creds *creds;                    /* a reference */
+  char *hostname;                             /* client: for verification */
+  gnutls_typed_vdata_st vdata[2];
+  unsigned nvdata;
+  int recv_errno;                             /* set by tls_pull only */
+  int send_errno;                             /* set by tls_push only */
+  size_t corked;                              /* writer only */
+};
+
+/* ---- transport functions given to GnuTLS ---- */
+
+static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
+{
+  struct transport *t = ptr;
+  struct tls_conn *conn = t->priv;
+  for (;;) {
+    ssize_t r = recv(t->fd, buf, len, MSG_DONTWAIT);
+    if (r >= 0)
+      return r;
+    if (errno == EINTR)
+      continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+      conn->recv_errno = errno;
+    return -1;      /* GnuTLS reads errno: EAGAIN -> GNUTLS_E_AGAIN */
+  }
+}
+
+static ssize_t tls_push(gnutls_transport_ptr_t ptr, const giovec_t *iov,
+                        int iovcnt)
+{
+  struct transport *t = ptr;
+  struct tls_conn *conn = t->priv;
+  struct msghdr m = { .msg_iov = (struct iovec *)iov,
+                      .msg_iovlen = (size_t)iovcnt };
+  for (;;) {
+    ssize_t w = sendmsg(t->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w >= 0)
+      return w;
+    if (errno == EINTR)
+      continue;
+    if ((errno == EAGAIN || errno == EWOULDBLOCK) &&
+        transport_wait(t, POLLOUT) == 0)
+      continue;
+    conn->send_errno = errno;
+    return -1;
+  }
+}
+
+/* Only used if GnuTLS itself waits with a timeout (we set none). */
+static int tls_pull_timeout(gnutls_transport_ptr_t ptr, unsigned ms)
+{
+  struct transport *t = ptr;
+  struct pollfd p = { .fd = t->fd, .events = POLLIN };
+  int timeout = ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : (int)ms;
+  if (t->deadline) {
+    int64_t left = (t->deadline - monotonic_ns() + 999999) / 1000000;
+    if (left < 0)
+      left = 0;
+    if (timeout < 0 || left < timeout)
+      timeout = (int)left;
+  }
+  return poll(&p, 1, timeout);
+}
+
+/* ---- errors ---- */
+
+static const char *errno_reason(int err)
+{
+  return err == ETIMEDOUT ? "timed out" : strerror(err);
+}
+
+/* Turns a fatal GnuTLS result into set_error() + errno, the message
+ * prefixed with func; returns -1. */
+static int tls_fail(struct tls_conn *conn, int r, const char *func)
+{
+  switch (r) {
+  case GNUTLS_E_PULL_ERROR:
+    set_error_at(func, conn->recv_errno, "receiving: %s",
+              errno_reason(conn->recv_errno));
+    break;
+  case GNUTLS_E_PUSH_ERROR:
+    set_error_at(func, conn->send_errno, "sending: %s",
+              errno_reason(conn->send_errno));
+    break;
+  case GNUTLS_E_PREMATURE_TERMINATION:
+  case GNUTLS_E_UNEXPECTED_PACKET_LENGTH:
+    set_error_at(func, ECONNRESET, "peer closed the connection without "
+                 "TLS close_notify");
+    break;
+  case GNUTLS_E_FATAL_ALERT_RECEIVED:
+    set_error_at(func, EPROTO, "peer sent TLS alert: %s",
+                 gnutls_alert_get_name(gnutls_alert_get(conn->s)));
+    break;
+  case GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR: {
+    gnutls_datum_t out = { 0 };
+    unsigned status = gnutls_session_get_verify_cert_status(conn->s);
+    gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509,
+                                                 &out, 0);
+    set_error_at(func, EACCES, "peer certificate: %s",
+                 out.data ? (const char *)out.data : gnutls_strerror(r));
+    gnutls_free(out.data);
+    break;
+  }
+  case GNUTLS_E_NO_CERTIFICATE_FOUND:
+  case GNUTLS_E_CERTIFICATE_REQUIRED:
+    set_error_at(func, EACCES, "peer sent no certificate (%s)",
+                 gnutls_strerror(r));
+    break;
+  case GNUTLS_E_KEYFILE_ERROR:          /* our PSK lookup said no */
+    set_error_at(func, EACCES, "unknown PSK user");
+    break;
+  default:
+    set_error_at(func, EPROTO, "%s", gnutls_strerror(r));
+  }
+  return -1;
+}
+
+/* Tell the peer why, unless the connection itself is what failed. */
+static void send_alert(struct tls_conn *conn, int r)
+{
+  if (r == GNUTLS_E_PULL_ERROR || r == GNUTLS_E_PUSH_ERROR ||
+      r == GNUTLS_E_PREMATURE_TERMINATION ||
+      r == GNUTLS_E_FATAL_ALERT_RECEIVED)
+    return;
+  int saved = errno;
+  gnutls_alert_send_appropriate(conn->s, r);
+  errno = saved;
+}
+
+/* ---- session ---- */
+
+static int hs_fail(struct transport *t, int r)
+{
+  struct tls_conn *conn = t->priv;
+  send_alert(conn, r);
+  return tls_fail(conn, r, "tls_handshake");
+}
+
+/* Runs the handshake to completion within t->deadline (wake_fd cancels).
+ * tls_pull never blocks, so GnuTLS hands back GNUTLS_E_AGAIN and we wait
+ * here in the direction it was going. */
+static int handshake_loop(struct transport *t)
+{
+  struct tls_conn *conn = t->priv;
+  int soft = 0;
+  for (;;) {
+    int r = gnutls_handshake(conn->s);
+    if (r == GNUTLS_E_SUCCESS)
+      return 0;
+    if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
+      short ev = gnutls_record_get_direction(conn->s) ? POLLOUT : POLLIN;
+      if (transport_wait(t, ev) == -1) {
+        set_error_at("tls_handshake", errno, "%s", errno_reason(errno));
+        return -1;
+      }
+      continue;
+    }
+    if (!gnutls_error_is_fatal(r) && ++soft < TLS_SOFT_ERRORS_MAX)
+      continue;                 /* e.g. a warning alert */
+    return hs_fail(t, r);
+  }
+}
+
+static void conn_free(struct tls_conn *conn)
+{
+  if (conn->s)
+    gnutls_deinit(conn->s);
+  tls_creds_unref(conn->creds);
+  free(conn->hostname);
+  free(conn);
+}
+
+static const struct transport_ops tls_ops;
+
+/* A TLS transport over plain's fd with a configured session; plain is not
+ * touched. */
+static struct transport *tls_new(struct tls_creds *c,
+                                 const struct transport *plain)
+{
+  struct transport *t = calloc(1, sizeof *t);
+  struct tls_conn *conn = calloc(1, sizeof *conn);
+  if (!t || !conn) {
+    set_error(ENOMEM, "out of memory");
+    goto err;
+  }
+  conn->creds = tls_creds_ref(c);
+  t->ops = &tls_ops;
+  t->fd = plain->fd;
+  t->wake_fd = plain->wake_fd;
+  t->deadline = plain->deadline;
+  t->priv = conn;
+  /* No session tickets: NBD connections are long-lived and never resumed. */
+  int r = gnutls_init(&conn->s, (c->server ? GNUTLS_SERVER : GNUTLS_CLIENT) |
+                                GNUTLS_NO_TICKETS);
+  if (r < 0) {
+    conn->s = NULL;
+    set_error(ENOMEM, "gnutls_init: %s", gnutls_strerror(r));
+    goto err;
+  }
+  gnutls_session_set_ptr(conn->s, c);
+  if ((r = gnutls_priority_set(conn->s, c->prio)) < 0 ||
+      (c->cert && (r = gnutls_credentials_set(conn->s, GNUTLS_CRD_CERTIFICATE,
+                                              c->cert)) < 0) ||
+      (c->psk_server && (r = gnutls_credentials_set(conn->s, GNUTLS_CRD_PSK,
+                                                    c->psk_server)) < 0) ||
+      (c->psk_client && (r = gnutls_credentials_set(conn->s, GNUTLS_CRD_PSK,
+                                                    c->psk_client)) < 0)) {
+    set_error(EINVAL, "TLS session setup: %s", gnutls_strerror(r));
+    goto err;
+  }
+  gnutls_transport_set_ptr(conn->s, t);
+  gnutls_transport_set_pull_function(conn->s, tls_pull);
+  gnutls_transport_set_vec_push_function(conn->s, tls_push);
+  gnutls_transport_set_pull_timeout_function(conn->s, tls_pull_timeout);
+  gnutls_handshake_set_timeout(conn->s, 0);   /* t->deadline rules */
+  return t;
+err:
+  if (conn)
+    conn_free(conn);
+  free(t);
+  return NULL;
+}
+
+/* Frees a TLS transport that never got to its caller; the fd stays open. */
+static void tls_discard(struct transport *t)
+{
+  conn_free(t->priv);
+  free(t);
+}
+
+/* Free plain without closing the fd, which the TLS transport now owns. */
+static void detach_plain(struct transport *plain)
+{
+  plain->fd = -1;
+  transport_close(plain);
+}
+
+/* Verification data: key purpose, plus the host name on the client. */
+static void set_vdata(struct tls_conn *conn, bool server)
+{
+  conn->vdata[0].type = GNUTLS_DT_KEY_PURPOSE_OID;
+  conn->vdata[0].data = (unsigned char *)(server ? GNUTLS_KP_TLS_WWW_CLIENT
+                                                 : GNUTLS_KP_TLS_WWW_SERVER);
+  conn->nvdata = 1;
+  if (conn->hostname) {
+    conn->vdata[1].type = GNUTLS_DT_DNS_HOSTNAME;
+    conn->vdata[1].data = (unsigned char *)conn->hostname;
+    conn->nvdata = 2;
+  }
+}
+
+/* ---- what the handshake established ---- */
+
+static void copy_name(char *dst, size_t len, const char *name)
+{
+  snprintf(dst, len, "%s", name ? name : "");
+}
+
+/* GnuTLS names TLS 1.3 certificate key exchanges "ECDHE-RSA" whatever
+ * the key; the group is what was negotiated, so say that instead. */
+static void kx_name(gnutls_session_t s, char *dst, size_t len)
+{
+  const char *group = gnutls_group_get_name(gnutls_group_get(s));
+  if (gnutls_protocol_get_version(s) == GNUTLS_TLS1_3 &&
+      gnutls_auth_get_type(s) == GNUTLS_CRD_CERTIFICATE && group)
+    snprintf(dst, len, "%s-%s",
+             strncmp(group, "FFDHE", 5) == 0 ? "DHE" : "ECDHE", group);
+  else
+    copy_name(dst, len, gnutls_kx_get_name(gnutls_kx_get(s)));
+}
+
+/* Subject DN and CN of a verified peer certificate.  A DN or CN that does
+ * not fit, an embedded NUL or two CNs fail: a truncated or ambiguous name
+ * must never reach an identity check. */
+static int peer_names(gnutls_x509_crt_t crt, struct tls_peer *p)
+{
+  gnutls_datum_t dn = { 0 };
+  int r = gnutls_x509_crt_get_dn2(crt, &dn);
+  if (r < 0 || dn.size >= sizeof p->dn || memchr(dn.data, 0, dn.size)) {
+    gnutls_free(dn.data);
+    set_error(EACCES, "peer certificate: unusable subject DN");
+    return -1;
+  }
+  memcpy(p->dn, dn.data, dn.size);
+  p->dn[dn.size] = '\0';
+  gnutls_free(dn.data);
+
+  size_t size = sizeof p->cn;
+  r = gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0,
+                                    p->cn, &size);
+  if (r == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) {
+    p->cn[0] = '\0';
+    return 0;
+  }
+  char other[8];
+  size_t osize = sizeof other;
+  if (r < 0 || size >= sizeof p->cn || strlen(p->cn) != size ||
+      gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 1, 0,
+                                    other, &osize)
+      != GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) {
+    set_error(EACCES, "peer certificate: unusable common name");
+    return -1;
+  }
+  return 0;
+}
+
+/* Fills has_cert/dn/cn if the peer presented a certificate that verifies
+ * against our CA (and CRL, key purpose, host name).  One that does not is
+ * ignored here: with verify_peer the handshake already refused it. */
+static int peer_cert(struct tls_conn *conn, struct tls_peer *p)
+{
+  unsigned n = 0, status = 0;
+  const gnutls_datum_t *certs = gnutls_certificate_get_peers(conn->s, &n);
+  if (!certs || n == 0)
+    return 0;
+  int r = gnutls_certificate_verify_peers(conn->s, conn->vdata, conn->nvdata,
+                                          &status);
+  if (r < 0 || status != 0) {
+    log_debug("TLS peer certificate not trusted, ignored");
+    return 0;
+  }
+  gnutls_x509_crt_t crt;
+  if (gnutls_x509_crt_init(&crt) < 0) {
+    set_error(ENOMEM, "out of memory");
+    return -1;
+  }
+  r = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER);
+  if (r < 0)
+    set_error(EACCES, "peer certificate: %s", gnutls_strerror(r));
+  else
+    r = peer_names(crt, p);
+  gnutls_x509_crt_deinit(crt);
+  if (r < 0)
+    return -1;
+  p->has_cert = true;
+  return 0;
+}
+
+static int fill_peer(struct tls_conn *conn, struct tls_peer *p)
+{
+  memset(p, 0, sizeof *p);
+  gnutls_session_t s = conn->s;
+  copy_name(p->version, sizeof p->version,
+            gnutls_protocol_get_name(gnutls_protocol_get_version(s)));
+  copy_name(p->cipher, sizeof p->cipher,
+            gnutls_cipher_get_name(gnutls_cipher_get(s)));
+  kx_name(s, p->kx, sizeof p->kx);
+  if (gnutls_auth_get_type(s) == GNUTLS_CRD_PSK) {
+    const char *user = conn->creds->server
+                       ? gnutls_psk_server_get_username(s)
+                       : conn->creds->psk_user;
+    copy_name(p->psk_username, sizeof p->psk_username, user);
+    return 0;
+  }
+  if (gnutls_auth_get_type(s) == GNUTLS_CRD_CERTIFICATE)
+    return peer_cert(conn, p);
+  return 0;
+}
+
+/* ---- the TLS transport ---- */
+
+static bool needs_poll(const struct transport *t)
+{
+  return t->deadline != 0 || t->wake_fd >= 0;
+}
+
+static ssize_t tls_recv(struct transport *t, void *buf, size_t len)
+{
+  struct tls_conn *conn = t->priv;
+  int soft = 0;
+  for (;;) {
+    /* Decrypted data already held is returned without waiting, as a plain
+     * socket would; otherwise deadline and wake_fd come first. */
+    if (needs_poll(t) && gnutls_record_check_pending(conn->s) == 0 &&
+        transport_wait(t, POLLIN) == -1)
+      return -1;
+    ssize_t r = gnutls_record_recv(conn->s, buf, len);
+    if (r >= 0)
+      return r;                 /* 0: the peer's close_notify */
+    if (r == GNUTLS_E_AGAIN) {
+      if (!needs_poll(t) && transport_wait(t, POLLIN) == -1)
+        return -1;
+      continue;
+    }
+    if (r == GNUTLS_E_INTERRUPTED)
+      continue;
+    if (r == GNUTLS_E_REHANDSHAKE) {
+      /* TLS 1.2 renegotiation: NBD never needs it, refuse. */
+      set_error(EPROTO, "TLS: peer asked for renegotiation");
+      return -1;
+    }
+    if (!gnutls_error_is_fatal((int)r) && ++soft < TLS_SOFT_ERRORS_MAX)
+      continue;
+    return tls_fail(conn, (int)r, "tls_recv");
+  }
+}
+
+/* Sends everything corked so far as full-size records. */
+static int tls_flush(struct transport *t)
+{
+  struct tls_conn *conn = t->priv;
+  int r;
+  do
+    r = (int)gnutls_record_uncork(conn->s, GNUTLS_RECORD_WAIT);
+  while (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_AGAIN);
+  if (r < 0)
+    return tls_fail(conn, r, "tls_send");
+  conn->corked = 0;
+  return 0;
+}
+
+/* Cork, append each iovec, flush unless more follows: a reply header and
+ * its data go out in the same records.  Corked bytes are flushed every
+ * TLS_CORK_MAX so a large payload is not copied whole. */
+static int tls_sendv(struct transport *t, const struct iovec *iov, int iovcnt,
+                     int more)
+{
+  struct tls_conn *conn = t->priv;
+  for (int i = 0; i < iovcnt; i++) {
+    const char *p = iov[i].iov_base;
+    size_t n = iov[i].iov_len;
+    while (n > 0) {
+      size_t room = TLS_CORK_MAX - conn->corked;
+      gnutls_record_cork(conn->s);
+      ssize_t r = gnutls_record_send(conn->s, p, n < room ? n : room);
+      if (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_AGAIN)
+        continue;
+      if (r < 0)
+        return tls_fail(conn, (int)r, "tls_send");
+      p += r;
+      n -= (size_t)r;
+      conn->corked += (size_t)r;
+      if (conn->corked >= TLS_CORK_MAX && tls_flush(t) == -1)
+        return -1;
+    }
+  }
+  if (!more)
+    return tls_flush(t);
+  return 0;
+}
+
+static int tls_shutdown(struct transport *t)
+{
+  struct tls_conn *conn = t->priv;
+  int ret = tls_flush(t);
+  if (ret == 0) {
+    int r, tries = 0;
+    do
+      r = gnutls_bye(conn->s, GNUTLS_SHUT_WR);
+    while ((r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_AGAIN) &&
+           ++tries < TLS_SOFT_ERRORS_MAX);
+    if (r < 0)
+      ret = tls_fail(conn, r, "tls_shutdown");
+  }
+  if (shutdown(t->fd, SHUT_WR) == -1 && ret == 0) {
+    set_error(errno, "shutdown: %s", strerror(errno));
+    ret = -1;
+  }
+  return ret;
+}
+
+static void tls_close(struct transport *t)
+{
+  conn_free(t->priv);
+  if (t->fd >= 0)
+    close(t->fd);
+  free(t);
+}
+
+static size_t tls_pending(struct transport *t)
+{
+  struct tls_conn *conn = t->priv;
+  return gnutls_record_check_pending(conn->s);
+}
+
+static const struct transport_ops tls_ops = {
+  .name = "tls",
+  .recv = tls_recv,
+  .sendv = tls_sendv,
+  .shutdown = tls_shutdown,
+  .close = tls_close,
+  .pending = tls_pending,
+};
+
+/* ---- handshakes ---- */
+
+/* Runs the handshake on t, fills peer; on success plain is freed and t
+ * returned, on failure t is discarded and plain left as it was. */
+static struct transport *finish(struct transport *t, struct transport *plain,
+                                struct tls_peer *peer)
+{
+  struct tls_peer local;
+  if (!peer)
+    peer = &local;
+  if (handshake_loop(t) == -1 || fill_peer(t->priv, peer) == -1) {
+    tls_discard(t);
+    return NULL;
+  }
+  detach_plain(plain);
+  return t;
+}
+
+struct transport *tls_server_handshake(struct tls_creds *c,
+                                       struct transport *plain,
+                                       struct tls_peer *peer)
+{
+  if (!c->server) {
+    set_error(EINVAL, "client credentials used for a server handshake");
+    return NULL;
+  }
+  struct transport *t = tls_new(c, plain);
+  if (!t)
+    return NULL;
+  struct tls_conn *conn = t->priv;
+  set_vdata(conn, true);
+  if (c->cert) {
+    /* REQUEST even without verify_peer: a certificate the client offers
+     * can still give it an identity (peer.has_cert/dn/cn). */
+    gnutls_certificate_server_set_request(conn->s, c->verify_peer
+                                                   ? GNUTLS_CERT_REQUIRE
+                                                   : GNUTLS_CERT_REQUEST);
+    if (c->verify_peer)
+      gnutls_session_set_verify_cert2(conn->s, conn->vdata, conn->nvdata, 0);
+  }
+  return finish(t, plain, peer);
+}
+
+static bool is_ip_literal(const char *host)
+{
+  unsigned char addr[16];
+  return inet_pton(AF_INET, host, addr) == 1 ||
+         inet_pton(AF_INET6, host, addr) == 1;
+}
+
+struct transport *tls_client_handshake(struct tls_creds *c,
+                                       struct transport *plain,
+                                       const char *hostname,
+                                       struct tls_peer *peer)
+{
+  if (c->server) {
+    set_error(EINVAL, "server credentials used for a client handshake");
+    return NULL;
+  }
+  if (c->cert && c->verify_peer && (!hostname || !hostname[0])) {
+    set_error(EINVAL, "verifying the server certificate needs a host name");
+    return NULL;
+  }
+  struct transport *t = tls_new(c, plain);
+  if (!t)
+    return NULL;
+  struct tls_conn *conn = t->priv;
+  if (hostname && !(conn->hostname = strdup(hostname))) {
+    set_error(ENOMEM, "out of memory");
+    tls_discard(t);
+    return NULL;
+  }
+  set_vdata(conn, false);
+  /* RFC 6066 section 3: SNI carries DNS names only, never addresses. */
+  if (hostname && hostname[0] && !is_ip_literal(hostname))
+    gnutls_server_name_set(conn->s, GNUTLS_NAME_DNS, hostname,
+                           strlen(hostname));
+  if (c->cert && c->verify_peer)
+    gnutls_session_set_verify_cert2(conn->s, conn->vdata, conn->nvdata, 0);
+  return finish(t, plain, peer);
+}

@@ -1,0 +1,498 @@
+/* libsnbd: the reader thread.  It reads every reply, checks it against
+ * the request it answers before using a byte of it (SECURITY.md 23-25;
+ * doc/proto.md "Simple reply message", "Structured reply chunk message",
+ * "Structured reply types"), and completes commands.  Any reply that
+ * breaks the protocol ends the connection: the stream can no longer be
+ * trusted to be in step. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "internal.h"
+#include "wire.h"
+
+/* Error chunks: u32 error, u16 message length, message, and for
+ * ERROR_OFFSET a u64 offset.  Anything longer is refused. */
+#define MAX_ERROR_CHUNK (6 + NBD_MAX_STRING + 8)
+/* A READ reply may be split, but not into more disjoint pieces than this
+ * at once (a legitimate server sends them in order, and they merge). */
+#define MAX_COVER_PIECES 4096
+
+int reply_errno(uint32_t e)
+{
+  switch (e) {
+  case NBD_EPERM: return EPERM;
+  case NBD_EIO: return EIO;
+  case NBD_ENOMEM: return ENOMEM;
+  case NBD_EINVAL: return EINVAL;
+  case NBD_ENOSPC: return ENOSPC;
+  case NBD_EOVERFLOW: return EOVERFLOW;
+  case NBD_ENOTSUP: return ENOTSUP;
+  case NBD_ESHUTDOWN: return ESHUTDOWN;
+  default: return EINVAL;   /* doc/proto.md "Error values" */
+  }
+}
+
+/* A protocol violation: the connection ends. */
+static int fatal(int err, const char *fmt, ...)
+  __attribute__((format(printf, 2, 3)));
+static int fatal(int err, const char *fmt, ...)
+{
+  char msg[768];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  set_error_at("libsnbd", err, "%s", msg);
+  return -1;
+}
+
+static int read_or_fatal(struct snbd_handle *h, void *buf, size_t len)
+{
+  if (transport_read_full(h->t, buf, len) == -1) {
+    int e = errno;
+    if (e == ECONNRESET)
+      return fatal(e, "the server closed the connection in the middle of "
+                   "a reply");
+    return fatal(e, "reading a reply: %s", strerror(e));
+  }
+  return 0;
+}
+
+/* ---- What a READ reply has covered ---- */
+
+void cover_free(struct cover *c)
+{
+  free(c->v);
+  c->v = NULL;
+  c->n = c->cap = 0;
+}
+
+/* Adds [start, end): 0, or -1 if it overlaps what is there (doc/proto.md:
+ * content chunks MUST NOT overlap) or the list is too fragmented. */
+static int cover_add(struct cover *c, uint64_t start, uint64_t end)
+{
+  size_t lo = 0, hi = c->n;
+  while (lo < hi) {            /* first piece with v.start >= start */
+    size_t mid = lo + (hi - lo) / 2;
+    if (c->v[mid].start < start)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  if (lo > 0 && c->v[lo - 1].end > start)
+    return -1;
+  if (lo < c->n && c->v[lo].start < end)
+    return -1;
+  bool join_prev = lo > 0 && c->v[lo - 1].end == start;
+  bool join_next = lo < c->n && c->v[lo].start == end;
+  if (join_prev && join_next) {
+    c->v[lo - 1].end = c->v[lo].end;
+    memmove(&c->v[lo], &c->v[lo + 1], (c->n - lo - 1) * sizeof c->v[0]);
+    c->n--;
+  }
+  else if (join_prev)
+    c->v[lo - 1].end = end;
+  else if (join_next)
+    c->v[lo].start = start;
+  else {
+    if (c->n >= MAX_COVER_PIECES)
+      return -1;
+    if (c->n == c->cap) {
+      size_t cap = c->cap ? c->cap * 2 : 4;
+      void *v = realloc(c->v, cap * sizeof c->v[0]);
+      if (!v)
+        return -1;
+      c->v = v;
+      c->cap = cap;
+    }
+    memmove(&c->v[lo + 1], &c->v[lo], (c->n - lo) * sizeof c->v[0]);
+    c->v[lo].start = start;
+    c->v[lo].end = end;
+    c->n++;
+  }
+  return 0;
+}
+
+/* ---- Completing requests ---- */
+
+static void req_error(struct snbd_handle *h, struct req *r, int err,
+                      const char *fmt, ...)
+  __attribute__((format(printf, 4, 5)));
+static void req_error(struct snbd_handle *h, struct req *r, int err,
+                      const char *fmt, ...)
+{
+  char msg[900];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  pthread_mutex_lock(&h->lock);
+  r->failed = true;
+  xmit_op_error(r->op, err, "%s (offset %llu, length %u): %s",
+                nbd_cmd_name(r->type), (unsigned long long)r->offset,
+                r->count, msg);
+  if (err == ESHUTDOWN)
+    h->server_shutdown = true;
+  pthread_mutex_unlock(&h->lock);
+}
+
+/* The server's error, named (doc/proto.md "Error values"), with its
+ * message quoted. */
+static void server_error(struct snbd_handle *h, struct req *r, uint32_t e,
+                         const uint8_t *msg, size_t msglen)
+{
+  char q[NBD_MAX_STRING / 8];
+  quote_bytes(q, sizeof q, msg, msglen);
+  if (e == 0) {
+    req_error(h, r, EPROTO, "the server sent an error chunk with error 0%s%s%s",
+              msglen ? ": \"" : "", q, msglen ? "\"" : "");
+    return;
+  }
+  int err = reply_errno(e);
+  req_error(h, r, err, "the server replied %s (%s)%s%s%s", nbd_err_name(e),
+            strerror(err), msglen ? ": \"" : "", q, msglen ? "\"" : "");
+}
+
+static void finish(struct snbd_handle *h, struct req *r)
+{
+  pthread_mutex_lock(&h->lock);
+  xmit_req_done(h, r);
+  pthread_mutex_unlock(&h->lock);
+  xmit_complete_ready(h);
+}
+
+static struct req *find(struct snbd_handle *h, uint64_t cookie)
+{
+  pthread_mutex_lock(&h->lock);
+  struct req *r = xmit_find_req(h, cookie);
+  pthread_mutex_unlock(&h->lock);
+  if (!r)
+    fatal(EPROTO, "the server replied to cookie %llu, which is not in "
+          "flight", (unsigned long long)cookie);
+  return r;
+}
+
+/* ---- Simple replies ---- */
+
+static int simple_reply(struct snbd_handle *h, const uint8_t hdr[16])
+{
+  uint32_t e;
+  uint64_t cookie;
+  wire_decode_simple_reply(hdr, &e, &cookie);
+  struct req *r = find(h, cookie);
+  if (!r)
+    return -1;
+  /* With structured replies a READ gets a structured reply, always: a
+   * simple one would leave us guessing whether data follows. */
+  if (h->sr && r->type == NBD_CMD_READ)
+    return fatal(EPROTO, "the server sent a simple reply to NBD_CMD_READ "
+                 "although structured replies were negotiated");
+  if (e != 0)
+    server_error(h, r, e, NULL, 0);
+  else if (r->type == NBD_CMD_READ) {
+    if (read_or_fatal(h, r->buf, r->count) == -1)
+      return -1;
+  }
+  else if (r->type == NBD_CMD_BLOCK_STATUS)
+    req_error(h, r, EPROTO, "the server sent no block status");
+  finish(h, r);
+  return 0;
+}
+
+/* ---- Structured replies ---- */
+
+/* [off, off+len) inside the request, computed without overflow. */
+static bool in_request(const struct req *r, uint64_t off, uint64_t len)
+{
+  return len > 0 && off >= r->offset && len <= r->count &&
+         off - r->offset <= r->count - len;
+}
+
+static int not_allowed(const struct req *r, const struct nbd_chunk_hdr *c)
+{
+  return fatal(EPROTO, "the server sent a %s chunk in reply to %s",
+               nbd_reply_type_name(c->type), nbd_cmd_name(r->type));
+}
+
+static int content(struct snbd_handle *h, struct req *r, uint64_t off,
+                   uint64_t len)
+{
+  if (!in_request(r, off, len))
+    return fatal(EPROTO, "the server sent data for offset %llu length %llu, "
+                 "outside the read of offset %llu length %u",
+                 (unsigned long long)off, (unsigned long long)len,
+                 (unsigned long long)r->offset, r->count);
+  if ((r->flags & NBD_CMD_FLAG_DF) && r->content_chunks > 0)
+    return fatal(EPROTO, "the server fragmented a read sent with "
+                 "NBD_CMD_FLAG_DF");
+  if (cover_add(&r->cover, off, off + len) == -1)
+    return fatal(EPROTO, "the server sent overlapping (or too many) data "
+                 "chunks at offset %llu", (unsigned long long)off);
+  (void)h;
+  r->covered += len;
+  r->content_chunks++;
+  return 0;
+}
+
+static int offset_data(struct snbd_handle *h, struct req *r,
+                       const struct nbd_chunk_hdr *c)
+{
+  uint8_t b[8];
+  if (r->type != NBD_CMD_READ)
+    return not_allowed(r, c);
+  if (c->length < 9)
+    return fatal(EPROTO, "NBD_REPLY_TYPE_OFFSET_DATA of length %u", c->length);
+  if (read_or_fatal(h, b, sizeof b) == -1)
+    return -1;
+  struct wire_cursor cur = wire_cursor(b, sizeof b);
+  uint64_t off, len = c->length - 8u;
+  wire_get_u64(&cur, &off);
+  if (content(h, r, off, len) == -1)
+    return -1;
+  return read_or_fatal(h, r->buf + (off - r->offset), len);
+}
+
+static int offset_hole(struct snbd_handle *h, struct req *r,
+                       const struct nbd_chunk_hdr *c)
+{
+  uint8_t b[12];
+  if (r->type != NBD_CMD_READ)
+    return not_allowed(r, c);
+  if (c->length != 12)
+    return fatal(EPROTO, "NBD_REPLY_TYPE_OFFSET_HOLE of length %u", c->length);
+  if (read_or_fatal(h, b, sizeof b) == -1)
+    return -1;
+  struct wire_cursor cur = wire_cursor(b, sizeof b);
+  uint64_t off;
+  uint32_t len;
+  wire_get_u64(&cur, &off);
+  wire_get_u32(&cur, &len);
+  if (content(h, r, off, len) == -1)
+    return -1;
+  memset(r->buf + (off - r->offset), 0, len);
+  return 0;
+}
+
+/* Reads n descriptors; checks them (doc/proto.md NBD_REPLY_TYPE_BLOCK_STATUS:
+ * lengths nonzero; with REQ_ONE one extent within the request; else all
+ * but the last inside the request). */
+static int read_extents(struct snbd_handle *h, struct req *r,
+                        struct snbd_extent *ext, size_t n)
+{
+  uint8_t b[8 * 512];
+  uint64_t sum = 0;
+  for (size_t i = 0; i < n;) {
+    size_t k = n - i < 512 ? n - i : 512;
+    if (read_or_fatal(h, b, k * 8) == -1)
+      return -1;
+    struct wire_cursor cur = wire_cursor(b, k * 8);
+    for (size_t j = 0; j < k; j++, i++) {
+      uint32_t len, flags;
+      wire_get_u32(&cur, &len);
+      wire_get_u32(&cur, &flags);
+      if (len == 0)
+        return fatal(EPROTO, "the server sent an extent of length 0");
+      if (i + 1 < n && (sum += len) >= r->count)
+        return fatal(EPROTO, "the server sent extents past the end of the "
+                     "block status request");
+      ext[i].length = len;
+      ext[i].flags = flags;
+    }
+  }
+  if ((r->flags & NBD_CMD_FLAG_REQ_ONE) &&
+      (n != 1 || ext[0].length > r->count))
+    return fatal(EPROTO, "the server ignored NBD_CMD_FLAG_REQ_ONE");
+  return 0;
+}
+
+static int block_status(struct snbd_handle *h, struct req *r,
+                        const struct nbd_chunk_hdr *c)
+{
+  if (r->type != NBD_CMD_BLOCK_STATUS)
+    return not_allowed(r, c);
+  if (c->length < 12 || (c->length - 4) % 8 != 0 ||
+      (c->length - 4) / 8 > NBD_MAX_BLOCK_STATUS_DESCS)
+    return fatal(EPROTO, "NBD_REPLY_TYPE_BLOCK_STATUS of length %u",
+                 c->length);
+  uint8_t b[4];
+  if (read_or_fatal(h, b, sizeof b) == -1)
+    return -1;
+  uint32_t id = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
+                (uint32_t)b[2] << 8 | b[3];
+  int i = 0;
+  while (i < h->nr_ctx && h->ctx[i].id != id)
+    i++;
+  if (i == h->nr_ctx || (r->ctx_seen & (1u << i)))
+    return fatal(EPROTO, "the server sent block status for metadata "
+                 "context id %u, %s", id, i == h->nr_ctx ? "which was never "
+                 "negotiated" : "twice in one reply");
+  r->ctx_seen |= 1u << i;
+  size_t n = (c->length - 4) / 8;
+  struct snbd_extent *ext = malloc(n * sizeof *ext);
+  if (!ext)
+    return fatal(ENOMEM, "out of memory for %zu extents", n);
+  int rc = read_extents(h, r, ext, n);
+  struct op *op = r->op;
+  if (rc == 0 && !r->failed && op->extent_cb) {
+    int err = 0;
+    if (op->extent_cb(op->extent_user_data, h->ctx[i].name, r->offset, ext,
+                      n, &err) < 0)
+      req_error(h, r, err ? err : EIO, "the extent callback failed");
+  }
+  free(ext);
+  return rc;
+}
+
+/* Error chunks (doc/proto.md: u32 error, u16 message length, message,
+ * then type-specific fields).  An unknown error type fails the command
+ * but keeps the connection, as long as its lengths add up. */
+static int error_chunk(struct snbd_handle *h, struct req *r,
+                       const struct nbd_chunk_hdr *c)
+{
+  uint8_t b[MAX_ERROR_CHUNK];
+  if (c->length < 6 || c->length > MAX_ERROR_CHUNK)
+    return fatal(EPROTO, "%s chunk of length %u", nbd_reply_type_name(c->type),
+                 c->length);
+  if (read_or_fatal(h, b, c->length) == -1)
+    return -1;
+  struct wire_cursor cur = wire_cursor(b, c->length);
+  uint32_t e;
+  uint16_t msglen;
+  wire_get_u32(&cur, &e);
+  wire_get_u16(&cur, &msglen);
+  if (msglen > c->length - 6u || msglen > NBD_MAX_STRING)
+    return fatal(EPROTO, "the server's error message (%u bytes) does not fit "
+                 "its %u-byte chunk", msglen, c->length);
+  uint32_t rest = c->length - 6u - msglen;
+  if (c->type == NBD_REPLY_TYPE_ERROR && rest != 0)
+    return fatal(EPROTO, "NBD_REPLY_TYPE_ERROR with %u extra bytes", rest);
+  if (c->type == NBD_REPLY_TYPE_ERROR_OFFSET) {
+    if (rest != 8)
+      return fatal(EPROTO, "NBD_REPLY_TYPE_ERROR_OFFSET of length %u",
+                   c->length);
+    if (r->type == NBD_CMD_FLUSH)
+      return not_allowed(r, c);
+    struct wire_cursor oc = wire_cursor(b + 6 + msglen, 8);
+    uint64_t off;
+    wire_get_u64(&oc, &off);
+    if (!in_request(r, off, 1))
+      return fatal(EPROTO, "the server reported an error at offset %llu, "
+                   "outside the request", (unsigned long long)off);
+  }
+  server_error(h, r, e, b + 6, msglen);
+  return 0;
+}
+
+static int chunk_done(struct snbd_handle *h, struct req *r)
+{
+  if (!r->failed && r->type == NBD_CMD_READ && r->covered != r->count)
+    req_error(h, r, EIO, "the server reported success after sending %llu of "
+              "%u bytes", (unsigned long long)r->covered, r->count);
+  if (!r->failed && r->type == NBD_CMD_BLOCK_STATUS &&
+      r->ctx_seen != (1u << h->nr_ctx) - 1)
+    req_error(h, r, EPROTO, "the server did not send block status for every "
+              "metadata context");
+  finish(h, r);
+  return 0;
+}
+
+static int structured_reply(struct snbd_handle *h, const uint8_t first[16])
+{
+  uint8_t hdr[20];
+  memcpy(hdr, first, 16);
+  if (read_or_fatal(h, hdr + 16, 4) == -1)
+    return -1;
+  struct nbd_chunk_hdr c;
+  wire_decode_chunk_hdr(hdr, &c);
+  if (!h->sr)
+    return fatal(EPROTO, "the server sent a structured reply, which was "
+                 "never negotiated");
+  struct req *r = find(h, c.cookie);
+  if (!r)
+    return -1;
+  int rc;
+  switch (c.type) {
+  case NBD_REPLY_TYPE_NONE:
+    if (c.length != 0 || !(c.flags & NBD_REPLY_FLAG_DONE))
+      return fatal(EPROTO, "NBD_REPLY_TYPE_NONE must be empty and final");
+    rc = 0;
+    break;
+  case NBD_REPLY_TYPE_OFFSET_DATA: rc = offset_data(h, r, &c); break;
+  case NBD_REPLY_TYPE_OFFSET_HOLE: rc = offset_hole(h, r, &c); break;
+  case NBD_REPLY_TYPE_BLOCK_STATUS: rc = block_status(h, r, &c); break;
+  default:
+    if (!NBD_REPLY_TYPE_IS_ERR(c.type))
+      return fatal(EPROTO, "the server sent a chunk of unknown type %u",
+                   c.type);
+    rc = error_chunk(h, r, &c);
+  }
+  if (rc == 0 && (c.flags & NBD_REPLY_FLAG_DONE))
+    rc = chunk_done(h, r);
+  return rc;
+}
+
+/* 0: one reply handled; 1: clean end of stream; -1: fatal error. */
+static int read_one(struct snbd_handle *h)
+{
+  uint8_t hdr[16];
+  ssize_t n;
+  do
+    n = h->t->ops->recv(h->t, hdr, sizeof hdr);
+  while (n == -1 && errno == EINTR);
+  if (n == 0)
+    return 1;
+  if (n < 0)
+    return fatal(errno, "reading a reply: %s", strerror(errno));
+  if ((size_t)n < sizeof hdr &&
+      read_or_fatal(h, hdr + n, sizeof hdr - (size_t)n) == -1)
+    return -1;
+  uint32_t magic = wire_peek_magic32(hdr);
+  if (magic == NBD_SIMPLE_REPLY_MAGIC)
+    return simple_reply(h, hdr);
+  if (magic == NBD_STRUCTURED_REPLY_MAGIC)
+    return structured_reply(h, hdr);
+  return fatal(EPROTO, "the server sent a reply with unknown magic 0x%08x",
+               magic);
+}
+
+/* Fails every request still in flight (caller holds h->lock). */
+static void fail_all(struct snbd_handle *h)
+{
+  for (size_t b = 0; b < HASH_BUCKETS; b++) {
+    while (h->reqs[b]) {
+      struct req *r = h->reqs[b];
+      xmit_op_error(r->op, h->dead_errno ? h->dead_errno : ENOTCONN,
+                    "%s: the connection is closed: %s",
+                    nbd_cmd_name(r->type), h->dead_msg);
+      xmit_req_done(h, r);
+    }
+  }
+}
+
+void *reply_reader(void *arg)
+{
+  struct snbd_handle *h = arg;
+  int rc;
+  while ((rc = read_one(h)) == 0)
+    ;
+  pthread_mutex_lock(&h->lock);
+  /* After NBD_CMD_DISC, EOF is expected; over TLS a server that closes
+   * without close_notify shows up as ECONNRESET. */
+  if ((rc == 1 || get_errno() == ECONNRESET) &&
+      h->state == H_DISCONNECTING && h->nr_reqs == 0)
+    h_set_dead(h, ENOTCONN, "the connection was shut down");
+  else if (h->state != H_DEAD) {
+    if (rc == 1)
+      fatal(ECONNRESET, "the server closed the connection");
+    h_set_dead(h, get_errno(), get_error());
+  }
+  shutdown(h->t->fd, SHUT_RDWR);   /* senders fail fast from now on */
+  fail_all(h);
+  pthread_mutex_unlock(&h->lock);
+  xmit_complete_ready(h);
+  return NULL;
+}

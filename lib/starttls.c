@@ -1,0 +1,92 @@
+/* libsnbd: NBD_OPT_STARTTLS and the TLS handshake (doc/proto.md "TLS
+ * support").  It is always the first option, so nothing else is ever said
+ * in clear text; in require mode any refusal ends the session
+ * (SECURITY.md 21) and the certificate and host name are verified
+ * (SECURITY.md 22), also over Unix sockets through tls-hostname. */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "internal.h"
+
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+static int tls_init_result;
+
+static void tls_init(void)
+{
+  tls_init_result = tls_global_init();
+}
+
+static int load_creds(struct snbd_handle *h)
+{
+  if (h->creds)
+    return 0;
+  pthread_once(&tls_once, tls_init);
+  if (tls_init_result == -1) {
+    lib_rewrap("TLS initialisation failed");
+    return -1;
+  }
+  struct tls_client_config cfg = {
+    .cert_dir = h->tls_certificates,
+    .psk_file = h->tls_psk_file,
+    .username = h->tls_username,
+    .priority = h->tls_priority,
+    .verify_peer = h->tls_verify_peer,
+  };
+  h->creds = tls_creds_load_client(&cfg);
+  if (!h->creds) {
+    lib_rewrap("cannot load TLS credentials");
+    return -1;
+  }
+  return 0;
+}
+
+static int tls_upgrade(struct snbd_handle *h)
+{
+  if (load_creds(h) == -1) {
+    h->broken = true;
+    return -1;
+  }
+  const char *hostname = h->tls_hostname ? h->tls_hostname : h->tcp_host;
+  if (!tls_creds_is_psk(h->creds) && h->tls_verify_peer && !hostname)
+    return hs_broken(h, EINVAL, "cannot verify the server's certificate "
+                     "without a host name: set tls-hostname (or turn "
+                     "verification off with tls-verify-peer=0)");
+  struct transport *t = tls_client_handshake(h->creds, h->t, hostname,
+                                             &h->peer);
+  if (!t) {
+    lib_rewrap("TLS handshake failed");
+    h->broken = true;
+    return -1;
+  }
+  h->t = t;
+  h->tls_active = true;
+  return 0;
+}
+
+int hs_starttls(struct snbd_handle *h)
+{
+  struct nbd_opt_reply r;
+  uint8_t buf[MAX_OPT_REPLY];
+
+  if (hs_send_option(h, NBD_OPT_STARTTLS, NULL, 0) == -1 ||
+      hs_recv_reply(h, NBD_OPT_STARTTLS, &r, buf, sizeof buf) == -1)
+    return -1;
+  if (r.type == NBD_REP_ACK) {
+    if (r.length != 0)
+      return hs_broken(h, EPROTO, "NBD_REP_ACK to NBD_OPT_STARTTLS with a "
+                       "payload");
+    return tls_upgrade(h);
+  }
+  if (!NBD_REP_IS_ERR(r.type))
+    return hs_broken(h, EPROTO, "unexpected %s reply to NBD_OPT_STARTTLS",
+                     nbd_rep_name(r.type));
+  if (h->tls_mode == SNBD_TLS_REQUIRE) {
+    char quoted[256];
+    quote_bytes(quoted, sizeof quoted, buf, r.length);
+    return hs_broken(h, EPERM, "TLS is required but the server refused "
+                     "NBD_OPT_STARTTLS: %s%s%s%s", nbd_rep_name(r.type),
+                     r.length ? ": \"" : "", quoted, r.length ? "\"" : "");
+  }
+  return 0;   /* allow mode: carry on in clear text */
+}

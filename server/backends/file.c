@@ -1,0 +1,497 @@
+/* snbd: a regular file or a block device.
+ *
+ * One file descriptor serves every connection and worker thread: pread
+ * and pwrite need no lock, and all writes go through the kernel's one page
+ * cache, so fdatasync from any connection makes every connection's writes
+ * durable; hence BACKEND_CAN_MULTI_CONN.
+ *
+ * Trim is advisory: where the file system or device cannot do it, trim
+ * succeeds having done nothing.  Zero must leave zeroes: it uses the
+ * cheapest method that works (zero range, punch hole, discard-based zeroing
+ * on devices) and falls back to writing zeroes unless BACKEND_FAST asks it
+ * not to.  Methods found unsupported are remembered so later calls skip
+ * them.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "log.h"
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Writing zeroes by hand goes in pieces of this size. */
+#define ZERO_BUF_SIZE (64 * 1024)
+static const uint8_t zero_buf[ZERO_BUF_SIZE];
+
+struct file_backend {
+  struct backend b;              /* first, so ops can cast back */
+  int fd;
+  bool is_bdev;
+  /* Set once the kernel said a method is unsupported (never cleared). */
+  atomic_bool no_zero_range, no_punch, no_alloc, no_discard, no_zeroout;
+};
+
+static struct file_backend *fb(struct backend *b)
+{
+  return (struct file_backend *)b;
+}
+
+static int check_writable(const struct backend *b)
+{
+  if (b->caps & BACKEND_CAN_WRITE)
+    return 0;
+  set_error(EPERM, "%s is read-only", b->desc);
+  return -1;
+}
+
+/* Errors that mean "this kernel, file system or device cannot do that",
+ * as opposed to a failure of the storage. */
+static bool is_unsupported(int err)
+{
+  return err == EOPNOTSUPP || err == ENOTSUP || err == ENOSYS ||
+         err == ENOTTY;
+}
+
+static int file_pread(struct backend *b, void *buf, size_t count,
+                      uint64_t offset)
+{
+  struct file_backend *f = fb(b);
+  uint8_t *p = buf;
+  size_t left = count;
+
+  assert(offset <= b->size && count <= b->size - offset);
+  while (left > 0) {
+    ssize_t r = pread(f->fd, p, left, (off_t)offset);
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      if (r == 0)
+        set_error(EIO, "%s: end of file at %" PRIu64 " (file shrank?)",
+                  b->desc, offset);
+      else
+        set_error(errno, "%s: read at %" PRIu64 ": %m", b->desc, offset);
+      memset(buf, 0, count);     /* never hand back stale bytes */
+      return -1;
+    }
+    p += r;
+    left -= (size_t)r;
+    offset += (uint64_t)r;
+  }
+  return 0;
+}
+
+/* pwrite all of buf, across short writes and signals. */
+static int write_full(struct file_backend *f, const void *buf, size_t count,
+                      uint64_t offset)
+{
+  const uint8_t *p = buf;
+
+  while (count > 0) {
+    ssize_t r = pwrite(f->fd, p, count, (off_t)offset);
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      if (r == 0)
+        errno = EIO;               /* no progress: do not spin */
+      set_error(errno, "%s: write at %" PRIu64 ": %m", f->b.desc, offset);
+      return -1;
+    }
+    p += r;
+    count -= (size_t)r;
+    offset += (uint64_t)r;
+  }
+  return 0;
+}
+
+static int file_flush(struct backend *b)
+{
+  if (fdatasync(fb(b)->fd) == -1) {
+    set_error(errno, "%s: fdatasync: %m", b->desc);
+    return -1;
+  }
+  return 0;
+}
+
+static int file_pwrite(struct backend *b, const void *buf, size_t count,
+                       uint64_t offset, unsigned flags)
+{
+  if (check_writable(b) == -1)
+    return -1;
+  assert(offset <= b->size && count <= b->size - offset);
+  if (write_full(fb(b), buf, count, offset) == -1)
+    return -1;
+  return (flags & BACKEND_FUA) ? file_flush(b) : 0;
+}
+
+/* Writes zeroes over [offset, offset+count) in bounded pieces. */
+static int write_zeroes(struct file_backend *f, uint64_t count,
+                        uint64_t offset)
+{
+  while (count > 0) {
+    size_t n = (size_t)MIN(count, (uint64_t)ZERO_BUF_SIZE);
+    if (write_full(f, zero_buf, n, offset) == -1)
+      return -1;
+    count -= n;
+    offset += n;
+  }
+  return 0;
+}
+
+/* fallocate(mode) over the range, unless known unsupported.  0 done,
+ * 1 unsupported (and now remembered in *unsupported), -1 failed. */
+static int try_fallocate(struct file_backend *f, atomic_bool *unsupported,
+                         int mode, uint64_t count, uint64_t offset)
+{
+  if (atomic_load_explicit(unsupported, memory_order_relaxed))
+    return 1;
+  while (fallocate(f->fd, mode, (off_t)offset, (off_t)count) == -1) {
+    if (errno == EINTR)
+      continue;
+    if (is_unsupported(errno)) {
+      atomic_store_explicit(unsupported, true, memory_order_relaxed);
+      return 1;
+    }
+    set_error(errno, "%s: fallocate(0x%x) at %" PRIu64 ": %m", f->b.desc,
+              (unsigned)mode, offset);
+    return -1;
+  }
+  return 0;
+}
+
+/* ioctl on a block device range, unless known unsupported; as above. */
+static int try_bdev_ioctl(struct file_backend *f, atomic_bool *unsupported,
+                          unsigned long req, const char *what,
+                          uint64_t count, uint64_t offset)
+{
+  uint64_t range[2] = { offset, count };
+
+  if (atomic_load_explicit(unsupported, memory_order_relaxed))
+    return 1;
+  while (ioctl(f->fd, req, range) == -1) {
+    if (errno == EINTR)
+      continue;
+    if (is_unsupported(errno)) {
+      atomic_store_explicit(unsupported, true, memory_order_relaxed);
+      return 1;
+    }
+    set_error(errno, "%s: %s at %" PRIu64 ": %m", f->b.desc, what, offset);
+    return -1;
+  }
+  return 0;
+}
+
+static int file_trim(struct backend *b, uint64_t count, uint64_t offset,
+                     unsigned flags)
+{
+  struct file_backend *f = fb(b);
+  int r;
+
+  if (check_writable(b) == -1)
+    return -1;
+  assert(offset <= b->size && count <= b->size - offset);
+  if (f->is_bdev) {
+    /* Discard takes whole sectors: trim the ones inside the range. */
+    uint64_t bs = b->block_min;
+    uint64_t lo = (offset + bs - 1) / bs * bs, hi = (offset + count) / bs * bs;
+    r = lo < hi ? try_bdev_ioctl(f, &f->no_discard, BLKDISCARD,
+                                 "BLKDISCARD", hi - lo, lo) : 0;
+  }
+  else
+    r = try_fallocate(f, &f->no_punch,
+                      FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                      count, offset);
+  if (r == -1)
+    return -1;
+  return (flags & BACKEND_FUA) ? file_flush(b) : 0;
+}
+
+/* Zero on a regular file: zero range; else punch a hole (if allowed to);
+ * else punch and allocate again; else write zeroes, unless FAST. */
+static int file_zero_regular(struct file_backend *f, uint64_t count,
+                             uint64_t offset, unsigned flags)
+{
+  const int punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+  int r;
+
+  r = try_fallocate(f, &f->no_zero_range,
+                    FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, count, offset);
+  if (r != 1)
+    return r;
+  r = try_fallocate(f, &f->no_punch, punch, count, offset);
+  if (r == -1)
+    return -1;
+  if (r == 0) {
+    /* A hole reads as zeroes.  Without MAY_TRIM the client wants the
+     * space kept, so allocate it again; if that fails (ENOSPC) the range
+     * still reads as zeroes, which is all zero promises. */
+    if (!(flags & BACKEND_MAY_TRIM))
+      try_fallocate(f, &f->no_alloc, FALLOC_FL_KEEP_SIZE, count, offset);
+    return 0;
+  }
+  if (flags & BACKEND_FAST) {
+    set_error(ENOTSUP, "%s: no fast way to write zeroes", f->b.desc);
+    return -1;
+  }
+  return write_zeroes(f, count, offset);
+}
+
+/* Zero whole sectors of a block device, in order: a punch if MAY_TRIM
+ * (zeroes the kernel guarantees without falling back to writing them, so
+ * it is fast), BLKZEROOUT (which may write zeroes itself, so not with
+ * FAST), writing zeroes. */
+static int zero_bdev_sectors(struct file_backend *f, uint64_t count,
+                             uint64_t offset, unsigned flags)
+{
+  int r;
+
+  if (flags & BACKEND_MAY_TRIM) {
+    r = try_fallocate(f, &f->no_punch,
+                      FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                      count, offset);
+    if (r != 1)
+      return r;
+  }
+  if (flags & BACKEND_FAST) {
+    set_error(ENOTSUP, "%s: no fast way to write zeroes", f->b.desc);
+    return -1;
+  }
+  r = try_bdev_ioctl(f, &f->no_zeroout, BLKZEROOUT, "BLKZEROOUT",
+                     count, offset);
+  if (r != 1)
+    return r;
+  return write_zeroes(f, count, offset);
+}
+
+/* Zero on a block device: partial sectors at either end are written,
+ * the whole sectors between zeroed as above. */
+static int file_zero_bdev(struct file_backend *f, uint64_t count,
+                          uint64_t offset, unsigned flags)
+{
+  uint64_t bs = f->b.block_min, end = offset + count;
+  uint64_t lo = MIN((offset + bs - 1) / bs * bs, end);
+  uint64_t hi = MAX(end / bs * bs, lo);
+
+  if (lo < hi && zero_bdev_sectors(f, hi - lo, lo, flags) == -1)
+    return -1;
+  if (write_zeroes(f, lo - offset, offset) == -1 ||
+      write_zeroes(f, end - hi, hi) == -1)
+    return -1;
+  return 0;
+}
+
+static int file_zero(struct backend *b, uint64_t count, uint64_t offset,
+                     unsigned flags)
+{
+  struct file_backend *f = fb(b);
+  int r;
+
+  if (check_writable(b) == -1)
+    return -1;
+  assert(offset <= b->size && count <= b->size - offset);
+  if (count == 0)
+    return 0;
+  if (f->is_bdev)
+    r = file_zero_bdev(f, count, offset, flags);
+  else
+    r = file_zero_regular(f, count, offset, flags);
+  if (r == -1)
+    return -1;
+  return (flags & BACKEND_FUA) ? file_flush(b) : 0;
+}
+
+/* lseek(SEEK_DATA or SEEK_HOLE) from pos, clipped to end.  ENXIO means no
+ * data after pos (for SEEK_DATA) or pos past the end of a file that shrank
+ * (for SEEK_HOLE): both are "end".  -1 with errno on other errors. */
+static int64_t seek_clipped(int fd, uint64_t pos, int whence, uint64_t end)
+{
+  off_t r = lseek(fd, (off_t)pos, whence);
+  if (r == -1)
+    return errno == ENXIO ? (int64_t)end : -1;
+  return (int64_t)MIN((uint64_t)r, end);
+}
+
+/* Holes found with SEEK_DATA/SEEK_HOLE (lseek on a shared fd is safe: its
+ * result does not depend on the file position). */
+static int file_extents(struct backend *b, uint64_t count, uint64_t offset,
+                        struct extents *e)
+{
+  struct file_backend *f = fb(b);
+  uint64_t pos = offset, end = offset + count;
+  int r = 0;
+
+  if (count == 0) {
+    set_error(EINVAL, "extents of an empty range");
+    return -1;
+  }
+  assert(offset <= b->size && count <= b->size - offset);
+  while (r == 0 && pos < end) {
+    uint32_t flags = EXTENT_HOLE | EXTENT_ZERO;
+    int64_t next = seek_clipped(f->fd, pos, SEEK_DATA, end);
+    if (next == (int64_t)pos) {       /* data here: up to the next hole */
+      flags = 0;
+      next = seek_clipped(f->fd, pos, SEEK_HOLE, end);
+    }
+    if (next == -1 && !(errno == EINVAL || is_unsupported(errno))) {
+      set_error(errno, "%s: lseek at %" PRIu64 ": %m", b->desc, pos);
+      return -1;
+    }
+    /* Unsupported, or a racing write or punch left no progress: report
+     * the rest as data, which is always a correct answer. */
+    if (next == -1 || (uint64_t)next <= pos) {
+      flags = 0;
+      next = (int64_t)end;
+    }
+    r = extents_add(e, pos, (uint64_t)next - pos, flags);
+    pos = (uint64_t)next;
+  }
+  return r == -1 ? -1 : 0;
+}
+
+static int file_cache(struct backend *b, uint64_t count, uint64_t offset)
+{
+  int err = posix_fadvise(fb(b)->fd, (off_t)offset, (off_t)count,
+                          POSIX_FADV_WILLNEED);
+  if (err != 0) {
+    set_error(err, "%s: posix_fadvise: %s", b->desc, strerror(err));
+    return -1;
+  }
+  return 0;
+}
+
+static void file_close(struct backend *b)
+{
+  struct file_backend *f = fb(b);
+  close(f->fd);
+  free(b->desc);
+  free(f);
+}
+
+static const struct backend_ops file_ops = {
+  .name = "file",
+  .pread = file_pread,
+  .pwrite = file_pwrite,
+  .flush = file_flush,
+  .trim = file_trim,
+  .zero = file_zero,
+  .extents = file_extents,
+  .cache = file_cache,
+  .close = file_close,
+};
+
+static bool is_pow2(uint64_t v)
+{
+  return v != 0 && (v & (v - 1)) == 0;
+}
+
+/* Size, sector sizes and rotation of a block device. */
+static int probe_bdev(struct file_backend *f)
+{
+  uint64_t size;
+  int logical = 0;
+  unsigned physical = 0;
+  unsigned short rotational = 0;
+
+  if (ioctl(f->fd, BLKGETSIZE64, &size) == -1) {
+    set_error(errno, "%s: BLKGETSIZE64: %m", f->b.desc);
+    return -1;
+  }
+  f->b.size = size;
+  if (ioctl(f->fd, BLKSSZGET, &logical) == 0 && logical > 0 &&
+      is_pow2((uint64_t)logical))
+    f->b.block_min = (uint32_t)logical;
+  else
+    f->b.block_min = 512;
+  if (ioctl(f->fd, BLKPBSZGET, &physical) == 0 && is_pow2(physical))
+    f->b.block_pref = MAX(physical, f->b.block_min);
+  else
+    f->b.block_pref = MAX(4096u, f->b.block_min);
+  if (ioctl(f->fd, BLKROTATIONAL, &rotational) == 0 && rotational)
+    f->b.caps |= BACKEND_ROTATIONAL;
+  return 0;
+}
+
+/* Fills in size, block sizes and capabilities from the open fd. */
+static int probe(struct file_backend *f, bool readonly)
+{
+  struct stat st;
+
+  if (fstat(f->fd, &st) == -1) {
+    set_error(errno, "%s: fstat: %m", f->b.desc);
+    return -1;
+  }
+  f->b.caps = BACKEND_CAN_FLUSH | BACKEND_CAN_EXTENTS | BACKEND_CAN_CACHE |
+              BACKEND_CAN_MULTI_CONN;
+  if (!readonly)
+    f->b.caps |= BACKEND_CAN_WRITE | BACKEND_CAN_FUA | BACKEND_CAN_TRIM |
+                 BACKEND_CAN_ZERO | BACKEND_CAN_FAST_ZERO;
+  if (S_ISBLK(st.st_mode)) {
+    f->is_bdev = true;
+    return probe_bdev(f);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    set_error(EINVAL, "%s: not a regular file or block device", f->b.desc);
+    return -1;
+  }
+  f->b.size = (uint64_t)st.st_size;
+  f->b.block_min = 1;
+  f->b.block_pref = is_pow2((uint64_t)st.st_blksize) &&
+                    st.st_blksize >= 512 && st.st_blksize <= (1 << 20)
+                    ? (uint32_t)st.st_blksize : 4096;
+  return 0;
+}
+
+static int clear_nonblock(struct file_backend *f)
+{
+  int fl = fcntl(f->fd, F_GETFL);
+  if (fl == -1 || fcntl(f->fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
+    set_error(errno, "%s: fcntl: %m", f->b.desc);
+    return -1;
+  }
+  return 0;
+}
+
+struct backend *backend_file_open(const char *path, bool readonly)
+{
+  struct file_backend *f;
+
+  if (path == NULL || *path == '\0') {
+    set_error(EINVAL, "file: no path given");
+    return NULL;
+  }
+  f = calloc(1, sizeof *f);
+  if (f == NULL || asprintf(&f->b.desc, "file:%s", path) == -1) {
+    free(f);
+    set_error(ENOMEM, "file backend: out of memory");
+    return NULL;
+  }
+  f->b.ops = &file_ops;
+  /* O_NONBLOCK so that a FIFO given by mistake cannot hang the open; it
+   * is cleared once the type is known. */
+  f->fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC |
+               O_NOCTTY | O_NONBLOCK);
+  if (f->fd == -1) {
+    set_error(errno, "%s: %m", f->b.desc);
+    free(f->b.desc);
+    free(f);
+    return NULL;
+  }
+  if (probe(f, readonly) == -1 || clear_nonblock(f) == -1) {
+    int err = errno;
+    file_close(&f->b);
+    errno = err;
+    return NULL;
+  }
+  return &f->b;
+}

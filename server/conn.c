@@ -1,0 +1,183 @@
+/* snbd-server: connection lifecycle.  One thread per connection reads;
+ * the list of live connections lets shutdown wait for them and lets a
+ * flood of negotiating connections be trimmed (SECURITY.md 11). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+
+static struct tls_creds *creds_get(struct server *s)
+{
+  pthread_mutex_lock(&s->creds_lock);
+  struct tls_creds *c = s->creds ? tls_creds_ref(s->creds) : NULL;
+  pthread_mutex_unlock(&s->creds_lock);
+  return c;
+}
+
+/* Under conns_lock. */
+static void conn_link(struct server *s, struct conn *c)
+{
+  c->prev = NULL;
+  c->next = s->conns;
+  if (s->conns)
+    s->conns->prev = c;
+  s->conns = c;
+  s->nconns++;
+}
+
+static void conn_unlink(struct server *s, struct conn *c)
+{
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  s->nconns--;
+  if (c->negotiating)
+    s->nnegotiating--;
+  pthread_cond_broadcast(&s->conns_cond);
+}
+
+/* Under conns_lock: make room for one more negotiation by dropping the
+ * oldest one still negotiating (its reader sees EOF and closes). */
+static void drop_oldest_negotiating(struct server *s)
+{
+  struct conn *oldest = NULL;
+  for (struct conn *c = s->conns; c; c = c->next)
+    if (c->negotiating && (!oldest || c->started < oldest->started))
+      oldest = c;
+  if (oldest) {
+    log_info("%s: too many connections negotiating (%d); dropping the "
+             "oldest", oldest->peer, s->nnegotiating);
+    /* The fd stays open until the owner unlinks it, which needs
+     * conns_lock: shutdown() cannot hit a reused descriptor. */
+    shutdown(oldest->fd, SHUT_RDWR);
+    oldest->negotiating = false;
+    s->nnegotiating--;
+  }
+}
+
+static void conn_free(struct conn *c)
+{
+  transport_close(c->t);
+  if (c->creds)
+    tls_creds_unref(c->creds);
+  pthread_mutex_destroy(&c->lock);
+  pthread_mutex_destroy(&c->send_lock);
+  pthread_cond_destroy(&c->cond);
+  free(c);
+}
+
+static void *conn_thread(void *arg)
+{
+  struct conn *c = arg;
+  struct server *s = c->srv;
+
+  c->t->wake_fd = s->wake_pipe[0];
+  c->t->deadline = c->started + (int64_t)s->handshake_timeout * 1000000000;
+  log_debug("%s: connected", c->peer);
+  int rc = hs_run(c);
+
+  pthread_mutex_lock(&s->conns_lock);
+  if (c->negotiating) {
+    c->negotiating = false;
+    s->nnegotiating--;
+  }
+  pthread_mutex_unlock(&s->conns_lock);
+
+  if (rc == 0) {
+    c->t->deadline = 0;
+    xmit_run(c);
+    /* Soft disconnect: close_notify for TLS, then FIN. */
+    if (!c->dead)
+      c->t->ops->shutdown(c->t);
+  }
+  log_debug("%s: closed", c->peer);
+  pthread_mutex_lock(&s->conns_lock);
+  conn_unlink(s, c);
+  /* Close while still holding conns_lock: drop_oldest_negotiating may
+   * only touch fds of listed connections. */
+  conn_free(c);
+  pthread_mutex_unlock(&s->conns_lock);
+  return NULL;
+}
+
+void conn_start(struct server *s, int fd, bool is_local, const char *peer)
+{
+  struct conn *c = calloc(1, sizeof *c);
+  if (!c || !(c->t = transport_plain_new(fd))) {
+    log_error("%s: out of memory", peer);
+    free(c);
+    close(fd);
+    return;
+  }
+  c->srv = s;
+  c->fd = fd;
+  c->is_local = is_local;
+  c->started = monotonic_ns();
+  snprintf(c->peer, sizeof c->peer, "%s", peer);
+  pthread_mutex_init(&c->lock, NULL);
+  pthread_mutex_init(&c->send_lock, NULL);
+  pthread_cond_init(&c->cond, NULL);
+  if (s->tls_mode != TLS_MODE_OFF)
+    c->creds = creds_get(s);
+
+  pthread_mutex_lock(&s->conns_lock);
+  if (s->nconns >= s->max_connections) {
+    pthread_mutex_unlock(&s->conns_lock);
+    log_info("%s: connection limit (%d) reached; refusing", peer,
+             s->max_connections);
+    conn_free(c);
+    return;
+  }
+  if (s->nnegotiating >= s->max_negotiating)
+    drop_oldest_negotiating(s);
+  c->negotiating = true;
+  s->nnegotiating++;
+  conn_link(s, c);
+
+  pthread_attr_t attr;
+  pthread_t tid;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  int err = pthread_create(&tid, &attr, conn_thread, c);
+  pthread_attr_destroy(&attr);
+  if (err != 0) {
+    log_error("%s: cannot start a thread: %s", peer, strerror(err));
+    conn_unlink(s, c);
+    conn_free(c);
+  }
+  pthread_mutex_unlock(&s->conns_lock);
+}
+
+/* Shutdown has been signalled through wake_pipe; wait for connections to
+ * finish, then cut those still there. */
+void conns_shutdown_wait(struct server *s, int seconds)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += seconds;
+  pthread_mutex_lock(&s->conns_lock);
+  while (s->nconns > 0 &&
+         pthread_cond_timedwait(&s->conns_cond, &s->conns_lock, &ts) == 0)
+    ;
+  if (s->nconns > 0) {
+    log_warn("%d connection(s) still open after %d s; closing them",
+             s->nconns, seconds);
+    for (struct conn *c = s->conns; c; c = c->next)
+      shutdown(c->fd, SHUT_RDWR);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    while (s->nconns > 0 &&
+           pthread_cond_timedwait(&s->conns_cond, &s->conns_lock, &ts) == 0)
+      ;
+  }
+  pthread_mutex_unlock(&s->conns_lock);
+}

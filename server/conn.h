@@ -1,0 +1,85 @@
+/* snbd-server: one client connection, shared by the handshake
+ * (handshake.c) and transmission (xmit.c) phases. */
+#ifndef SNBD_CONN_H
+#define SNBD_CONN_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "server.h"
+#include "tls.h"
+#include "transport.h"
+
+struct conn {
+  struct server *srv;
+  struct transport *t;
+  int fd;                       /* the socket; constant for the conn's life */
+  struct tls_creds *creds;      /* ref taken at accept; NULL without TLS */
+  char peer[128];               /* for logs */
+  bool is_local;                /* loopback or Unix socket */
+  int64_t started;              /* monotonic ns */
+
+  /* Negotiation state.  Everything below "reset at STARTTLS" is
+   * forgotten when TLS starts (proto.md, NBD_OPT_STARTTLS). */
+  bool fixed;                   /* client set NBD_FLAG_C_FIXED_NEWSTYLE */
+  bool no_zeroes;
+  bool tls;                     /* TLS is up */
+  struct tls_peer tls_peer;
+  unsigned noptions;
+  uint64_t discarded;           /* option bytes thrown away so far */
+  /* -- reset at STARTTLS -- */
+  bool structured;
+  const struct export *meta_export; /* export SET_META_CONTEXT named */
+  bool meta_base_allocation;    /* base:allocation selected */
+  /* -- chosen by GO / EXPORT_NAME -- */
+  const struct export *exp;
+  uint16_t eflags;
+  bool meta_active;             /* BLOCK_STATUS allowed */
+
+  /* Transmission.  lock guards inflight/dead; send_lock serialises
+   * whole replies. */
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int inflight;
+  bool dead;                    /* a send failed: stop reading */
+  pthread_mutex_t send_lock;
+
+  struct conn *prev, *next;     /* server.conns, under conns_lock */
+  bool negotiating;             /* counted in server.nnegotiating */
+};
+
+/* handshake.c: 0 = go to transmission, -1 = close the connection. */
+int hs_run(struct conn *c);
+
+/* xmit.c: serve requests until the client disconnects or shutdown. */
+void xmit_run(struct conn *c);
+uint32_t xmit_nbd_errno(int err);
+
+/* policy.c: the one place every TLS/identity/export yes-no is answered. */
+enum policy_verdict {
+  POLICY_OK,
+  POLICY_TLS_REQD,        /* NBD_REP_ERR_TLS_REQD */
+  POLICY_DENIED,          /* NBD_REP_ERR_POLICY */
+  POLICY_UNKNOWN,         /* NBD_REP_ERR_UNKNOWN */
+  POLICY_INVALID,         /* NBD_REP_ERR_INVALID */
+  POLICY_UNSUP,           /* NBD_REP_ERR_UNSUP */
+};
+struct policy_session {
+  enum tls_mode mode;
+  bool tls;                     /* TLS established on this connection */
+  bool have_creds;              /* server can do TLS at all */
+  const struct tls_peer *peer;  /* when tls */
+};
+/* May option opt be processed at all in this state? (FORCEDTLS gate,
+ * STARTTLS rules.)  Unknown options in FORCEDTLS before TLS: TLS_REQD. */
+enum policy_verdict policy_option(const struct policy_session *s,
+                                  uint32_t opt, bool known);
+/* May this session see / use export e (NULL: no such export)? */
+enum policy_verdict policy_export(const struct policy_session *s,
+                                  const struct export *e);
+bool policy_identity_allowed(const struct tls_peer *peer,
+                             char *const *allow);
+uint32_t policy_rep_error(enum policy_verdict v);
+
+#endif

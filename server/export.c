@@ -1,0 +1,244 @@
+/* snbd-server: the export table.  Exports are parsed from the command
+ * line / config file, opened once before serving, and read-only after. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+#include "server.h"
+
+static char *xstrdup(const char *s)
+{
+  char *d = strdup(s);
+  if (!d)
+    log_error("out of memory");
+  return d;
+}
+
+int export_add(struct server *s, const char *name, const char *backend)
+{
+  for (size_t i = 0; i < s->nexports; i++)
+    if (strcmp(s->exports[i].name, name) == 0) {
+      set_error(EINVAL, "export \"%s\" defined twice", name);
+      return -1;
+    }
+  if (strlen(name) > NBD_MAX_STRING) {
+    set_error(EINVAL, "export name longer than %d bytes", NBD_MAX_STRING);
+    return -1;
+  }
+  struct export *v = realloc(s->exports, (s->nexports + 1) * sizeof *v);
+  if (!v) {
+    set_error(ENOMEM, "realloc");
+    return -1;
+  }
+  s->exports = v;
+  struct export *e = &v[s->nexports];
+  memset(e, 0, sizeof *e);
+  e->name = xstrdup(name);
+  e->spec = xstrdup(backend);
+  if (!e->name || !e->spec) {
+    set_error(ENOMEM, "strdup");
+    return -1;
+  }
+  s->nexports++;
+  return 0;
+}
+
+static bool parse_bool(const char *v, bool *out)
+{
+  if (!v || !*v || !strcmp(v, "1") || !strcasecmp(v, "true") ||
+      !strcasecmp(v, "yes") || !strcasecmp(v, "on"))
+    *out = true;
+  else if (!strcmp(v, "0") || !strcasecmp(v, "false") ||
+           !strcasecmp(v, "no") || !strcasecmp(v, "off"))
+    *out = false;
+  else
+    return false;
+  return true;
+}
+
+/* allow=ID[;ID...] */
+static int parse_allow(struct export *e, const char *value)
+{
+  size_t n = 1;
+  for (const char *p = value; *p; p++)
+    n += *p == ';';
+  char **v = calloc(n + 1, sizeof *v);
+  char *copy = strdup(value);
+  if (!v || !copy) {
+    free(v);
+    free(copy);
+    set_error(ENOMEM, "allow");
+    return -1;
+  }
+  size_t k = 0;
+  char *save = NULL;
+  for (char *tok = strtok_r(copy, ";", &save); tok;
+       tok = strtok_r(NULL, ";", &save))
+    if (*tok && !(v[k++] = strdup(tok))) {
+      set_error(ENOMEM, "allow");
+      free(copy);
+      return -1;
+    }
+  free(copy);
+  if (k == 0) {
+    free(v);
+    set_error(EINVAL, "allow= needs at least one identity");
+    return -1;
+  }
+  e->allow = v;
+  return 0;
+}
+
+int export_set_key(struct export *e, const char *key, const char *value)
+{
+  bool b;
+  if (!strcmp(key, "readonly") || !strcmp(key, "read-only")) {
+    if (!parse_bool(value, &b))
+      goto bad;
+    e->readonly = b;
+  }
+  else if (!strcmp(key, "tls-only")) {
+    if (!parse_bool(value, &b))
+      goto bad;
+    e->tls_only = b;
+  }
+  else if (!strcmp(key, "description")) {
+    if (!value || strlen(value) > NBD_MAX_STRING)
+      goto bad;
+    free(e->description);
+    e->description = xstrdup(value);
+  }
+  else if (!strcmp(key, "allow")) {
+    if (!value)
+      goto bad;
+    return parse_allow(e, value);
+  }
+  else {
+    set_error(EINVAL, "export \"%s\": unknown key \"%s\"", e->name, key);
+    return -1;
+  }
+  return 0;
+bad:
+  set_error(EINVAL, "export \"%s\": bad value for %s", e->name, key);
+  return -1;
+}
+
+/* [NAME=]BACKEND[,KEY=VALUE...]: a NAME never contains ':' so the first
+ * '=' before the first ':' ends it.  The first export is also the default
+ * (empty name) one; later exports must be named. */
+int export_parse(struct server *s, const char *arg)
+{
+  char *copy = strdup(arg);
+  if (!copy) {
+    set_error(ENOMEM, "strdup");
+    return -1;
+  }
+  char *colon = strchr(copy, ':');
+  char *eq = strchr(copy, '=');
+  const char *name = "";
+  char *spec = copy;
+  if (eq && (!colon || eq < colon)) {
+    *eq = '\0';
+    name = copy;
+    spec = eq + 1;
+  }
+  else if (s->nexports > 0) {
+    set_error(EINVAL, "\"%s\": only the first export may be unnamed", arg);
+    free(copy);
+    return -1;
+  }
+  char *opts = strchr(spec, ',');
+  if (opts)
+    *opts++ = '\0';
+  int r = export_add(s, name, spec);
+  while (r == 0 && opts && *opts) {
+    char *next = strchr(opts, ',');
+    if (next)
+      *next++ = '\0';
+    char *val = strchr(opts, '=');
+    if (val)
+      *val++ = '\0';
+    r = export_set_key(&s->exports[s->nexports - 1], opts, val);
+    opts = next;
+  }
+  free(copy);
+  return r;
+}
+
+const struct export *export_find(const struct server *s, const char *name,
+                                 size_t len)
+{
+  for (size_t i = 0; i < s->nexports; i++) {
+    const struct export *e = &s->exports[i];
+    if (strlen(e->name) == len && memcmp(e->name, name, len) == 0)
+      return e;
+  }
+  /* The empty name is the default export: the first one. */
+  if (len == 0 && s->nexports > 0)
+    return &s->exports[0];
+  return NULL;
+}
+
+int exports_open(struct server *s, bool all_readonly)
+{
+  for (size_t i = 0; i < s->nexports; i++) {
+    struct export *e = &s->exports[i];
+    if (all_readonly)
+      e->readonly = true;
+    e->be = backend_open(e->spec, e->readonly);
+    if (!e->be) {
+      log_error("export \"%s\": %s", e->name, get_error());
+      return -1;
+    }
+    if (!(e->be->caps & BACKEND_CAN_WRITE))
+      e->readonly = true;
+  }
+  return 0;
+}
+
+void exports_close(struct server *s)
+{
+  for (size_t i = 0; i < s->nexports; i++) {
+    struct export *e = &s->exports[i];
+    if (e->be) {
+      if (!e->readonly && (e->be->caps & BACKEND_CAN_FLUSH) &&
+          e->be->ops->flush(e->be) == -1)
+        log_error("export \"%s\": flush at exit: %m", e->name);
+      backend_close(e->be);
+    }
+    free(e->name);
+    free(e->description);
+    free(e->spec);
+    if (e->allow)
+      for (char **a = e->allow; *a; a++)
+        free(*a);
+    free(e->allow);
+  }
+  free(s->exports);
+  s->exports = NULL;
+  s->nexports = 0;
+}
+
+/* Transmission flags; identical for INFO and GO in the same state. */
+uint16_t export_eflags(const struct export *e, bool structured)
+{
+  unsigned caps = e->be->caps;
+  uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+               NBD_FLAG_SEND_CACHE;
+  if (e->readonly)
+    f |= NBD_FLAG_READ_ONLY;
+  else {
+    if (caps & BACKEND_CAN_TRIM)
+      f |= NBD_FLAG_SEND_TRIM;
+    f |= NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
+  }
+  if (structured)
+    f |= NBD_FLAG_SEND_DF;
+  if (caps & BACKEND_CAN_MULTI_CONN)
+    f |= NBD_FLAG_CAN_MULTI_CONN;
+  if (caps & BACKEND_ROTATIONAL)
+    f |= NBD_FLAG_ROTATIONAL;
+  return f;
+}

@@ -1,0 +1,484 @@
+/* snbd-server: the fixed-newstyle handshake.  One handler per NBD_OPT_*,
+ * reached through opt_table; the TLS/export yes-no comes from policy.c.
+ * Spec: proto.md "Newstyle negotiation", "Option types", "TLS support". */
+#include <endian.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "log.h"
+#include "optparse.h"
+#include "wire.h"
+
+#define HS_MAX_OPTIONS   1024        /* options in one handshake */
+#define HS_DISCARD_BUDGET (64u * 1024 * 1024) /* bytes thrown away, total */
+#define HS_INFO_MAX      (4 + NBD_MAX_STRING + 2 + 2 * 65535)
+#define HS_META_MAX      (64 * 1024)
+
+enum { HS_CONTINUE = 0, HS_GO = 1, HS_CLOSE = -1 };
+
+typedef int (*opt_handler)(struct conn *c, uint32_t opt,
+                           const uint8_t *data, uint32_t len);
+
+/* ---- replies ---- */
+
+static int hs_reply(struct conn *c, uint32_t opt, uint32_t type,
+                    const void *payload, size_t len)
+{
+  uint8_t hdr[20];
+  struct iovec iov[2] = { { hdr, sizeof hdr }, { (void *)payload, len } };
+  wire_encode_opt_reply(hdr, opt, type, (uint32_t)len);
+  if (transport_sendv(c->t, iov, len ? 2 : 1, 0) == -1) {
+    log_debug("%s: sending %s: %m", c->peer, nbd_rep_name(type));
+    return HS_CLOSE;
+  }
+  return HS_CONTINUE;
+}
+
+static int hs_ack(struct conn *c, uint32_t opt)
+{
+  return hs_reply(c, opt, NBD_REP_ACK, NULL, 0);
+}
+
+/* An error reply with a human-readable message (never peer bytes
+ * unquoted: callers pass them through quote_bytes). */
+__attribute__((format(printf, 4, 5)))
+static int hs_error(struct conn *c, uint32_t opt, uint32_t type,
+                    const char *fmt, ...)
+{
+  char msg[NBD_MAX_STRING];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    n = 0;
+  if ((size_t)n >= sizeof msg)
+    n = sizeof msg - 1;
+  log_debug("%s: %s: %s: %s", c->peer, nbd_opt_name(opt), nbd_rep_name(type),
+            msg);
+  return hs_reply(c, opt, type, msg, (size_t)n);
+}
+
+static int hs_verdict_error(struct conn *c, uint32_t opt,
+                            enum policy_verdict v, const char *what)
+{
+  static const char *const why[] = {
+    [POLICY_TLS_REQD] = "TLS is required: send NBD_OPT_STARTTLS first",
+    [POLICY_DENIED] = "not permitted by server policy",
+    [POLICY_UNKNOWN] = "no such export",
+    [POLICY_INVALID] = "invalid in this state",
+    [POLICY_UNSUP] = "not supported",
+  };
+  if (v == POLICY_DENIED)
+    log_info("%s: %s refused by policy (%s)", c->peer, nbd_opt_name(opt),
+             what);
+  return hs_error(c, opt, policy_rep_error(v), "%s: %s", what, why[v]);
+}
+
+static struct policy_session hs_session(const struct conn *c)
+{
+  return (struct policy_session){
+    .mode = c->srv->tls_mode, .tls = c->tls, .have_creds = c->creds != NULL,
+    .peer = c->tls ? &c->tls_peer : NULL,
+  };
+}
+
+/* Quote an export name for messages and logs. */
+static const char *qname(char *buf, size_t size, const char *name,
+                         size_t len)
+{
+  quote_bytes(buf, size, name, len);
+  return buf;
+}
+
+/* Find export `name` and ask the policy; on refusal send the error and
+ * return NULL with *rc set. */
+static const struct export *hs_lookup(struct conn *c, uint32_t opt,
+                                      const char *name, uint32_t len,
+                                      int *rc)
+{
+  char q[256];
+  const struct export *e = export_find(c->srv, name, len);
+  struct policy_session ps = hs_session(c);
+  enum policy_verdict v = policy_export(&ps, e);
+  if (v != POLICY_OK) {
+    char what[300];
+    snprintf(what, sizeof what, "export \"%s\"", qname(q, sizeof q, name, len));
+    *rc = hs_verdict_error(c, opt, v, what);
+    return NULL;
+  }
+  return e;
+}
+
+/* ---- handlers ---- */
+
+static int send_export_info(struct conn *c, uint32_t opt,
+                            const struct export *e, uint16_t eflags,
+                            bool want_name, bool want_desc)
+{
+  struct wire_buf b;
+  int rc;
+  wire_buf_init(&b);
+  wire_put_u16(&b, NBD_INFO_EXPORT);
+  wire_put_u64(&b, e->be->size);
+  wire_put_u16(&b, eflags);
+  rc = hs_reply(c, opt, NBD_REP_INFO, b.data, b.len);
+  if (rc == HS_CONTINUE && want_name) {
+    wire_buf_reset(&b);
+    wire_put_u16(&b, NBD_INFO_NAME);
+    wire_put_bytes(&b, e->name, strlen(e->name));
+    rc = hs_reply(c, opt, NBD_REP_INFO, b.data, b.len);
+  }
+  if (rc == HS_CONTINUE && want_desc && e->description) {
+    wire_buf_reset(&b);
+    wire_put_u16(&b, NBD_INFO_DESCRIPTION);
+    wire_put_bytes(&b, e->description, strlen(e->description));
+    rc = hs_reply(c, opt, NBD_REP_INFO, b.data, b.len);
+  }
+  if (rc == HS_CONTINUE) {
+    /* Sent whether asked or not (allowed: "MAY send information requests
+     * back which are not explicitly requested"): our maximum is not the
+     * default "unlimited".  Minimum 1: the backends do any alignment. */
+    uint32_t pref = e->be->block_pref > 4096 ? e->be->block_pref : 4096;
+    wire_buf_reset(&b);
+    wire_put_u16(&b, NBD_INFO_BLOCK_SIZE);
+    wire_put_u32(&b, 1);
+    wire_put_u32(&b, pref);
+    wire_put_u32(&b, NBD_MAX_PAYLOAD);
+    rc = hs_reply(c, opt, NBD_REP_INFO, b.data, b.len);
+  }
+  if (b.oom)
+    rc = HS_CLOSE;
+  wire_buf_free(&b);
+  return rc;
+}
+
+/* Transmission is about to start on export e. */
+static void hs_choose(struct conn *c, const struct export *e)
+{
+  c->exp = e;
+  c->eflags = export_eflags(e, c->structured);
+  c->meta_active = c->structured && c->meta_base_allocation &&
+                   c->meta_export == e;
+}
+
+static int opt_info_go(struct conn *c, uint32_t opt, const uint8_t *data,
+                       uint32_t len)
+{
+  struct opt_info_req req;
+  const char *why;
+  int rc = HS_CONTINUE;
+
+  if (optparse_info(data, len, &req, &why) == -1)
+    return hs_error(c, opt, NBD_REP_ERR_INVALID, "%s", why);
+  const struct export *e = hs_lookup(c, opt, req.name, req.namelen, &rc);
+  if (!e)
+    return rc;
+  uint16_t eflags = export_eflags(e, c->structured);
+  rc = send_export_info(c, opt, e, eflags, req.want_name, req.want_desc);
+  if (rc == HS_CONTINUE)
+    rc = hs_ack(c, opt);
+  if (rc == HS_CONTINUE && opt == NBD_OPT_GO) {
+    hs_choose(c, e);
+    return HS_GO;
+  }
+  return rc;
+}
+
+static int opt_export_name(struct conn *c, uint32_t opt, const uint8_t *data,
+                           uint32_t len)
+{
+  char q[256];
+  const char *name = (const char *)data;
+  const struct export *e = optparse_has_nul(name, len) ? NULL
+                           : export_find(c->srv, name, len);
+  struct policy_session ps = hs_session(c);
+  enum policy_verdict v = policy_export(&ps, e);
+  (void)opt;
+  /* NBD_OPT_EXPORT_NAME cannot be answered with an error: the spec says
+   * the server MUST terminate the session. */
+  if (v != POLICY_OK) {
+    log_info("%s: NBD_OPT_EXPORT_NAME \"%s\" refused (%s); closing",
+             c->peer, qname(q, sizeof q, name, len),
+             nbd_rep_name(policy_rep_error(v)));
+    return HS_CLOSE;
+  }
+  hs_choose(c, e);
+  static const uint8_t zeroes[124];
+  struct wire_buf b;
+  wire_buf_init(&b);
+  wire_put_u64(&b, e->be->size);
+  wire_put_u16(&b, c->eflags);
+  if (!c->no_zeroes)
+    wire_put_bytes(&b, zeroes, sizeof zeroes);
+  int rc = b.oom || transport_write_full(c->t, b.data, b.len, 0) == -1
+           ? HS_CLOSE : HS_GO;
+  wire_buf_free(&b);
+  return rc;
+}
+
+static int opt_list(struct conn *c, uint32_t opt, const uint8_t *data,
+                    uint32_t len)
+{
+  struct policy_session ps = hs_session(c);
+  struct wire_buf b;
+  int rc = HS_CONTINUE;
+  (void)data;
+  (void)len;
+  wire_buf_init(&b);
+  for (size_t i = 0; i < c->srv->nexports && rc == HS_CONTINUE; i++) {
+    const struct export *e = &c->srv->exports[i];
+    /* Exports a client may not use are not listed (SECURITY.md 8). */
+    if (policy_export(&ps, e) != POLICY_OK)
+      continue;
+    wire_buf_reset(&b);
+    wire_put_string(&b, e->name, strlen(e->name));
+    if (e->description)
+      wire_put_bytes(&b, e->description, strlen(e->description));
+    rc = b.oom ? HS_CLOSE : hs_reply(c, opt, NBD_REP_SERVER, b.data, b.len);
+  }
+  wire_buf_free(&b);
+  return rc == HS_CONTINUE ? hs_ack(c, opt) : rc;
+}
+
+static int opt_structured_reply(struct conn *c, uint32_t opt,
+                                const uint8_t *data, uint32_t len)
+{
+  (void)data;
+  (void)len;
+  c->structured = true;
+  return hs_ack(c, opt);
+}
+
+/* NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT: the only
+ * context is base:allocation (proto.md "The base: metadata namespace"). */
+static int opt_meta_context(struct conn *c, uint32_t opt, const uint8_t *data,
+                            uint32_t len)
+{
+  struct opt_meta_req req;
+  const char *why;
+  bool set = opt == NBD_OPT_SET_META_CONTEXT;
+  int rc = HS_CONTINUE;
+
+  if (set) {     /* "replaces all previously-set contexts, even on failure" */
+    c->meta_base_allocation = false;
+    c->meta_export = NULL;
+  }
+  if (optparse_meta(data, len, &req, &why) == -1)
+    return hs_error(c, opt, NBD_REP_ERR_INVALID, "%s", why);
+  if (set && !c->structured)
+    return hs_error(c, opt, NBD_REP_ERR_INVALID,
+                    "structured replies must be negotiated first");
+  const struct export *e = hs_lookup(c, opt, req.name, req.namelen, &rc);
+  if (!e)
+    return rc;
+  /* LIST: no queries lists everything, and "base:" is a wildcard; SET
+   * ignores "base:" (proto.md "The base: metadata namespace"). */
+  bool base_alloc = req.base_allocation ||
+                    (!set && (req.nqueries == 0 || req.base_wildcard));
+  if (base_alloc) {
+    struct wire_buf b;
+    wire_buf_init(&b);
+    wire_put_u32(&b, set ? 1 : 0);   /* LIST: the ID is reserved, zero */
+    wire_put_bytes(&b, NBD_META_BASE_ALLOCATION,
+                   strlen(NBD_META_BASE_ALLOCATION));
+    rc = b.oom ? HS_CLOSE : hs_reply(c, opt, NBD_REP_META_CONTEXT,
+                                     b.data, b.len);
+    wire_buf_free(&b);
+  }
+  if (set) {
+    c->meta_base_allocation = base_alloc;
+    c->meta_export = e;
+  }
+  return rc == HS_CONTINUE ? hs_ack(c, opt) : rc;
+}
+
+static int opt_starttls(struct conn *c, uint32_t opt, const uint8_t *data,
+                        uint32_t len)
+{
+  (void)data;
+  (void)len;
+  if (hs_ack(c, opt) != HS_CONTINUE)
+    return HS_CLOSE;
+  /* The plain transport reads nothing ahead, so whatever the client sent
+   * after the STARTTLS option is still in the socket and can only be read
+   * by GnuTLS as (invalid) TLS records: plain-text injection is never
+   * parsed as NBD (CVE-2021-3716). */
+  struct tls_peer peer;
+  struct transport *t = tls_server_handshake(c->creds, c->t, &peer);
+  if (!t) {
+    log_info("%s: TLS handshake failed: %s", c->peer, get_error());
+    return HS_CLOSE;
+  }
+  c->t = t;
+  c->tls = true;
+  c->tls_peer = peer;
+  /* Forget all negotiated state (proto.md NBD_OPT_STARTTLS). */
+  c->structured = false;
+  c->meta_base_allocation = false;
+  c->meta_export = NULL;
+  c->exp = NULL;
+  log_debug("%s: TLS %s %s %s%s%s%s%s", c->peer, peer.version, peer.cipher,
+           peer.kx, peer.cn[0] ? " cn=" : "", peer.cn,
+           peer.psk_username[0] ? " psk:" : "", peer.psk_username);
+  return HS_CONTINUE;
+}
+
+static const struct opt_entry {
+  uint32_t opt;
+  uint32_t max_len;        /* longer payloads are discarded and refused */
+  opt_handler fn;
+} opt_table[] = {
+  { NBD_OPT_EXPORT_NAME, NBD_MAX_STRING, opt_export_name },
+  { NBD_OPT_LIST, 0, opt_list },
+  { NBD_OPT_STARTTLS, 0, opt_starttls },
+  { NBD_OPT_INFO, HS_INFO_MAX, opt_info_go },
+  { NBD_OPT_GO, HS_INFO_MAX, opt_info_go },
+  { NBD_OPT_STRUCTURED_REPLY, 0, opt_structured_reply },
+  { NBD_OPT_LIST_META_CONTEXT, HS_META_MAX, opt_meta_context },
+  { NBD_OPT_SET_META_CONTEXT, HS_META_MAX, opt_meta_context },
+};
+
+static const struct opt_entry *opt_lookup(uint32_t opt)
+{
+  for (size_t i = 0; i < sizeof opt_table / sizeof opt_table[0]; i++)
+    if (opt_table[i].opt == opt)
+      return &opt_table[i];
+  return NULL;
+}
+
+/* Throw away an option's payload, within the handshake's budget. */
+static int hs_discard(struct conn *c, uint32_t len)
+{
+  if (len > HS_DISCARD_BUDGET - c->discarded) {
+    log_info("%s: client sent more than %u bytes of refused options; "
+             "closing", c->peer, HS_DISCARD_BUDGET);
+    return HS_CLOSE;
+  }
+  c->discarded += len;
+  return transport_discard(c->t, len) == -1 ? HS_CLOSE : HS_CONTINUE;
+}
+
+/* Everything that is refused before the handler runs: payload consumed so
+ * the stream stays in step (SECURITY.md 4), then one error reply. */
+static int hs_refuse(struct conn *c, uint32_t opt, uint32_t len,
+                     uint32_t type, const char *msg)
+{
+  if (opt == NBD_OPT_EXPORT_NAME) {
+    log_info("%s: NBD_OPT_EXPORT_NAME refused (%s): %s; closing", c->peer,
+             nbd_rep_name(type), msg);
+    return HS_CLOSE;
+  }
+  if (hs_discard(c, len) != HS_CONTINUE)
+    return HS_CLOSE;
+  return hs_error(c, opt, type, "%s: %s", nbd_opt_name(opt), msg);
+}
+
+static int hs_option(struct conn *c)
+{
+  uint8_t hdr[16];
+  struct nbd_opt_hdr h;
+
+  if (transport_read_full(c->t, hdr, sizeof hdr) == -1) {
+    if (errno == ECANCELED && !c->srv->shutting_down)
+      return HS_CLOSE;
+    if (errno == ECANCELED) {
+      /* Shutdown began: keep answering for a moment, with ERR_SHUTDOWN. */
+      c->t->wake_fd = -1;
+      c->t->deadline = monotonic_ns() + 2000000000LL;
+      return HS_CONTINUE;
+    }
+    log_debug("%s: handshake: %s", c->peer,
+              errno == ETIMEDOUT ? "deadline passed" : strerror(errno));
+    if (errno == ETIMEDOUT)
+      log_info("%s: handshake not finished in %d s; closing", c->peer,
+               c->srv->handshake_timeout);
+    return HS_CLOSE;
+  }
+  if (!wire_decode_opt_hdr(hdr, &h)) {
+    log_info("%s: bad option magic; closing", c->peer);
+    return HS_CLOSE;
+  }
+  if (++c->noptions > HS_MAX_OPTIONS) {
+    log_info("%s: more than %d options; closing", c->peer, HS_MAX_OPTIONS);
+    return HS_CLOSE;
+  }
+  log_debug("%s: %s (%u), length %u", c->peer, nbd_opt_name(h.option),
+            h.option, h.length);
+  if (!c->fixed && h.option != NBD_OPT_EXPORT_NAME) {
+    /* Non-fixed newstyle: EXPORT_NAME is the only valid option. */
+    log_info("%s: option %u from a non-fixed-newstyle client; closing",
+             c->peer, h.option);
+    return HS_CLOSE;
+  }
+  if (h.option == NBD_OPT_ABORT) {
+    /* "SHOULD ignore any data"; reply ACK, then close either way. */
+    if (hs_discard(c, h.length) == HS_CONTINUE)
+      hs_ack(c, h.option);
+    return HS_CLOSE;
+  }
+  const struct opt_entry *ent = opt_lookup(h.option);
+  struct policy_session ps = hs_session(c);
+  enum policy_verdict v = policy_option(&ps, h.option, ent != NULL);
+  if (v != POLICY_OK) {
+    static const char *const why[] = {
+      [POLICY_TLS_REQD] = "TLS is required: send NBD_OPT_STARTTLS first",
+      [POLICY_DENIED] = "TLS is not enabled on this server",
+      [POLICY_INVALID] = "TLS is already active",
+      [POLICY_UNKNOWN] = "unknown", [POLICY_UNSUP] = "unsupported",
+    };
+    return hs_refuse(c, h.option, h.length, policy_rep_error(v), why[v]);
+  }
+  if (c->srv->shutting_down)
+    return hs_refuse(c, h.option, h.length, NBD_REP_ERR_SHUTDOWN,
+                     "the server is shutting down");
+  if (!ent)
+    return hs_refuse(c, h.option, h.length, NBD_REP_ERR_UNSUP,
+                     "option not supported");
+  if (h.length > ent->max_len)
+    return hs_refuse(c, h.option, h.length,
+                     ent->max_len == 0 ? NBD_REP_ERR_INVALID
+                     : h.option == NBD_OPT_SET_META_CONTEXT ||
+                       h.option == NBD_OPT_LIST_META_CONTEXT
+                     ? NBD_REP_ERR_TOO_BIG : NBD_REP_ERR_INVALID,
+                     ent->max_len == 0 ? "this option takes no data"
+                                       : "option data too long");
+  uint8_t *data = malloc(h.length + 1);    /* +1: never malloc(0) */
+  if (!data)
+    return HS_CLOSE;
+  int rc = transport_read_full(c->t, data, h.length) == -1 ? HS_CLOSE
+           : ent->fn(c, h.option, data, h.length);
+  free(data);
+  return rc;
+}
+
+int hs_run(struct conn *c)
+{
+  uint8_t greeting[18];
+  uint32_t cflags;
+
+  wire_encode_greeting(greeting, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+  if (transport_write_full(c->t, greeting, sizeof greeting, 0) == -1 ||
+      transport_read_full(c->t, &cflags, sizeof cflags) == -1)
+    return -1;
+  cflags = be32toh(cflags);
+  if (cflags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
+    /* "the server MUST drop the TCP connection if the client sets an
+     * unknown flag" */
+    log_info("%s: unknown client flags 0x%x; closing", c->peer, cflags);
+    return -1;
+  }
+  c->fixed = cflags & NBD_FLAG_C_FIXED_NEWSTYLE;
+  c->no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
+  for (;;) {
+    int rc = hs_option(c);
+    if (rc == HS_GO)
+      return 0;
+    if (rc == HS_CLOSE)
+      return -1;
+  }
+}

@@ -1,0 +1,89 @@
+/* snbd-server: shared types of the server rooms.
+ *
+ * Locks (take in this order, never the reverse):
+ *   server.conns_lock  (list of connections, counts)
+ *   conn.lock          (in-flight count, state of one connection)
+ *   conn.send_lock     (whole replies go out under it, one at a time)
+ * pool.lock is a leaf: nothing else is taken while holding it.
+ */
+#ifndef SNBD_SERVER_H
+#define SNBD_SERVER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "backend.h"
+#include "snbd/protocol.h"
+#include "tls.h"
+#include "transport.h"
+
+enum tls_mode { TLS_MODE_OFF, TLS_MODE_ON, TLS_MODE_REQUIRE };
+
+struct export {
+  char *name;               /* "" is the default export */
+  char *description;        /* NULL if none */
+  char *spec;               /* backend spec as given, for logs */
+  struct backend *be;       /* opened once the export table is final */
+  bool readonly;
+  bool tls_only;            /* SELECTIVETLS: needs TLS */
+  char **allow;             /* NULL, or identities allowed (NULL-ended) */
+};
+
+struct listener {
+  int fd;
+  int family;               /* AF_INET, AF_INET6, AF_UNIX */
+  int port;                 /* TCP: the port actually bound */
+  char desc[128];           /* "127.0.0.1:10809", "unix:/path" */
+};
+
+struct server {
+  /* configuration (set before threads start, read-only afterwards) */
+  struct export *exports;
+  size_t nexports;
+  int threads;
+  int max_inflight;         /* per connection */
+  int handshake_timeout;    /* seconds */
+  int max_negotiating;      /* connections allowed in the handshake */
+  int max_connections;
+  enum tls_mode tls_mode;
+  bool tls_mode_set;        /* --tls given explicitly */
+  char *tls_certs;          /* directory */
+  char *tls_psk;            /* file */
+  char *tls_priority;
+  bool tls_verify_peer;
+
+  /* run-time state */
+  pthread_mutex_t creds_lock;
+  struct tls_creds *creds;  /* current credentials, swapped on SIGHUP */
+  int wake_pipe[2];         /* readable once shutdown begins */
+  volatile int shutting_down;
+
+  pthread_mutex_t conns_lock;
+  pthread_cond_t conns_cond;
+  struct conn *conns;       /* doubly-linked list of live connections */
+  int nconns;
+  int nnegotiating;
+};
+
+/* export.c */
+int export_parse(struct server *s, const char *arg);
+int export_add(struct server *s, const char *name, const char *backend);
+int export_set_key(struct export *e, const char *key, const char *value);
+const struct export *export_find(const struct server *s, const char *name,
+                                 size_t len);
+int exports_open(struct server *s, bool all_readonly);
+void exports_close(struct server *s);
+uint16_t export_eflags(const struct export *e, bool structured);
+
+/* conn.c */
+void conn_start(struct server *s, int fd, bool is_local, const char *peer);
+void conns_shutdown_wait(struct server *s, int seconds);
+
+/* pool.c: a shared pool of worker threads */
+int pool_start(int nthreads);
+void pool_submit(void (*fn)(void *), void *arg);
+void pool_stop(void);
+
+#endif

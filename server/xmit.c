@@ -1,0 +1,488 @@
+/* snbd-server: the transmission phase.  One reader (this connection's
+ * thread) validates each request at the edge and hands it to the worker
+ * pool; workers run it on the backend and send the whole reply under the
+ * connection's send lock.  Spec: proto.md "Transmission phase". */
+#include <endian.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "conn.h"
+#include "log.h"
+#include "wire.h"
+
+#define XMIT_DESC_MAX_LEN 0xfffff000u   /* one descriptor, 4 KiB aligned */
+
+struct req {
+  struct conn *c;
+  struct nbd_req r;
+  void *buf;                 /* WRITE payload, or NULL */
+};
+
+/* The one errno -> NBD_E* mapping (proto.md "Error values"). */
+uint32_t xmit_nbd_errno(int err)
+{
+  switch (err) {
+  case 0: return NBD_SUCCESS;
+  case EPERM: case EROFS: return NBD_EPERM;
+  case EIO: return NBD_EIO;
+  case ENOMEM: return NBD_ENOMEM;
+  case EINVAL: return NBD_EINVAL;
+  case ENOSPC: case EDQUOT: case EFBIG: return NBD_ENOSPC;
+  case EOVERFLOW: return NBD_EOVERFLOW;
+  case ENOTSUP: return NBD_ENOTSUP;
+  case ESHUTDOWN: return NBD_ESHUTDOWN;
+  default: return NBD_EIO;
+  }
+}
+
+/* ---- sending (each reply whole, under send_lock) ---- */
+
+static void xmit_send(struct conn *c, const struct iovec *iov, int n)
+{
+  pthread_mutex_lock(&c->send_lock);
+  int r = c->dead ? -1 : transport_sendv(c->t, iov, n, 0);
+  if (r == -1 && !c->dead) {
+    log_debug("%s: send: %m", c->peer);
+    c->dead = true;
+    /* Wake the reader so the connection ends. */
+    shutdown(c->t->fd, SHUT_RDWR);
+  }
+  pthread_mutex_unlock(&c->send_lock);
+}
+
+static void send_simple(struct conn *c, uint64_t cookie, uint32_t err,
+                        const void *data, size_t len)
+{
+  uint8_t hdr[16];
+  struct iovec iov[2] = { { hdr, sizeof hdr }, { (void *)data, len } };
+  wire_encode_simple_reply(hdr, err, cookie);
+  xmit_send(c, iov, len ? 2 : 1);
+}
+
+/* An error: a structured ERROR chunk with a message when structured
+ * replies are on (required for READ), else a simple reply. */
+static void send_error(struct conn *c, const struct nbd_req *r, int err,
+                       const char *what)
+{
+  uint32_t nerr = xmit_nbd_errno(err);
+  if (!c->structured) {
+    send_simple(c, r->cookie, nerr, NULL, 0);
+    return;
+  }
+  char msg[256];
+  int n = snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  if (n < 0)
+    n = 0;
+  if ((size_t)n >= sizeof msg)
+    n = sizeof msg - 1;
+  uint8_t hdr[20], pl[6];
+  uint32_t be_err = htobe32(nerr);
+  uint16_t be_len = htobe16((uint16_t)n);
+  memcpy(pl, &be_err, 4);
+  memcpy(pl + 4, &be_len, 2);
+  wire_encode_chunk_hdr(hdr, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR,
+                        r->cookie, (uint32_t)(6 + n));
+  struct iovec iov[3] = { { hdr, 20 }, { pl, 6 }, { msg, (size_t)n } };
+  xmit_send(c, iov, 3);
+}
+
+static void send_ok(struct conn *c, const struct nbd_req *r)
+{
+  send_simple(c, r->cookie, 0, NULL, 0);
+}
+
+/* ---- commands ---- */
+
+/* Structured READ: holes of a sparse backend go out as OFFSET_HOLE chunks
+ * and only data is read (ARCHITECTURE.md "Structured replies"). */
+static int read_structured(struct conn *c, const struct nbd_req *r,
+                           uint8_t *buf)
+{
+  struct backend *be = c->exp->be;
+  struct extents ex;
+  bool sparse = (be->caps & BACKEND_CHEAP_EXTENTS) &&
+                !(r->flags & NBD_CMD_FLAG_DF) && r->count > 0;
+  extents_init(&ex, r->offset, r->offset + r->count, 1024);
+  if (sparse && be->ops->extents(be, r->count, r->offset, &ex) == -1) {
+    extents_free(&ex);
+    return -1;
+  }
+  if (!sparse || ex.n == 0 ||
+      ex.v[ex.n - 1].offset + ex.v[ex.n - 1].length != r->offset + r->count) {
+    /* One data chunk for the whole range. */
+    ex.n = 0;
+    if (r->count > 0 &&
+        extents_add(&ex, r->offset, r->count, 0) == -1) {
+      extents_free(&ex);
+      errno = ENOMEM;
+      return -1;
+    }
+  }
+  /* Read every data extent first: a chunk is only sent once its data is
+   * known good, so the last chunk can carry DONE. */
+  for (size_t i = 0; i < ex.n; i++)
+    if (!(ex.v[i].flags & EXTENT_ZERO) &&
+        be->ops->pread(be, buf + (ex.v[i].offset - r->offset),
+                       ex.v[i].length, ex.v[i].offset) == -1) {
+      extents_free(&ex);
+      return -1;
+    }
+  size_t niov = ex.n ? 2 * ex.n : 1;
+  struct iovec *iov = calloc(niov, sizeof *iov);
+  uint8_t (*hdrs)[32] = calloc(ex.n ? ex.n : 1, sizeof *hdrs);
+  if (!iov || !hdrs) {
+    free(iov);
+    free(hdrs);
+    extents_free(&ex);
+    errno = ENOMEM;
+    return -1;
+  }
+  int k = 0;
+  for (size_t i = 0; i < ex.n; i++) {
+    const struct extent *x = &ex.v[i];
+    uint16_t fl = i + 1 == ex.n ? NBD_REPLY_FLAG_DONE : 0;
+    uint64_t off = htobe64(x->offset);
+    if (x->flags & EXTENT_ZERO) {
+      uint32_t len = htobe32((uint32_t)x->length);
+      wire_encode_chunk_hdr(hdrs[i], fl, NBD_REPLY_TYPE_OFFSET_HOLE,
+                            r->cookie, 12);
+      memcpy(hdrs[i] + 20, &off, 8);
+      memcpy(hdrs[i] + 28, &len, 4);
+      iov[k++] = (struct iovec){ hdrs[i], 32 };
+    }
+    else {
+      wire_encode_chunk_hdr(hdrs[i], fl, NBD_REPLY_TYPE_OFFSET_DATA,
+                            r->cookie, (uint32_t)(8 + x->length));
+      memcpy(hdrs[i] + 20, &off, 8);
+      iov[k++] = (struct iovec){ hdrs[i], 28 };
+      iov[k++] = (struct iovec){ buf + (x->offset - r->offset),
+                                 (size_t)x->length };
+    }
+  }
+  if (ex.n == 0) {   /* zero-length read: just NONE */
+    wire_encode_chunk_hdr(hdrs[0], NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE,
+                          r->cookie, 0);
+    iov[k++] = (struct iovec){ hdrs[0], 20 };
+  }
+  xmit_send(c, iov, k);
+  free(iov);
+  free(hdrs);
+  extents_free(&ex);
+  return 0;
+}
+
+static void cmd_read(struct conn *c, const struct nbd_req *r)
+{
+  struct backend *be = c->exp->be;
+  /* calloc: a failed read must never send stale memory (SECURITY.md 25) */
+  uint8_t *buf = calloc(1, r->count ? r->count : 1);
+  int rc;
+  if (!buf) {
+    send_error(c, r, ENOMEM, "read");
+    return;
+  }
+  if (c->structured)
+    rc = read_structured(c, r, buf);
+  else {
+    rc = r->count ? be->ops->pread(be, buf, r->count, r->offset) : 0;
+    if (rc == 0)
+      send_simple(c, r->cookie, 0, buf, r->count);
+  }
+  if (rc == -1)
+    send_error(c, r, errno, "read");
+  free(buf);
+}
+
+/* FUA on a backend without native FUA: do the op, then flush. */
+static int fua_done(struct backend *be, uint16_t flags, int rc)
+{
+  if (rc == 0 && (flags & NBD_CMD_FLAG_FUA) && !(be->caps & BACKEND_CAN_FUA) &&
+      (be->caps & BACKEND_CAN_FLUSH))
+    rc = be->ops->flush(be);
+  return rc;
+}
+
+static unsigned be_fua(const struct backend *be, uint16_t flags)
+{
+  return (flags & NBD_CMD_FLAG_FUA) && (be->caps & BACKEND_CAN_FUA)
+         ? BACKEND_FUA : 0;
+}
+
+/* WRITE_ZEROES on a backend without zero(): write zeroes in bounded
+ * pieces (never a partial success: any failure fails the request). */
+static int zero_by_writing(struct backend *be, uint64_t count, uint64_t off,
+                           unsigned fl)
+{
+  static const uint8_t zeroes[65536];
+  while (count > 0) {
+    size_t n = count < sizeof zeroes ? (size_t)count : sizeof zeroes;
+    if (be->ops->pwrite(be, zeroes, n, off, fl) == -1)
+      return -1;
+    off += n;
+    count -= n;
+  }
+  return 0;
+}
+
+static int cmd_zero(struct conn *c, const struct nbd_req *r)
+{
+  struct backend *be = c->exp->be;
+  unsigned fl = be_fua(be, r->flags);
+  if (!(r->flags & NBD_CMD_FLAG_NO_HOLE))
+    fl |= BACKEND_MAY_TRIM;
+  if (r->flags & NBD_CMD_FLAG_FAST_ZERO) {
+    if (!(be->caps & BACKEND_CAN_FAST_ZERO) || !be->ops->zero) {
+      errno = ENOTSUP;
+      return -1;
+    }
+    fl |= BACKEND_FAST;
+  }
+  if (be->ops->zero && (be->caps & BACKEND_CAN_ZERO))
+    return be->ops->zero(be, r->count, r->offset, fl);
+  return zero_by_writing(be, r->count, r->offset, fl & BACKEND_FUA);
+}
+
+/* BLOCK_STATUS for base:allocation, at most 2^20 descriptors, lengths in
+ * 64 bits until encoded (SECURITY.md 15). */
+static void cmd_block_status(struct conn *c, const struct nbd_req *r)
+{
+  struct backend *be = c->exp->be;
+  bool one = r->flags & NBD_CMD_FLAG_REQ_ONE;
+  struct extents ex;
+  extents_init(&ex, r->offset, r->offset + r->count,
+               one ? 1 : NBD_MAX_BLOCK_STATUS_DESCS);
+  int rc = 0;
+  if ((be->caps & BACKEND_CAN_EXTENTS) && be->ops->extents)
+    rc = be->ops->extents(be, r->count, r->offset, &ex);
+  else
+    rc = extents_add(&ex, r->offset, r->count, 0) == -1 ? -1 : 0;
+  if (rc == -1 || ex.n == 0) {
+    if (rc != -1)
+      errno = EIO;
+    send_error(c, r, errno, "block status");
+    extents_free(&ex);
+    return;
+  }
+  struct wire_buf b;
+  wire_buf_init(&b);
+  wire_put_u32(&b, 1);                   /* context id of base:allocation */
+  size_t ndesc = 0;
+  for (size_t i = 0; i < ex.n && ndesc < ex.max; i++) {
+    uint64_t len = ex.v[i].length;
+    while (len > 0 && ndesc < ex.max) {
+      uint32_t piece = len > XMIT_DESC_MAX_LEN ? XMIT_DESC_MAX_LEN
+                                               : (uint32_t)len;
+      wire_put_u32(&b, piece);
+      wire_put_u32(&b, ex.v[i].flags & (NBD_STATE_HOLE | NBD_STATE_ZERO));
+      len -= piece;
+      ndesc++;
+    }
+  }
+  extents_free(&ex);
+  if (b.oom) {
+    wire_buf_free(&b);
+    send_error(c, r, ENOMEM, "block status");
+    return;
+  }
+  uint8_t hdr[20];
+  wire_encode_chunk_hdr(hdr, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
+                        r->cookie, (uint32_t)b.len);
+  struct iovec iov[2] = { { hdr, 20 }, { b.data, b.len } };
+  xmit_send(c, iov, 2);
+  wire_buf_free(&b);
+}
+
+/* Runs on a worker thread. */
+static void req_run(void *arg)
+{
+  struct req *q = arg;
+  struct conn *c = q->c;
+  struct backend *be = c->exp->be;
+  const struct nbd_req *r = &q->r;
+  int rc = 0;
+
+  switch (r->type) {
+  case NBD_CMD_READ:
+    cmd_read(c, r);
+    goto done;
+  case NBD_CMD_BLOCK_STATUS:
+    cmd_block_status(c, r);
+    goto done;
+  case NBD_CMD_WRITE:
+    rc = r->count ? be->ops->pwrite(be, q->buf, r->count, r->offset,
+                                    be_fua(be, r->flags)) : 0;
+    break;
+  case NBD_CMD_FLUSH:
+    rc = (be->caps & BACKEND_CAN_FLUSH) ? be->ops->flush(be) : 0;
+    break;
+  case NBD_CMD_TRIM:
+    rc = r->count ? be->ops->trim(be, r->count, r->offset,
+                                  be_fua(be, r->flags)) : 0;
+    break;
+  case NBD_CMD_WRITE_ZEROES:
+    rc = r->count ? cmd_zero(c, r) : 0;
+    break;
+  case NBD_CMD_CACHE:
+    /* Advisory: a failure changes nothing but speed, so report it. */
+    rc = (be->caps & BACKEND_CAN_CACHE) && be->ops->cache && r->count
+         ? be->ops->cache(be, r->count, r->offset) : 0;
+    break;
+  }
+  if (r->type != NBD_CMD_CACHE && r->type != NBD_CMD_FLUSH)
+    rc = fua_done(be, r->flags, rc);
+  if (rc == -1)
+    send_error(c, r, errno, nbd_cmd_name(r->type));
+  else
+    send_ok(c, r);
+done:
+  free(q->buf);
+  free(q);
+  pthread_mutex_lock(&c->lock);
+  c->inflight--;
+  pthread_cond_broadcast(&c->cond);
+  pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- validation at the edge ---- */
+
+/* Flags each command accepts (FUA is valid for every command once
+ * advertised, proto.md "Command flags"). */
+static uint16_t allowed_flags(const struct conn *c, uint16_t type)
+{
+  uint16_t f = NBD_CMD_FLAG_FUA;
+  switch (type) {
+  case NBD_CMD_READ:
+    return f | (c->structured ? NBD_CMD_FLAG_DF : 0);
+  case NBD_CMD_WRITE_ZEROES:
+    return f | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
+  case NBD_CMD_BLOCK_STATUS:
+    return f | NBD_CMD_FLAG_REQ_ONE;
+  default:
+    return f;
+  }
+}
+
+/* 0 if the request may run, else the errno to answer with. */
+static int validate(const struct conn *c, const struct nbd_req *r)
+{
+  const struct export *e = c->exp;
+  uint64_t size = e->be->size;
+  bool writes = r->type == NBD_CMD_WRITE || r->type == NBD_CMD_TRIM ||
+                r->type == NBD_CMD_WRITE_ZEROES;
+
+  if (r->type > NBD_CMD_BLOCK_STATUS || r->type == NBD_CMD_DISC)
+    return EINVAL;
+  if (r->flags & ~allowed_flags(c, r->type))
+    return EINVAL;
+  if (r->type == NBD_CMD_TRIM && !(c->eflags & NBD_FLAG_SEND_TRIM))
+    return e->readonly ? EPERM : EINVAL;
+  if (r->type == NBD_CMD_BLOCK_STATUS && !c->meta_active)
+    return EINVAL;
+  if (writes && e->readonly)
+    return EPERM;
+  if (r->type == NBD_CMD_FLUSH)
+    return 0;
+  if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) &&
+      r->count > NBD_MAX_PAYLOAD)
+    return EINVAL;
+  if (!wire_range_ok(r->offset, r->count, size))
+    return (r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES)
+           ? ENOSPC : EINVAL;
+  if (r->type == NBD_CMD_BLOCK_STATUS && r->count == 0)
+    return EINVAL;
+  return 0;
+}
+
+/* ---- the reader ---- */
+
+static bool wait_room(struct conn *c)
+{
+  pthread_mutex_lock(&c->lock);
+  while (c->inflight >= c->srv->max_inflight && !c->dead)
+    pthread_cond_wait(&c->cond, &c->lock);
+  bool ok = !c->dead;
+  pthread_mutex_unlock(&c->lock);
+  return ok;
+}
+
+static void wait_idle(struct conn *c)
+{
+  pthread_mutex_lock(&c->lock);
+  while (c->inflight > 0)
+    pthread_cond_wait(&c->cond, &c->lock);
+  pthread_mutex_unlock(&c->lock);
+}
+
+/* Reads one request header; handles the switch to shutdown mode.
+ * 1 = got one, 0 = end of the connection. */
+static int read_request(struct conn *c, struct nbd_req *r, bool *closing)
+{
+  uint8_t hdr[28];
+  for (;;) {
+    if (transport_read_full(c->t, hdr, sizeof hdr) == 0)
+      break;
+    if (errno == ECANCELED && !*closing) {
+      /* Shutdown: answer what still arrives with ESHUTDOWN, briefly. */
+      *closing = true;
+      c->t->wake_fd = -1;
+      c->t->deadline = monotonic_ns() + 2000000000LL;
+      continue;
+    }
+    if (errno != ECONNRESET && errno != ETIMEDOUT && !c->dead)
+      log_debug("%s: reading request: %m", c->peer);
+    return 0;
+  }
+  if (!wire_decode_request(hdr, r)) {
+    log_info("%s: bad request magic; closing", c->peer);
+    return 0;
+  }
+  return 1;
+}
+
+void xmit_run(struct conn *c)
+{
+  bool closing = false;
+  struct nbd_req r;
+
+  log_debug("%s: transmission on export \"%s\"", c->peer, c->exp->name);
+  while (wait_room(c) && read_request(c, &r, &closing)) {
+    if (r.type == NBD_CMD_DISC)
+      break;
+    int err = closing ? ESHUTDOWN : validate(c, &r);
+    void *buf = NULL;
+    if (r.type == NBD_CMD_WRITE) {
+      if (err == 0 && !(buf = malloc(r.count ? r.count : 1)))
+        err = ENOMEM;
+      /* A refused write's payload is drained through the transport,
+       * without allocating its claimed length (SECURITY.md 14). */
+      int rr = err ? transport_discard(c->t, r.count)
+                   : transport_read_full(c->t, buf, r.count);
+      if (rr == -1) {
+        free(buf);
+        break;
+      }
+    }
+    if (err) {
+      log_debug("%s: %s off=%llu len=%u: %s", c->peer, nbd_cmd_name(r.type),
+                (unsigned long long)r.offset, r.count, strerror(err));
+      send_error(c, &r, err, nbd_cmd_name(r.type));
+      free(buf);
+      continue;
+    }
+    struct req *q = malloc(sizeof *q);
+    if (!q) {
+      send_error(c, &r, ENOMEM, nbd_cmd_name(r.type));
+      free(buf);
+      continue;
+    }
+    *q = (struct req){ .c = c, .r = r, .buf = buf };
+    pthread_mutex_lock(&c->lock);
+    c->inflight++;
+    pthread_mutex_unlock(&c->lock);
+    pool_submit(req_run, q);
+  }
+  wait_idle(c);
+}

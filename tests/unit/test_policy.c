@@ -1,0 +1,129 @@
+/* The TLS/export policy as a table (proto.md "TLS support"). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "conn.h"
+
+enum { OFF = TLS_MODE_OFF, ON = TLS_MODE_ON, REQ = TLS_MODE_REQUIRE };
+
+static void test_option_table(void **state)
+{
+  (void)state;
+  static const struct {
+    int mode; bool tls; uint32_t opt; enum policy_verdict want;
+  } rows[] = {
+    /* NOTLS: STARTTLS is refused with POLICY, never TLS_REQD */
+    { OFF, false, NBD_OPT_STARTTLS, POLICY_DENIED },
+    { OFF, false, NBD_OPT_GO, POLICY_OK },
+    { OFF, false, NBD_OPT_LIST, POLICY_OK },
+    { OFF, false, 99, POLICY_OK },                 /* unknown: UNSUP later */
+    /* FORCEDTLS before TLS: all but STARTTLS/ABORT get TLS_REQD */
+    { REQ, false, NBD_OPT_STARTTLS, POLICY_OK },
+    { REQ, false, NBD_OPT_ABORT, POLICY_OK },
+    { REQ, false, NBD_OPT_INFO, POLICY_TLS_REQD },
+    { REQ, false, NBD_OPT_GO, POLICY_TLS_REQD },
+    { REQ, false, NBD_OPT_LIST, POLICY_TLS_REQD },
+    { REQ, false, NBD_OPT_STRUCTURED_REPLY, POLICY_TLS_REQD },
+    { REQ, false, NBD_OPT_SET_META_CONTEXT, POLICY_TLS_REQD },
+    { REQ, false, NBD_OPT_EXPORT_NAME, POLICY_TLS_REQD },
+    { REQ, false, 99, POLICY_TLS_REQD },
+    /* after TLS: never TLS_REQD; a second STARTTLS is INVALID */
+    { REQ, true, NBD_OPT_STARTTLS, POLICY_INVALID },
+    { REQ, true, NBD_OPT_GO, POLICY_OK },
+    { REQ, true, 99, POLICY_OK },
+    /* SELECTIVETLS: options pass; exports decide */
+    { ON, false, NBD_OPT_STARTTLS, POLICY_OK },
+    { ON, false, NBD_OPT_LIST, POLICY_OK },
+    { ON, false, NBD_OPT_GO, POLICY_OK },
+    { ON, true, NBD_OPT_STARTTLS, POLICY_INVALID },
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    struct policy_session s = { .mode = (enum tls_mode)rows[i].mode, .tls = rows[i].tls,
+                                .have_creds = true };
+    enum policy_verdict v = policy_option(&s, rows[i].opt, rows[i].opt < 20);
+    if (v != rows[i].want)
+      fail_msg("row %zu: mode %d tls %d opt %u: got %d want %d", i,
+               rows[i].mode, rows[i].tls, rows[i].opt, v, rows[i].want);
+  }
+  /* TLS configured on, but no credentials loaded: never ACK STARTTLS */
+  struct policy_session nocreds = { .mode = TLS_MODE_ON, .have_creds = false };
+  assert_int_equal(policy_option(&nocreds, NBD_OPT_STARTTLS, true),
+                   POLICY_DENIED);
+}
+
+static void test_export_table(void **state)
+{
+  (void)state;
+  char *allow_cn[] = { "cn=client1", NULL };
+  char *allow_psk[] = { "psk:alice", NULL };
+  char *allow_dn[] = { "CN=client1,O=snbd", NULL };
+  struct export plain = { .name = "plain" };
+  struct export tlsonly = { .name = "secret", .tls_only = true };
+  struct export bycn = { .name = "cn", .allow = allow_cn };
+  struct export bypsk = { .name = "psk", .allow = allow_psk };
+  struct export bydn = { .name = "dn", .allow = allow_dn };
+  struct tls_peer cert = { .has_cert = true, .cn = "client1",
+                           .dn = "CN=client1,O=snbd" };
+  struct tls_peer other = { .has_cert = true, .cn = "client2",
+                            .dn = "CN=client2,O=snbd" };
+  struct tls_peer psk = { .psk_username = "alice" };
+  struct tls_peer nocert = { 0 };
+  static const struct tls_peer *none = NULL;
+  struct {
+    int mode; bool tls; const struct tls_peer *peer; const struct export *e;
+    enum policy_verdict want;
+  } rows[] = {
+    { OFF, false, none, &plain, POLICY_OK },
+    { OFF, false, none, NULL, POLICY_UNKNOWN },
+    { REQ, false, none, &plain, POLICY_TLS_REQD },
+    { REQ, false, none, NULL, POLICY_TLS_REQD },
+    { REQ, true, &nocert, &plain, POLICY_OK },
+    { REQ, true, &nocert, NULL, POLICY_UNKNOWN },
+    /* SELECTIVETLS */
+    { ON, false, none, &plain, POLICY_OK },
+    { ON, false, none, &tlsonly, POLICY_TLS_REQD },
+    { ON, false, none, NULL, POLICY_TLS_REQD },  /* no enumeration */
+    { ON, true, &nocert, &tlsonly, POLICY_OK },
+    { ON, true, &nocert, NULL, POLICY_UNKNOWN },
+    /* identities */
+    { REQ, true, &cert, &bycn, POLICY_OK },
+    { REQ, true, &other, &bycn, POLICY_DENIED },
+    { REQ, true, &nocert, &bycn, POLICY_DENIED },
+    { REQ, true, &psk, &bycn, POLICY_DENIED },
+    { REQ, true, &psk, &bypsk, POLICY_OK },
+    { REQ, true, &cert, &bypsk, POLICY_DENIED },
+    { REQ, true, &cert, &bydn, POLICY_OK },
+    { REQ, true, &other, &bydn, POLICY_DENIED },
+    { ON, false, none, &bycn, POLICY_TLS_REQD },
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    struct policy_session s = { .mode = (enum tls_mode)rows[i].mode, .tls = rows[i].tls,
+                                .have_creds = true, .peer = rows[i].peer };
+    enum policy_verdict v = policy_export(&s, rows[i].e);
+    if (v != rows[i].want)
+      fail_msg("row %zu: got %d want %d", i, v, rows[i].want);
+  }
+}
+
+static void test_rep_errors(void **state)
+{
+  (void)state;
+  assert_int_equal(policy_rep_error(POLICY_TLS_REQD), NBD_REP_ERR_TLS_REQD);
+  assert_int_equal(policy_rep_error(POLICY_DENIED), NBD_REP_ERR_POLICY);
+  assert_int_equal(policy_rep_error(POLICY_UNKNOWN), NBD_REP_ERR_UNKNOWN);
+  assert_int_equal(policy_rep_error(POLICY_INVALID), NBD_REP_ERR_INVALID);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_option_table),
+    cmocka_unit_test(test_export_table),
+    cmocka_unit_test(test_rep_errors),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,365 @@
+/* snbd-copy: the workers.  Each worker owns one connection to each NBD
+ * endpoint and a ring of request slots.  It takes a unit of the source at
+ * a time, asks what the unit holds (data, or zeroes), and keeps up to
+ * --requests slots busy: read then write for data, one zero request for a
+ * run of zeroes.  libsnbd calls back from its reader threads; callbacks
+ * only change a slot's state and wake the worker, which issues every
+ * command itself and never holds its lock while doing so. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "copy.h"
+
+enum slot_state { S_FREE, S_READING, S_READY, S_WRITING, S_DONE };
+
+struct worker;
+
+struct slot {
+  struct worker *w;
+  enum slot_state st;
+  uint64_t off, len;
+  bool zero;                /* write zeroes instead of buf */
+  bool fast;                /* the zero request carried FAST_ZERO */
+  int err;
+  char *errmsg;
+  char *buf;                /* request_size bytes */
+};
+
+struct worker {
+  struct copy *c;
+  int id;
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  struct slot slots[MAX_REQUESTS];
+  int nslots;
+  struct extent *ext;       /* the current unit */
+  size_t n, next;
+  uint64_t pos;             /* bytes of ext[next] already handed out */
+  bool no_more;
+  bool ordered;             /* a pipe destination: write in order */
+  uint64_t write_next;
+};
+
+static int conn(const struct worker *w, const struct endpoint *e)
+{
+  return w->id < e->nconn ? w->id : 0;
+}
+
+/* libsnbd completion callbacks (reader thread). */
+static void slot_done(struct slot *s, int err, enum slot_state next)
+{
+  struct worker *w = s->w;
+  pthread_mutex_lock(&w->lock);
+  if (err && s->zero && s->fast && err == ENOTSUP) {
+    /* Not faster than writing: zero it without the flag from now on. */
+    atomic_store(&w->c->dst.fast_zero, false);
+    s->st = S_READY;
+  }
+  else {
+    s->err = err;
+    if (err && !s->errmsg)
+      s->errmsg = strdup(snbd_get_error());
+    s->st = err ? S_DONE : next;
+  }
+  pthread_cond_signal(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+}
+
+static void read_cb(void *ud, int64_t cookie, int err)
+{
+  (void)cookie;
+  slot_done(ud, err, S_READY);
+}
+
+static void write_cb(void *ud, int64_t cookie, int err)
+{
+  (void)cookie;
+  slot_done(ud, err, S_DONE);
+}
+
+/* Hands the worker its next unit of the source; false when none is left. */
+static bool next_unit(struct worker *w)
+{
+  struct copy *c = w->c;
+  free(w->ext);
+  w->ext = NULL;
+  w->n = w->next = 0;
+  w->pos = 0;
+  pthread_mutex_lock(&c->lock);
+  uint64_t off = c->next, len = 0;
+  if (off < c->total) {
+    len = c->total - off < c->unit ? c->total - off : c->unit;
+    c->next += len;
+  }
+  pthread_mutex_unlock(&c->lock);
+  if (len == 0)
+    return false;
+  return ep_extents(c, &c->src, conn(w, &c->src), off, len, &w->ext,
+                    &w->n) == 0;
+}
+
+/* Whether a run of zeroes can be written in one request rather than as
+ * buffers of zeroes. */
+static bool zero_in_one(const struct copy *c)
+{
+  return (c->dst.kind == EP_NBD && c->dst.can_zero) ||
+         c->dst.kind == EP_FILE || c->o.dst_is_zero;
+}
+
+static bool next_piece(struct worker *w, struct slot *s)
+{
+  struct copy *c = w->c;
+  while (w->next >= w->n)
+    if (atomic_load(&c->stop) || !next_unit(w))
+      return false;
+  const struct extent *x = &w->ext[w->next];
+  uint64_t left = x->len - w->pos;
+  s->off = x->off + w->pos;
+  s->zero = x->zero;
+  s->len = x->zero && zero_in_one(c) ? left
+           : left < c->o.request_size ? left : c->o.request_size;
+  w->pos += s->len;
+  if (w->pos == x->len) {
+    w->next++;
+    w->pos = 0;
+  }
+  return true;
+}
+
+/* Reads the next piece of a pipe source, in order. */
+static bool pipe_piece(struct worker *w, struct slot *s)
+{
+  struct copy *c = w->c;
+  pthread_mutex_unlock(&w->lock);
+  int64_t n = ep_pipe_read(c, &c->src, s->buf, c->o.request_size);
+  pthread_mutex_lock(&w->lock);
+  if (n <= 0)
+    return false;
+  s->off = c->next;
+  s->len = (uint64_t)n;
+  s->zero = false;
+  c->next += (uint64_t)n;
+  if (c->dst.size >= 0 && c->next > (uint64_t)c->dst.size) {
+    copy_fail(c, "the source is larger than the destination (%lld bytes)",
+              (long long)c->dst.size);
+    return false;
+  }
+  s->st = S_READY;
+  return true;
+}
+
+/* Starts a free slot on the next piece: false when there is none.  Called
+ * and returns with w->lock held. */
+static bool fill(struct worker *w, struct slot *s)
+{
+  struct copy *c = w->c;
+  if (c->src.kind == EP_PIPE)
+    return pipe_piece(w, s);
+  if (!next_piece(w, s))
+    return false;
+  s->err = 0;
+  if (s->zero) {
+    s->st = S_READY;
+    return true;
+  }
+  s->st = S_READING;
+  pthread_mutex_unlock(&w->lock);
+  if (c->src.kind == EP_NBD) {
+    if (snbd_aio_pread(c->src.h[conn(w, &c->src)], s->buf, s->len, s->off,
+                       read_cb, s, 0) == -1)
+      slot_done(s, snbd_get_errno() ? snbd_get_errno() : EIO, S_READY);
+  }
+  else {
+    int r = ep_file_read(c, &c->src, s->buf, (uint32_t)s->len, s->off);
+    pthread_mutex_lock(&w->lock);
+    s->st = r == 0 ? S_READY : S_FREE;
+    return r == 0;
+  }
+  pthread_mutex_lock(&w->lock);
+  return true;
+}
+
+static void nbd_write(struct worker *w, struct slot *s)
+{
+  struct copy *c = w->c;
+  struct snbd_handle *h = c->dst.h[conn(w, &c->dst)];
+  int64_t r;
+  if (s->zero && c->dst.can_zero) {
+    s->fast = atomic_load(&c->dst.fast_zero);
+    r = snbd_aio_zero(h, s->len, s->off, write_cb, s,
+                      s->fast ? SNBD_CMD_FLAG_FAST_ZERO : 0);
+  }
+  else {
+    if (s->zero)
+      memset(s->buf, 0, s->len);   /* no zero command: write zeroes */
+    r = snbd_aio_pwrite(h, s->buf, s->len, s->off, write_cb, s, 0);
+  }
+  if (r == -1) {
+    s->fast = false;
+    slot_done(s, snbd_get_errno() ? snbd_get_errno() : EIO, S_DONE);
+  }
+}
+
+/* Writes a ready slot.  Called and returns with w->lock held. */
+static void write_slot(struct worker *w, struct slot *s)
+{
+  struct copy *c = w->c;
+  if (s->zero && c->o.dst_is_zero && c->dst.kind != EP_PIPE) {
+    s->st = S_DONE;
+    return;
+  }
+  s->st = S_WRITING;
+  pthread_mutex_unlock(&w->lock);
+  int r = 0;
+  if (c->dst.kind == EP_NBD)
+    nbd_write(w, s);
+  else if (s->zero)
+    r = ep_file_zero(c, &c->dst, s->buf, c->o.request_size, s->len, s->off);
+  else
+    r = ep_file_write(c, &c->dst, s->buf, (uint32_t)s->len, s->off);
+  pthread_mutex_lock(&w->lock);
+  if (c->dst.kind != EP_NBD)
+    s->st = r == 0 ? S_DONE : S_FREE;
+}
+
+static void finish(struct worker *w, struct slot *s)
+{
+  if (s->err)
+    copy_fail(w->c, "%s", s->errmsg ? s->errmsg : strerror(s->err));
+  else {
+    atomic_fetch_add(&w->c->done, s->len);
+    if (w->ordered)
+      w->write_next = s->off + s->len;
+  }
+  free(s->errmsg);
+  s->errmsg = NULL;
+  s->err = 0;
+  s->st = S_FREE;
+}
+
+/* One pass over the slots; returns whether anything changed, and sets
+ * *busy to the number of slots still in use. */
+static bool step(struct worker *w, int *busy)
+{
+  bool stop = atomic_load(&w->c->stop), moved = false;
+  for (int i = 0; i < w->nslots; i++) {
+    struct slot *s = &w->slots[i];
+    if (s->st == S_DONE) {
+      finish(w, s);
+      moved = true;
+    }
+    else if (stop && s->st == S_READY) {
+      s->st = S_FREE;         /* read but never written: dropped */
+      moved = true;
+    }
+    else if (s->st == S_READY &&
+             (!w->ordered || s->off == w->write_next)) {
+      write_slot(w, s);
+      moved = true;
+    }
+  }
+  for (int i = 0; i < w->nslots && !stop && !w->no_more; i++) {
+    if (w->slots[i].st != S_FREE)
+      continue;
+    if (!fill(w, &w->slots[i]))
+      w->no_more = true;
+    else
+      moved = true;
+  }
+  *busy = 0;
+  for (int i = 0; i < w->nslots; i++)
+    *busy += w->slots[i].st != S_FREE;
+  return moved;
+}
+
+static void *worker_main(void *arg)
+{
+  struct worker *w = arg;
+  pthread_mutex_lock(&w->lock);
+  for (;;) {
+    int busy;
+    bool moved = step(w, &busy);
+    if (busy == 0 && (w->no_more || atomic_load(&w->c->stop)))
+      break;
+    if (!moved) {
+      /* Bounded wait: a stop request is noticed within 100 ms. */
+      struct timespec t;
+      clock_gettime(CLOCK_REALTIME, &t);
+      t.tv_nsec += 100 * 1000000;
+      if (t.tv_nsec >= 1000000000) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000;
+      }
+      pthread_cond_timedwait(&w->cond, &w->lock, &t);
+    }
+  }
+  pthread_mutex_unlock(&w->lock);
+  return NULL;
+}
+
+static int worker_init(struct copy *c, struct worker *w, int id)
+{
+  memset(w, 0, sizeof *w);
+  w->c = c;
+  w->id = id;
+  w->nslots = c->o.requests;
+  w->ordered = c->dst.kind == EP_PIPE;
+  pthread_mutex_init(&w->lock, NULL);
+  pthread_cond_init(&w->cond, NULL);
+  for (int i = 0; i < w->nslots; i++) {
+    w->slots[i].w = w;
+    w->slots[i].buf = malloc(c->o.request_size);
+    if (!w->slots[i].buf) {
+      copy_fail(c, "out of memory");
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static void worker_free(struct worker *w)
+{
+  for (int i = 0; i < w->nslots; i++)
+    free(w->slots[i].buf);
+  free(w->ext);
+  pthread_mutex_destroy(&w->lock);
+  pthread_cond_destroy(&w->cond);
+}
+
+void copy_progress(struct copy *c, bool final);
+
+int copy_run(struct copy *c)
+{
+  struct worker *ws = calloc((size_t)c->nworkers, sizeof *ws);
+  int started = 0, inited = 0;
+  if (!ws) {
+    copy_fail(c, "out of memory");
+    return -1;
+  }
+  for (int i = 0; i < c->nworkers; i++) {
+    inited++;
+    if (worker_init(c, &ws[i], i) == -1)
+      break;
+    if (pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]) != 0) {
+      copy_fail(c, "cannot start a worker thread");
+      break;
+    }
+    started++;
+  }
+  for (int i = 0; i < started; i++) {
+    while (pthread_tryjoin_np(ws[i].thread, NULL) == EBUSY) {
+      copy_progress(c, false);
+      struct timespec t = { 0, 50 * 1000000 };
+      nanosleep(&t, NULL);
+    }
+  }
+  copy_progress(c, true);
+  for (int i = 0; i < inited; i++)
+    worker_free(&ws[i]);
+  free(ws);
+  return c->err ? -1 : 0;
+}
