@@ -129,16 +129,16 @@ static int tls_fail(struct tls_conn *conn, int r, const char *func)
   switch (r) {
   case GNUTLS_E_PULL_ERROR:
     set_error_at(func, conn->recv_errno, "receiving: %s",
-              errno_reason(conn->recv_errno));
+                 errno_reason(conn->recv_errno));
     break;
   case GNUTLS_E_PUSH_ERROR:
     set_error_at(func, conn->send_errno, "sending: %s",
-              errno_reason(conn->send_errno));
+                 errno_reason(conn->send_errno));
     break;
   case GNUTLS_E_PREMATURE_TERMINATION:
   case GNUTLS_E_UNEXPECTED_PACKET_LENGTH:
-    set_error_at(func, ECONNRESET, "peer closed the connection without "
-                 "TLS close_notify");
+    set_error_at(func, ECONNRESET, "connection closed without TLS "
+                 "close_notify (%s)", gnutls_strerror(r));
     break;
   case GNUTLS_E_FATAL_ALERT_RECEIVED:
     set_error_at(func, EPROTO, "peer sent TLS alert: %s",
@@ -327,8 +327,11 @@ static void kx_name(gnutls_session_t s, char *dst, size_t len)
  * must never reach an identity check. */
 static int peer_names(gnutls_x509_crt_t crt, struct tls_peer *p)
 {
+  /* RFC 4514 (last RDN first), as `certtool -i` prints it, so an admin can
+   * paste that into allow=.  get_dn2 and GNUTLS_X509_DN_FLAG_COMPAT give
+   * the certificate's own order instead. */
   gnutls_datum_t dn = { 0 };
-  int r = gnutls_x509_crt_get_dn2(crt, &dn);
+  int r = gnutls_x509_crt_get_dn3(crt, &dn, 0);
   if (r < 0 || dn.size >= sizeof p->dn || memchr(dn.data, 0, dn.size)) {
     gnutls_free(dn.data);
     set_error(EACCES, "peer certificate: unusable subject DN");
@@ -389,10 +392,23 @@ static int peer_cert(struct tls_conn *conn, struct tls_peer *p)
   return 0;
 }
 
+/* The client's SNI host name; anything odd is left out, not an error. */
+static void peer_sni(gnutls_session_t s, struct tls_peer *p)
+{
+  char name[sizeof p->sni];
+  size_t size = sizeof name;
+  unsigned type;
+  if (gnutls_server_name_get(s, name, &size, &type, 0) == 0 &&
+      type == GNUTLS_NAME_DNS && size < sizeof name && strlen(name) == size)
+    memcpy(p->sni, name, size + 1);
+}
+
 static int fill_peer(struct tls_conn *conn, struct tls_peer *p)
 {
   memset(p, 0, sizeof *p);
   gnutls_session_t s = conn->s;
+  if (conn->creds->server)
+    peer_sni(s, p);
   copy_name(p->version, sizeof p->version,
             gnutls_protocol_get_name(gnutls_protocol_get_version(s)));
   copy_name(p->cipher, sizeof p->cipher,

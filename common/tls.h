@@ -90,9 +90,15 @@ struct tls_peer {
   bool has_cert;           /* peer presented a certificate that verified
                               (CA, CRL, dates, key purpose, and on the
                               client the hostname) */
-  char dn[512];            /* subject DN of that certificate, "" if none */
+  char dn[512];            /* subject DN of that certificate, "" if none:
+                              RFC 4514, as `certtool -i` prints it, e.g.
+                              "CN=client1,O=snbd" (not gnutls_x509_crt_
+                              get_dn's order, which qemu's tls-authz uses) */
   char cn[256];            /* its common name, "" if none */
   char psk_username[256];  /* PSK identity, "" if none */
+  char sni[256];           /* server: the host name the client sent (SNI),
+                              "" if none or unusable; peer data, quote it
+                              before logging */
 };
 
 /* Run the TLS handshake over an established plain transport and return a
@@ -107,7 +113,9 @@ struct tls_peer {
  * the name the certificate was made for), and sent as SNI unless it is an
  * IP address.  peer may be NULL.  The handshake honours plain's deadline
  * (ETIMEDOUT) and wake_fd (ECANCELED); a refused handshake sends the
- * peer an alert. */
+ * peer an alert.  In TLS 1.3 the client's handshake ends before the server
+ * has judged the client's certificate: a refusal reaches the client as
+ * that alert on its first recv (-1, EPROTO, "peer sent TLS alert: ..."). */
 struct transport *tls_server_handshake(struct tls_creds *c,
                                        struct transport *plain,
                                        struct tls_peer *peer);

@@ -2,6 +2,7 @@
  * the list of live connections lets shutdown wait for them and lets a
  * flood of negotiating connections be trimmed (SECURITY.md 11). */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,28 @@ static void conn_free(struct conn *c)
   free(c);
 }
 
+/* A refused negotiation: send FIN and read what the client still sends
+ * for a moment, so the kernel does not answer unread data with a reset
+ * that could destroy our last reply or TLS alert before the client reads
+ * it. Bounded in bytes and time. */
+static void linger_close(struct conn *c)
+{
+  char buf[4096];
+  size_t total = 0;
+  shutdown(c->fd, SHUT_WR);
+  int64_t end = monotonic_ns() + 200000000;
+  while (total < 65536) {
+    int64_t left = end - monotonic_ns();
+    struct pollfd p = { .fd = c->fd, .events = POLLIN };
+    if (left <= 0 || poll(&p, 1, (int)(left / 1000000) + 1) <= 0)
+      break;
+    ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n <= 0)
+      break;
+    total += (size_t)n;
+  }
+}
+
 static void *conn_thread(void *arg)
 {
   struct conn *c = arg;
@@ -98,6 +121,8 @@ static void *conn_thread(void *arg)
     if (!c->dead)
       c->t->ops->shutdown(c->t);
   }
+  else
+    linger_close(c);
   log_debug("%s: closed", c->peer);
   pthread_mutex_lock(&s->conns_lock);
   conn_unlink(s, c);

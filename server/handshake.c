@@ -105,6 +105,11 @@ static const struct export *hs_lookup(struct conn *c, uint32_t opt,
   const struct export *e = export_find(c->srv, name, len);
   struct policy_session ps = hs_session(c);
   enum policy_verdict v = policy_export(&ps, e);
+  /* SELECTIVETLS: TLS_REQD only ever answers INFO and GO (proto.md
+   * "SELECTIVETLS mode"); other options naming a TLS-only or unknown
+   * export are refused by policy instead. */
+  if (v == POLICY_TLS_REQD && opt != NBD_OPT_INFO && opt != NBD_OPT_GO)
+    v = POLICY_DENIED;
   if (v != POLICY_OK) {
     char what[300];
     snprintf(what, sizeof what, "export \"%s\"", qname(q, sizeof q, name, len));

@@ -21,6 +21,12 @@ tag=$(basename "$build")
 
 export SNBD_SRC=$src SNBD_BUILD=$build
 export SNBD_SERVER=$build/server/snbd-server
+# SNBD_SERVER_WRAPPER (e.g. tests/lib/valgrind-server.sh) runs the server
+# under a tool: it gets the real binary as its first argument.
+if [ -n "${SNBD_SERVER_WRAPPER:-}" ]; then
+  export SNBD_SERVER_REAL=$SNBD_SERVER
+  export SNBD_SERVER=$SNBD_SERVER_WRAPPER
+fi
 export SNBD_INFO=$build/tools/snbd-info
 export SNBD_COPY=$build/tools/snbd-copy
 export LD_LIBRARY_PATH=$build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}

@@ -90,8 +90,8 @@ static void test_buf_encode(void **state)
   assert_false(b.oom);
   assert_int_equal(b.len, sizeof(struct nbd_info_export));
   struct wire_cursor c = wire_cursor(b.data, b.len);
-  uint16_t info, fl;
-  uint64_t size;
+  uint16_t info = 0, fl = 0;
+  uint64_t size = 0;
   assert_true(wire_get_u16(&c, &info) && wire_get_u64(&c, &size) &&
               wire_get_u16(&c, &fl));
   assert_int_equal(size, 1ull << 30);
