@@ -19,6 +19,9 @@ int64_t monotonic_ns(void)
 
 int transport_wait(struct transport *t, short events)
 {
+  /* The wake fd interrupts waiting to read, never a send: replies that are
+   * on their way at shutdown must get out whole. */
+  bool wake = t->wake_fd >= 0 && (events & POLLIN);
   for (;;) {
     struct pollfd p[2] = {
       { .fd = t->fd, .events = events },
@@ -33,13 +36,13 @@ int transport_wait(struct transport *t, short events)
       }
       timeout = (int)((left + 999999) / 1000000);
     }
-    int r = poll(p, t->wake_fd >= 0 ? 2 : 1, timeout);
+    int r = poll(p, wake ? 2 : 1, timeout);
     if (r < 0) {
       if (errno == EINTR)
         continue;
       return -1;
     }
-    if (t->wake_fd >= 0 && (p[1].revents & POLLIN)) {
+    if (wake && (p[1].revents & POLLIN)) {
       errno = ECANCELED;
       return -1;
     }
@@ -194,6 +197,20 @@ int transport_discard(struct transport *t, uint64_t len)
     len -= n;
   }
   return 0;
+}
+
+int transport_read_msg(struct transport *t, void *buf, size_t len)
+{
+  /* Wait for the first byte with the wake fd armed; then read the whole
+   * message without it, so a shutdown never leaves half a header or
+   * payload read and the stream out of step. */
+  if (t->ops->pending(t) == 0 && transport_wait(t, POLLIN) == -1)
+    return -1;
+  int wake = t->wake_fd;
+  t->wake_fd = -1;
+  int r = transport_read_full(t, buf, len);
+  t->wake_fd = wake;
+  return r;
 }
 
 void transport_close(struct transport *t)

@@ -7,7 +7,9 @@
  * Deadline: when t->deadline is non-zero (CLOCK_MONOTONIC, nanoseconds),
  * every blocking recv/send fails with errno ETIMEDOUT once it has passed.
  * Wake fd: when t->wake_fd >= 0 and becomes readable, a blocking recv fails
- * with errno ECANCELED (the server uses it to interrupt readers at shutdown).
+ * with errno ECANCELED (the server uses it to interrupt readers at
+ * shutdown).  It never interrupts a send; use transport_read_msg so it
+ * only interrupts waiting for the start of a message.
  */
 #ifndef SNBD_TRANSPORT_H
 #define SNBD_TRANSPORT_H
@@ -50,6 +52,9 @@ int transport_read_full(struct transport *t, void *buf, size_t len);
                         /* 0, or -1: errno ECONNRESET on early EOF */
 int transport_write_full(struct transport *t, const void *buf, size_t len,
                          int more);
+/* Reads a whole message (a header): the wake fd may cancel waiting for
+ * its first byte (ECANCELED, nothing consumed) but never the rest. */
+int transport_read_msg(struct transport *t, void *buf, size_t len);
 int transport_sendv(struct transport *t, const struct iovec *iov, int iovcnt,
                     int more);
 /* Reads and throws away len bytes in bounded chunks (keeps the stream in

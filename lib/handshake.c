@@ -26,7 +26,7 @@ int hs_broken(struct snbd_handle *h, int err, const char *fmt, ...)
 static int io_failed(struct snbd_handle *h, const char *what)
 {
   int e = errno;
-  if (e == ECONNRESET)
+  if (e == ECONNRESET || e == EPIPE)
     return hs_broken(h, e, "the server closed the connection while %s", what);
   return hs_broken(h, e, "%s: %s", what, strerror(e));
 }

@@ -488,7 +488,10 @@ void *reply_reader(void *arg)
   else if (h->state != H_DEAD) {
     if (rc == 1)
       fatal(ECONNRESET, "the server closed the connection");
-    h_set_dead(h, get_errno(), get_error());
+    const char *msg = get_error();
+    if (strncmp(msg, "libsnbd: ", 9) == 0)
+      msg += 9;         /* fatal()'s prefix; callers add their own */
+    h_set_dead(h, get_errno(), msg);
   }
   shutdown(h->t->fd, SHUT_RDWR);   /* senders fail fast from now on */
   fail_all(h);

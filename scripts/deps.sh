@@ -11,7 +11,7 @@ PKGS=(
   # sanitizers and fuzzing (clang, libFuzzer, ASan/UBSan runtimes)
   clang libclang-rt-14-dev llvm valgrind
   # real peers and tools used by the tests
-  gnutls-bin libnbd-bin python3-libnbd nbdkit qemu-utils nbd-server fio
+  gnutls-bin libnbd-bin libnbd-dev python3-libnbd nbdkit qemu-utils nbd-server fio
   python3 procps iproute2 coreutils util-linux xxd bc
 )
 

@@ -70,8 +70,8 @@ static void conn_free(struct conn *c)
   if (c->creds)
     tls_creds_unref(c->creds);
   pthread_mutex_destroy(&c->lock);
-  pthread_mutex_destroy(&c->send_lock);
   pthread_cond_destroy(&c->cond);
+  pthread_cond_destroy(&c->out_cond);
   free(c);
 }
 
@@ -148,8 +148,8 @@ void conn_start(struct server *s, int fd, bool is_local, const char *peer)
   c->started = monotonic_ns();
   snprintf(c->peer, sizeof c->peer, "%s", peer);
   pthread_mutex_init(&c->lock, NULL);
-  pthread_mutex_init(&c->send_lock, NULL);
   pthread_cond_init(&c->cond, NULL);
+  pthread_cond_init(&c->out_cond, NULL);
   if (s->tls_mode != TLS_MODE_OFF)
     c->creds = creds_get(s);
 

@@ -37,13 +37,16 @@ struct conn {
   uint16_t eflags;
   bool meta_active;             /* BLOCK_STATUS allowed */
 
-  /* Transmission.  lock guards inflight/dead; send_lock serialises
-   * whole replies. */
+  /* Transmission (reply.c).  lock guards everything in this block;
+   * cond signals room for more requests, out_cond queued replies. */
   pthread_mutex_t lock;
-  pthread_cond_t cond;
-  int inflight;
+  pthread_cond_t cond, out_cond;
+  int inflight;                 /* requests whose reply is not yet sent */
+  uint64_t inflight_bytes;      /* their READ/WRITE payload bytes */
   bool dead;                    /* a send failed: stop reading */
-  pthread_mutex_t send_lock;
+  struct reply *outq, *outq_tail;
+  pthread_t writer;
+  bool writer_started, writer_stop;
 
   struct conn *prev, *next;     /* server.conns, under conns_lock */
   bool negotiating;             /* counted in server.nnegotiating */

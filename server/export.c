@@ -198,14 +198,17 @@ int exports_open(struct server *s, bool all_readonly)
   return 0;
 }
 
-void exports_close(struct server *s)
+int exports_close(struct server *s)
 {
+  int rc = 0;
   for (size_t i = 0; i < s->nexports; i++) {
     struct export *e = &s->exports[i];
     if (e->be) {
       if (!e->readonly && (e->be->caps & BACKEND_CAN_FLUSH) &&
-          e->be->ops->flush(e->be) == -1)
+          e->be->ops->flush(e->be) == -1) {
         log_error("export \"%s\": flush at exit: %m", e->name);
+        rc = -1;
+      }
       backend_close(e->be);
     }
     free(e->name);
@@ -219,6 +222,7 @@ void exports_close(struct server *s)
   free(s->exports);
   s->exports = NULL;
   s->nexports = 0;
+  return rc;
 }
 
 /* Transmission flags; identical for INFO and GO in the same state. */

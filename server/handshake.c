@@ -383,12 +383,14 @@ static int hs_refuse(struct conn *c, uint32_t opt, uint32_t len,
   return hs_error(c, opt, type, "%s: %s", nbd_opt_name(opt), msg);
 }
 
+static int hs_dispatch(struct conn *c, const struct nbd_opt_hdr *hp);
+
 static int hs_option(struct conn *c)
 {
   uint8_t hdr[16];
   struct nbd_opt_hdr h;
 
-  if (transport_read_full(c->t, hdr, sizeof hdr) == -1) {
+  if (transport_read_msg(c->t, hdr, sizeof hdr) == -1) {
     if (errno == ECANCELED && !c->srv->shutting_down)
       return HS_CLOSE;
     if (errno == ECANCELED) {
@@ -399,7 +401,7 @@ static int hs_option(struct conn *c)
     }
     log_debug("%s: handshake: %s", c->peer,
               errno == ETIMEDOUT ? "deadline passed" : strerror(errno));
-    if (errno == ETIMEDOUT)
+    if (errno == ETIMEDOUT && !c->srv->shutting_down)
       log_info("%s: handshake not finished in %d s; closing", c->peer,
                c->srv->handshake_timeout);
     return HS_CLOSE;
@@ -408,6 +410,18 @@ static int hs_option(struct conn *c)
     log_info("%s: bad option magic; closing", c->peer);
     return HS_CLOSE;
   }
+  /* Once an option has begun, shutdown does not interrupt it: its payload
+   * is read whole and it gets its reply. */
+  int wake = c->t->wake_fd;
+  c->t->wake_fd = -1;
+  int rc = hs_dispatch(c, &h);
+  c->t->wake_fd = wake;     /* c->t may be the new TLS transport */
+  return rc;
+}
+
+static int hs_dispatch(struct conn *c, const struct nbd_opt_hdr *hp)
+{
+  struct nbd_opt_hdr h = *hp;
   if (++c->noptions > HS_MAX_OPTIONS) {
     log_info("%s: more than %d options; closing", c->peer, HS_MAX_OPTIONS);
     return HS_CLOSE;

@@ -390,7 +390,7 @@ int main(int argc, char **argv)
     kill(run_pid, SIGTERM);
   conns_shutdown_wait(&srv, 10);
   pool_stop();
-  exports_close(&srv);
+  bool flush_failed = exports_close(&srv) == -1;
   cleanup_files();
   if (run_pid > 0) {
     int st;
@@ -400,5 +400,7 @@ int main(int argc, char **argv)
   if (srv.creds)
     tls_creds_unref(srv.creds);
   config_free(&srv, &opt);
-  return opt.run ? run_status : why == -1 ? EXIT_FAILURE : EXIT_SUCCESS;
+  if (opt.run)
+    return run_status ? run_status : flush_failed ? EXIT_FAILURE : 0;
+  return why == -1 || flush_failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -74,7 +74,8 @@ int export_set_key(struct export *e, const char *key, const char *value);
 const struct export *export_find(const struct server *s, const char *name,
                                  size_t len);
 int exports_open(struct server *s, bool all_readonly);
-void exports_close(struct server *s);
+/* Flushes and closes every export; -1 if a final flush failed. */
+int exports_close(struct server *s);
 uint16_t export_eflags(const struct export *e, bool structured);
 
 /* conn.c */

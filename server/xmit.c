@@ -1,7 +1,7 @@
 /* snbd-server: the transmission phase.  One reader (this connection's
  * thread) validates each request at the edge and hands it to the worker
- * pool; workers run it on the backend and send the whole reply under the
- * connection's send lock.  Spec: proto.md "Transmission phase". */
+ * pool; workers run it on the backend and queue the whole reply for the
+ * connection's writer (reply.c).  Spec: proto.md "Transmission phase". */
 #include <endian.h>
 #include <errno.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "reply.h"
 #include "wire.h"
 
 #define XMIT_DESC_MAX_LEN 0xfffff000u   /* one descriptor, 4 KiB aligned */
@@ -38,28 +39,14 @@ uint32_t xmit_nbd_errno(int err)
   }
 }
 
-/* ---- sending (each reply whole, under send_lock) ---- */
+/* ---- replies (queued to the connection's writer, reply.c) ---- */
 
-static void xmit_send(struct conn *c, const struct iovec *iov, int n)
+static void send_simple(struct conn *c, const struct nbd_req *r, uint32_t err)
 {
-  pthread_mutex_lock(&c->send_lock);
-  int r = c->dead ? -1 : transport_sendv(c->t, iov, n, 0);
-  if (r == -1 && !c->dead) {
-    log_debug("%s: send: %m", c->peer);
-    c->dead = true;
-    /* Wake the reader so the connection ends. */
-    shutdown(c->t->fd, SHUT_RDWR);
-  }
-  pthread_mutex_unlock(&c->send_lock);
-}
-
-static void send_simple(struct conn *c, uint64_t cookie, uint32_t err,
-                        const void *data, size_t len)
-{
-  uint8_t hdr[16];
-  struct iovec iov[2] = { { hdr, sizeof hdr }, { (void *)data, len } };
-  wire_encode_simple_reply(hdr, err, cookie);
-  xmit_send(c, iov, len ? 2 : 1);
+  struct reply *rp = reply_new(r, 1, 16);
+  if (rp)
+    wire_encode_simple_reply(reply_hdr(rp, 16), err, r->cookie);
+  reply_queue(c, r, rp);
 }
 
 /* An error: a structured ERROR chunk with a message when structured
@@ -69,7 +56,7 @@ static void send_error(struct conn *c, const struct nbd_req *r, int err,
 {
   uint32_t nerr = xmit_nbd_errno(err);
   if (!c->structured) {
-    send_simple(c, r->cookie, nerr, NULL, 0);
+    send_simple(c, r, nerr);
     return;
   }
   char msg[256];
@@ -78,26 +65,30 @@ static void send_error(struct conn *c, const struct nbd_req *r, int err,
     n = 0;
   if ((size_t)n >= sizeof msg)
     n = sizeof msg - 1;
-  uint8_t hdr[20], pl[6];
-  uint32_t be_err = htobe32(nerr);
-  uint16_t be_len = htobe16((uint16_t)n);
-  memcpy(pl, &be_err, 4);
-  memcpy(pl + 4, &be_len, 2);
-  wire_encode_chunk_hdr(hdr, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR,
-                        r->cookie, (uint32_t)(6 + n));
-  struct iovec iov[3] = { { hdr, 20 }, { pl, 6 }, { msg, (size_t)n } };
-  xmit_send(c, iov, 3);
+  struct reply *rp = reply_new(r, 1, 26 + (size_t)n);
+  if (rp) {
+    uint8_t *p = reply_hdr(rp, 26 + (size_t)n);
+    uint32_t be_err = htobe32(nerr);
+    uint16_t be_len = htobe16((uint16_t)n);
+    wire_encode_chunk_hdr(p, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR,
+                          r->cookie, (uint32_t)(6 + n));
+    memcpy(p + 20, &be_err, 4);
+    memcpy(p + 24, &be_len, 2);
+    memcpy(p + 26, msg, (size_t)n);
+  }
+  reply_queue(c, r, rp);
 }
 
 static void send_ok(struct conn *c, const struct nbd_req *r)
 {
-  send_simple(c, r->cookie, 0, NULL, 0);
+  send_simple(c, r, 0);
 }
 
 /* ---- commands ---- */
 
 /* Structured READ: holes of a sparse backend go out as OFFSET_HOLE chunks
- * and only data is read (ARCHITECTURE.md "Structured replies"). */
+ * and only data is read (ARCHITECTURE.md "Structured replies").  On
+ * success the reply owns buf. */
 static int read_structured(struct conn *c, const struct nbd_req *r,
                            uint8_t *buf)
 {
@@ -114,8 +105,7 @@ static int read_structured(struct conn *c, const struct nbd_req *r,
       ex.v[ex.n - 1].offset + ex.v[ex.n - 1].length != r->offset + r->count) {
     /* One data chunk for the whole range. */
     ex.n = 0;
-    if (r->count > 0 &&
-        extents_add(&ex, r->offset, r->count, 0) == -1) {
+    if (r->count > 0 && extents_add(&ex, r->offset, r->count, 0) == -1) {
       extents_free(&ex);
       errno = ENOMEM;
       return -1;
@@ -130,70 +120,74 @@ static int read_structured(struct conn *c, const struct nbd_req *r,
       extents_free(&ex);
       return -1;
     }
-  size_t niov = ex.n ? 2 * ex.n : 1;
-  struct iovec *iov = calloc(niov, sizeof *iov);
-  uint8_t (*hdrs)[32] = calloc(ex.n ? ex.n : 1, sizeof *hdrs);
-  if (!iov || !hdrs) {
-    free(iov);
-    free(hdrs);
+  struct reply *rp = reply_new(r, ex.n ? 2 * (int)ex.n : 1,
+                               ex.n ? 32 * ex.n : 20);
+  if (!rp) {
     extents_free(&ex);
     errno = ENOMEM;
     return -1;
   }
-  int k = 0;
   for (size_t i = 0; i < ex.n; i++) {
     const struct extent *x = &ex.v[i];
     uint16_t fl = i + 1 == ex.n ? NBD_REPLY_FLAG_DONE : 0;
     uint64_t off = htobe64(x->offset);
     if (x->flags & EXTENT_ZERO) {
+      uint8_t *h = reply_hdr(rp, 32);
       uint32_t len = htobe32((uint32_t)x->length);
-      wire_encode_chunk_hdr(hdrs[i], fl, NBD_REPLY_TYPE_OFFSET_HOLE,
-                            r->cookie, 12);
-      memcpy(hdrs[i] + 20, &off, 8);
-      memcpy(hdrs[i] + 28, &len, 4);
-      iov[k++] = (struct iovec){ hdrs[i], 32 };
+      wire_encode_chunk_hdr(h, fl, NBD_REPLY_TYPE_OFFSET_HOLE, r->cookie, 12);
+      memcpy(h + 20, &off, 8);
+      memcpy(h + 28, &len, 4);
     }
     else {
-      wire_encode_chunk_hdr(hdrs[i], fl, NBD_REPLY_TYPE_OFFSET_DATA,
-                            r->cookie, (uint32_t)(8 + x->length));
-      memcpy(hdrs[i] + 20, &off, 8);
-      iov[k++] = (struct iovec){ hdrs[i], 28 };
-      iov[k++] = (struct iovec){ buf + (x->offset - r->offset),
-                                 (size_t)x->length };
+      uint8_t *h = reply_hdr(rp, 28);
+      wire_encode_chunk_hdr(h, fl, NBD_REPLY_TYPE_OFFSET_DATA, r->cookie,
+                            (uint32_t)(8 + x->length));
+      memcpy(h + 20, &off, 8);
+      reply_data(rp, buf + (x->offset - r->offset), (size_t)x->length);
     }
   }
-  if (ex.n == 0) {   /* zero-length read: just NONE */
-    wire_encode_chunk_hdr(hdrs[0], NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE,
-                          r->cookie, 0);
-    iov[k++] = (struct iovec){ hdrs[0], 20 };
-  }
-  xmit_send(c, iov, k);
-  free(iov);
-  free(hdrs);
+  if (ex.n == 0)     /* zero-length read: just NONE */
+    wire_encode_chunk_hdr(reply_hdr(rp, 20), NBD_REPLY_FLAG_DONE,
+                          NBD_REPLY_TYPE_NONE, r->cookie, 0);
   extents_free(&ex);
+  reply_own(rp, buf);
+  reply_queue(c, r, rp);
   return 0;
 }
 
 static void cmd_read(struct conn *c, const struct nbd_req *r)
 {
   struct backend *be = c->exp->be;
-  /* calloc: a failed read must never send stale memory (SECURITY.md 25) */
-  uint8_t *buf = calloc(1, r->count ? r->count : 1);
-  int rc;
+  /* Not zeroed: bytes only leave this buffer after a successful read
+   * filled them (holes go out as OFFSET_HOLE, failures send no payload),
+   * so nothing stale can reach the client (SECURITY.md 17, 25). */
+  uint8_t *buf = malloc(r->count ? r->count : 1);
   if (!buf) {
     send_error(c, r, ENOMEM, "read");
     return;
   }
-  if (c->structured)
-    rc = read_structured(c, r, buf);
-  else {
-    rc = r->count ? be->ops->pread(be, buf, r->count, r->offset) : 0;
-    if (rc == 0)
-      send_simple(c, r->cookie, 0, buf, r->count);
+  if (c->structured) {
+    if (read_structured(c, r, buf) == -1) {
+      send_error(c, r, errno, "read");
+      free(buf);
+    }
+    return;
   }
-  if (rc == -1)
+  if (r->count && be->ops->pread(be, buf, r->count, r->offset) == -1) {
     send_error(c, r, errno, "read");
-  free(buf);
+    free(buf);
+    return;
+  }
+  struct reply *rp = reply_new(r, 2, 16);
+  if (rp) {
+    wire_encode_simple_reply(reply_hdr(rp, 16), 0, r->cookie);
+    if (r->count)
+      reply_data(rp, buf, r->count);
+    reply_own(rp, buf);
+  }
+  else
+    free(buf);
+  reply_queue(c, r, rp);
 }
 
 /* FUA on a backend without native FUA: do the op, then flush. */
@@ -287,12 +281,17 @@ static void cmd_block_status(struct conn *c, const struct nbd_req *r)
     send_error(c, r, ENOMEM, "block status");
     return;
   }
-  uint8_t hdr[20];
-  wire_encode_chunk_hdr(hdr, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
-                        r->cookie, (uint32_t)b.len);
-  struct iovec iov[2] = { { hdr, 20 }, { b.data, b.len } };
-  xmit_send(c, iov, 2);
-  wire_buf_free(&b);
+  struct reply *rp = reply_new(r, 2, 20);
+  if (rp) {
+    wire_encode_chunk_hdr(reply_hdr(rp, 20), NBD_REPLY_FLAG_DONE,
+                          NBD_REPLY_TYPE_BLOCK_STATUS, r->cookie,
+                          (uint32_t)b.len);
+    reply_data(rp, b.data, b.len);
+    reply_own(rp, b.data);       /* the reply frees the descriptors */
+  }
+  else
+    wire_buf_free(&b);
+  reply_queue(c, r, rp);
 }
 
 /* Runs on a worker thread. */
@@ -340,10 +339,6 @@ static void req_run(void *arg)
 done:
   free(q->buf);
   free(q);
-  pthread_mutex_lock(&c->lock);
-  c->inflight--;
-  pthread_cond_broadcast(&c->cond);
-  pthread_mutex_unlock(&c->lock);
 }
 
 /* ---- validation at the edge ---- */
@@ -398,31 +393,13 @@ static int validate(const struct conn *c, const struct nbd_req *r)
 
 /* ---- the reader ---- */
 
-static bool wait_room(struct conn *c)
-{
-  pthread_mutex_lock(&c->lock);
-  while (c->inflight >= c->srv->max_inflight && !c->dead)
-    pthread_cond_wait(&c->cond, &c->lock);
-  bool ok = !c->dead;
-  pthread_mutex_unlock(&c->lock);
-  return ok;
-}
-
-static void wait_idle(struct conn *c)
-{
-  pthread_mutex_lock(&c->lock);
-  while (c->inflight > 0)
-    pthread_cond_wait(&c->cond, &c->lock);
-  pthread_mutex_unlock(&c->lock);
-}
-
 /* Reads one request header; handles the switch to shutdown mode.
  * 1 = got one, 0 = end of the connection. */
 static int read_request(struct conn *c, struct nbd_req *r, bool *closing)
 {
   uint8_t hdr[28];
   for (;;) {
-    if (transport_read_full(c->t, hdr, sizeof hdr) == 0)
+    if (transport_read_msg(c->t, hdr, sizeof hdr) == 0)
       break;
     if (errno == ECANCELED && !*closing) {
       /* Shutdown: answer what still arrives with ESHUTDOWN, briefly. */
@@ -431,7 +408,7 @@ static int read_request(struct conn *c, struct nbd_req *r, bool *closing)
       c->t->deadline = monotonic_ns() + 2000000000LL;
       continue;
     }
-    if (errno != ECONNRESET && errno != ETIMEDOUT && !c->dead)
+    if (errno != ECONNRESET && errno != ETIMEDOUT)
       log_debug("%s: reading request: %m", c->peer);
     return 0;
   }
@@ -448,7 +425,7 @@ void xmit_run(struct conn *c)
   struct nbd_req r;
 
   log_debug("%s: transmission on export \"%s\"", c->peer, c->exp->name);
-  while (wait_room(c) && read_request(c, &r, &closing)) {
+  while (reply_wait_room(c) && read_request(c, &r, &closing)) {
     if (r.type == NBD_CMD_DISC)
       break;
     int err = closing ? ESHUTDOWN : validate(c, &r);
@@ -458,31 +435,31 @@ void xmit_run(struct conn *c)
         err = ENOMEM;
       /* A refused write's payload is drained through the transport,
        * without allocating its claimed length (SECURITY.md 14). */
+      /* A payload that has begun is read whole even at shutdown. */
+      int wake = c->t->wake_fd;
+      c->t->wake_fd = -1;
       int rr = err ? transport_discard(c->t, r.count)
                    : transport_read_full(c->t, buf, r.count);
+      c->t->wake_fd = wake;
       if (rr == -1) {
         free(buf);
         break;
       }
     }
-    if (err) {
+    /* Every request from here on gets exactly one reply. */
+    reply_account(c, &r);
+    struct req *q = err ? NULL : malloc(sizeof *q);
+    if (!q) {
+      if (!err)
+        err = ENOMEM;
       log_debug("%s: %s off=%llu len=%u: %s", c->peer, nbd_cmd_name(r.type),
                 (unsigned long long)r.offset, r.count, strerror(err));
       send_error(c, &r, err, nbd_cmd_name(r.type));
       free(buf);
       continue;
     }
-    struct req *q = malloc(sizeof *q);
-    if (!q) {
-      send_error(c, &r, ENOMEM, nbd_cmd_name(r.type));
-      free(buf);
-      continue;
-    }
     *q = (struct req){ .c = c, .r = r, .buf = buf };
-    pthread_mutex_lock(&c->lock);
-    c->inflight++;
-    pthread_mutex_unlock(&c->lock);
     pool_submit(req_run, q);
   }
-  wait_idle(c);
+  replies_finish(c);
 }

@@ -81,7 +81,10 @@ static void write_cb(void *ud, int64_t cookie, int err)
   slot_done(ud, err, S_DONE);
 }
 
-/* Hands the worker its next unit of the source; false when none is left. */
+/* Hands the worker its next unit of the source; false when none is left.
+ * Called with w->lock held, which is dropped while asking the source what
+ * the unit holds: a completion callback on the same connection needs it
+ * before the reply to that question can be read. */
 static bool next_unit(struct worker *w)
 {
   struct copy *c = w->c;
@@ -98,8 +101,10 @@ static bool next_unit(struct worker *w)
   pthread_mutex_unlock(&c->lock);
   if (len == 0)
     return false;
-  return ep_extents(c, &c->src, conn(w, &c->src), off, len, &w->ext,
-                    &w->n) == 0;
+  pthread_mutex_unlock(&w->lock);
+  int r = ep_extents(c, &c->src, conn(w, &c->src), off, len, &w->ext, &w->n);
+  pthread_mutex_lock(&w->lock);
+  return r == 0;
 }
 
 /* Whether a run of zeroes can be written in one request rather than as
@@ -130,7 +135,13 @@ static bool next_piece(struct worker *w, struct slot *s)
   return true;
 }
 
-/* Reads the next piece of a pipe source, in order. */
+static bool all_zero(const char *b, uint64_t n)
+{
+  return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
+}
+
+/* Reads the next piece of a pipe source, in order.  A pipe has no
+ * extents to ask about, so a piece of zeroes is noticed by looking. */
 static bool pipe_piece(struct worker *w, struct slot *s)
 {
   struct copy *c = w->c;
@@ -141,9 +152,10 @@ static bool pipe_piece(struct worker *w, struct slot *s)
     return false;
   s->off = c->next;
   s->len = (uint64_t)n;
-  s->zero = false;
+  s->zero = c->o.sparse && all_zero(s->buf, s->len);
   c->next += (uint64_t)n;
-  if (c->dst.size >= 0 && c->next > (uint64_t)c->dst.size) {
+  bool fixed = c->dst.kind == EP_NBD || c->dst.blockdev;  /* files grow */
+  if (fixed && c->next > (uint64_t)c->dst.size) {
     copy_fail(c, "the source is larger than the destination (%lld bytes)",
               (long long)c->dst.size);
     return false;

@@ -239,7 +239,9 @@ struct backend *backend_error_open(const char *args, bool readonly)
   atomic_init(&eb->draws, 0);
   eb->b.ops = &err_ops;
   eb->b.size = eb->inner->size;
-  eb->b.caps = eb->inner->caps;
+  /* Not CHEAP_EXTENTS: the server would then skip pread for holes and a
+   * read could never see the injected error. */
+  eb->b.caps = eb->inner->caps & ~BACKEND_CHEAP_EXTENTS;
   eb->b.block_min = eb->inner->block_min;
   eb->b.block_pref = eb->inner->block_pref;
   return &eb->b;

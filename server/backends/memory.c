@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/mman.h>
+
 #include "backend.h"
 #include "log.h"
 #include "memory.h"
@@ -42,8 +44,24 @@ struct mem_node {
   _Atomic(void *) slot[NODE_SLOTS];   /* child nodes, or chunks at height 0 */
 };
 
+/* Chunks come from 2 MiB anonymous mappings, not malloc: their pages are
+ * only resident once written (a 4 KiB write costs 4 KiB, not 64), and a
+ * freed chunk goes back to the kernel at once (MADV_DONTNEED) and reads
+ * as zeroes when reused, where free() would keep it in the heap. */
+#define SLAB_BYTES (2u * 1024 * 1024)
+struct chunk_pool {
+  pthread_mutex_t lock;
+  void **free;                        /* released chunks, reusable */
+  size_t nfree, capfree;
+  uint8_t *cur;                       /* slab being carved */
+  size_t cur_used;
+  void **slabs;                       /* every mapping, for close */
+  size_t nslabs, capslabs;
+};
+
 struct mem_backend {
   struct backend b;                   /* first, so ops can cast back */
+  struct chunk_pool pool;
   pthread_rwlock_t lock;              /* see the top of this file */
   unsigned height;                    /* root's; 0: its slots are chunks */
   struct mem_node *root;              /* lives until close */
@@ -98,6 +116,67 @@ static uint8_t *chunk_find(struct mem_backend *m, uint64_t idx)
                               memory_order_acquire);
 }
 
+static bool grow(void ***v, size_t *cap, size_t need)
+{
+  if (need <= *cap)
+    return true;
+  size_t ncap = *cap ? *cap * 2 : 64;
+  void **nv = realloc(*v, ncap * sizeof *nv);
+  if (nv == NULL)
+    return false;
+  *v = nv;
+  *cap = ncap;
+  return true;
+}
+
+/* A zeroed chunk; NULL when out of memory. */
+static void *chunk_alloc(struct chunk_pool *p)
+{
+  void *c = NULL;
+  pthread_mutex_lock(&p->lock);
+  if (p->nfree > 0)
+    c = p->free[--p->nfree];
+  else {
+    if (p->cur == NULL || p->cur_used == SLAB_BYTES) {
+      void *slab = MAP_FAILED;
+      if (grow(&p->slabs, &p->capslabs, p->nslabs + 1))
+        slab = mmap(NULL, SLAB_BYTES, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (slab == MAP_FAILED) {
+        pthread_mutex_unlock(&p->lock);
+        return NULL;
+      }
+      p->slabs[p->nslabs++] = slab;
+      p->cur = slab;
+      p->cur_used = 0;
+    }
+    c = p->cur + p->cur_used;
+    p->cur_used += CHUNK;
+  }
+  pthread_mutex_unlock(&p->lock);
+  return c;
+}
+
+static void chunk_release(struct chunk_pool *p, void *c)
+{
+  /* Give the pages back now; the chunk reads as zeroes when reused. */
+  madvise(c, CHUNK, MADV_DONTNEED);
+  pthread_mutex_lock(&p->lock);
+  if (grow(&p->free, &p->capfree, p->nfree + 1))
+    p->free[p->nfree++] = c;
+  /* else: the chunk's address is lost until close, its memory is not. */
+  pthread_mutex_unlock(&p->lock);
+}
+
+static void pool_destroy(struct chunk_pool *p)
+{
+  for (size_t i = 0; i < p->nslabs; i++)
+    munmap(p->slabs[i], SLAB_BYTES);
+  free(p->slabs);
+  free(p->free);
+  pthread_mutex_destroy(&p->lock);
+}
+
 /* What slot points to, after filling it with len zeroed bytes if it was
  * empty; NULL with ENOMEM.  Lock held at least shared. */
 static void *slot_fill(struct mem_backend *m, _Atomic(void *) *slot,
@@ -106,7 +185,8 @@ static void *slot_fill(struct mem_backend *m, _Atomic(void *) *slot,
   void *p = atomic_load_explicit(slot, memory_order_acquire);
   if (p != NULL)
     return p;
-  void *fresh = calloc(1, len);
+  bool is_chunk = counter == &m->chunks;
+  void *fresh = is_chunk ? chunk_alloc(&m->pool) : calloc(1, len);
   if (fresh == NULL) {
     set_error(ENOMEM, "%s: out of memory", m->b.desc);
     return NULL;
@@ -117,7 +197,10 @@ static void *slot_fill(struct mem_backend *m, _Atomic(void *) *slot,
     atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
     return fresh;
   }
-  free(fresh);                        /* another thread won: use its */
+  if (is_chunk)                       /* another thread won: use its */
+    chunk_release(&m->pool, fresh);
+  else
+    free(fresh);
   return p;
 }
 
@@ -160,7 +243,10 @@ static bool free_range(struct mem_backend *m, struct mem_node *n, unsigned h,
     if (h > 0 && !free_range(m, p, h - 1, sb, MAX(lo, sb), MIN(hi, se)))
       continue;                       /* child node still in use */
     atomic_store_explicit(&n->slot[i], NULL, memory_order_relaxed);
-    free(p);
+    if (h > 0)
+      free(p);
+    else
+      chunk_release(&m->pool, p);
     atomic_fetch_sub_explicit(h > 0 ? &m->nodes : &m->chunks, 1,
                               memory_order_relaxed);
   }
@@ -173,8 +259,7 @@ static void free_tree(struct mem_node *n, unsigned h)
     void *c = atomic_load_explicit(&n->slot[i], memory_order_relaxed);
     if (c != NULL && h > 0)
       free_tree(c, h - 1);
-    else
-      free(c);
+    /* chunks live in the pool's slabs, unmapped by pool_destroy */
   }
   free(n);
 }
@@ -360,6 +445,7 @@ static void mem_close(struct backend *b)
 {
   struct mem_backend *m = mem(b);
   free_tree(m->root, m->height);
+  pool_destroy(&m->pool);
   pthread_rwlock_destroy(&m->lock);
   free(b->desc);
   free(m);
@@ -424,6 +510,7 @@ struct backend *backend_memory_open(uint64_t size)
     set_error(ENOMEM, "memory backend: out of memory");
     return NULL;
   }
+  pthread_mutex_init(&m->pool.lock, NULL);
   pthread_rwlockattr_init(&attr);
   pthread_rwlockattr_setkind_np(&attr,
                                 PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);

@@ -149,3 +149,10 @@ make_client_cn() {
   _tls_sign "$dir" "$out/client-key.pem" "$out/client-cert.pem" \
     "$out/client.tmpl"
 }
+
+#   revoke_cert DIR CERT       (added for tests/tls-interop)
+#                              re-issues DIR/ca-crl.pem listing CERT (signed
+#                              by DIR's CA) as revoked, and nothing else.
+revoke_cert() {
+  _tls_crl "${1:?usage: revoke_cert DIR CERT}" "${2:?}"
+}

@@ -1,0 +1,43 @@
+/* snbd-server: replies of the transmission phase.  Workers build a reply
+ * and queue it; each connection's writer thread sends queued replies in
+ * batches (several replies in one sendv / one run of TLS records).  A
+ * worker therefore never blocks on a client's socket: a client that stops
+ * reading stalls only its own writer, never the shared pool. */
+#ifndef SNBD_REPLY_H
+#define SNBD_REPLY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "conn.h"
+#include "wire.h"
+
+/* Bound on request payload bytes in flight per connection (back-pressure
+ * for large READs and WRITEs, besides the request count). */
+#define REPLY_MAX_INFLIGHT_BYTES (64u * 1024 * 1024)
+
+struct reply;
+
+/* A reply to request r with room for max_iov pieces and hdr_bytes of
+ * headers copied in.  NULL on ENOMEM. */
+struct reply *reply_new(const struct nbd_req *r, int max_iov,
+                        size_t hdr_bytes);
+/* Room for len header bytes inside the reply, appended as the next piece. */
+void *reply_hdr(struct reply *rp, size_t len);
+/* Appends borrowed data: it must live until the reply is sent (static, or
+ * handed over with reply_own). */
+void reply_data(struct reply *rp, const void *p, size_t len);
+/* The reply frees p after sending (at most 2 per reply). */
+void reply_own(struct reply *rp, void *p);
+/* Hands the reply to the writer.  rp == NULL (allocation failed) ends the
+ * connection, as the client would otherwise wait forever. */
+void reply_queue(struct conn *c, const struct nbd_req *r, struct reply *rp);
+
+/* Reader side: count a request in flight (its reply is queued later);
+ * wait for room before reading the next; at the end, wait until every
+ * reply went out and stop the writer. */
+void reply_account(struct conn *c, const struct nbd_req *r);
+bool reply_wait_room(struct conn *c);
+void replies_finish(struct conn *c);
+
+#endif
