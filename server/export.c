@@ -58,7 +58,16 @@ static bool parse_bool(const char *v, bool *out)
   return true;
 }
 
-/* allow=ID[;ID...] */
+static void free_allow(struct export *e)
+{
+  if (e->allow)
+    for (char **a = e->allow; *a; a++)
+      free(*a);
+  free(e->allow);
+  e->allow = NULL;
+}
+
+/* allow=ID[;ID...]; a second allow= replaces the first. */
 static int parse_allow(struct export *e, const char *value)
 {
   size_t n = 1;
@@ -78,6 +87,9 @@ static int parse_allow(struct export *e, const char *value)
        tok = strtok_r(NULL, ";", &save))
     if (*tok && !(v[k++] = strdup(tok))) {
       set_error(ENOMEM, "allow");
+      while (k > 0)
+        free(v[--k]);
+      free(v);
       free(copy);
       return -1;
     }
@@ -87,6 +99,7 @@ static int parse_allow(struct export *e, const char *value)
     set_error(EINVAL, "allow= needs at least one identity");
     return -1;
   }
+  free_allow(e);
   e->allow = v;
   return 0;
 }
@@ -214,10 +227,7 @@ int exports_close(struct server *s)
     free(e->name);
     free(e->description);
     free(e->spec);
-    if (e->allow)
-      for (char **a = e->allow; *a; a++)
-        free(*a);
-    free(e->allow);
+    free_allow(e);
   }
   free(s->exports);
   s->exports = NULL;

@@ -1,0 +1,87 @@
+/* fuzz: one in-process snbd server connection per input (fuzz_server.h). */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "conn.h"
+#include "fuzz_server.h"
+#include "log.h"
+#include "peer.h"
+
+/* Replies one input may cause before the client hangs up (peer.h). */
+#define FUZZ_OUTPUT_BUDGET (64u * 1024 * 1024)
+
+static const char *const exports[] = {
+  "memory:1M",
+  FUZZ_EXPORT_RO "=memory:64K,readonly,description=read-only export",
+  FUZZ_EXPORT_BIG "=memory:1T",
+};
+
+void fuzz_server_init(void)
+{
+  /* As main() does: a hung-up client is an EPIPE, not a signal. */
+  signal(SIGPIPE, SIG_IGN);
+  log_init("snbd-fuzz", LOG_TO_STDERR, getenv("FUZZ_VERBOSE") != NULL);
+  /* One worker: requests of one connection run in order, so a rerun of
+   * an input behaves the same. */
+  if (pool_start(1) == -1)
+    abort();
+}
+
+static void server_setup(struct server *s)
+{
+  *s = (struct server){
+    .threads = 1,
+    .max_inflight = 8,           /* small: back-pressure paths run too */
+    .handshake_timeout = 3600,   /* EOF ends every run long before */
+    .max_negotiating = 4,
+    .max_connections = 4,
+    .tls_mode = TLS_MODE_OFF,
+    .wake_pipe = { -1, -1 },
+  };
+  pthread_mutex_init(&s->creds_lock, NULL);
+  pthread_mutex_init(&s->conns_lock, NULL);
+  pthread_cond_init(&s->conns_cond, NULL);
+  for (size_t i = 0; i < sizeof exports / sizeof exports[0]; i++)
+    if (export_parse(s, exports[i]) == -1) {
+      fprintf(stderr, "fuzz: %s: %s\n", exports[i], get_error());
+      abort();
+    }
+  if (exports_open(s, false) == -1)
+    abort();
+}
+
+static void server_teardown(struct server *s)
+{
+  exports_close(s);
+  pthread_cond_destroy(&s->conns_cond);
+  pthread_mutex_destroy(&s->conns_lock);
+  pthread_mutex_destroy(&s->creds_lock);
+}
+
+void fuzz_server_run(const uint8_t *pre, size_t npre, const uint8_t *data,
+                     size_t ndata, const struct check_params *check)
+{
+  struct server s;
+  struct peer p;
+  int sv[2];
+
+  if (ndata > FUZZ_MAX_INPUT)
+    ndata = FUZZ_MAX_INPUT;
+  server_setup(&s);
+  fuzz_socketpair(sv);
+  if (check)
+    peer_start_reader(&p, sv[1], pre, npre, data, ndata, FUZZ_OUTPUT_BUDGET,
+                      check_replies, (void *)check);
+  else
+    peer_start(&p, sv[1], pre, npre, data, ndata, false,
+               FUZZ_OUTPUT_BUDGET);
+  /* conn_start owns sv[0] from here (closes it on every path). */
+  conn_start(&s, sv[0], true, "fuzz");
+  pthread_mutex_lock(&s.conns_lock);
+  while (s.nconns > 0)
+    pthread_cond_wait(&s.conns_cond, &s.conns_lock);
+  pthread_mutex_unlock(&s.conns_lock);
+  peer_join(&p);
+  server_teardown(&s);
+}
