@@ -482,8 +482,12 @@ int hs_run(struct conn *c)
 
   wire_encode_greeting(greeting, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
   if (transport_write_full(c->t, greeting, sizeof greeting, 0) == -1 ||
-      transport_read_full(c->t, &cflags, sizeof cflags) == -1)
+      transport_read_msg(c->t, &cflags, sizeof cflags) == -1) {
+    if (errno == ETIMEDOUT)
+      log_info("%s: no client flags within %d s; closing", c->peer,
+               c->srv->handshake_timeout);
     return -1;
+  }
   cflags = be32toh(cflags);
   if (cflags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
     /* "the server MUST drop the TCP connection if the client sets an

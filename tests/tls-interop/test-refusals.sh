@@ -50,9 +50,10 @@ refused() {
   if "$@" >client.out 2>&1; then
     fail "$what: the client succeeded: $(cat client.out)"
   fi
+  local i
   log_grew() { [ "$(grep -cE -- "$pat" server.log || true)" -gt "$n" ]; }
-  wait_for 5 log_grew ||
-    fail "$what: no server log line matching '$pat'"
+  for ((i = 0; i < 50; i++)); do log_grew && break; sleep 0.1; done
+  log_grew || fail "$what: no server log line matching '$pat' within 5 s"
   expect_eq "$what: sessions that reached transmission" "$t" \
     "$(grep -c "transmission on export" server.log || true)"
   echo "refused as expected: $what"
@@ -67,7 +68,14 @@ size_is() {   # size_is WANT URI
   got=$(nbdinfo --size "$2") || return 1
   [ "$got" = "$1" ] || { echo "size $got, expected $1"; return 1; }
 }
-fns=$(declare -f refused accepted size_is)
+# listed URI: the export names nbdinfo --list reports, sorted, |-separated.
+listed() {
+  nbdinfo --list --json "$1" >list.json || return 1
+  "$PYTHON" -c 'import json
+exports = json.load(open("list.json"))["exports"]
+print("|".join(sorted(e["export-name"] for e in exports)))'
+}
+fns=$(declare -f refused accepted size_is listed)
 
 # ---- A: --tls-verify-peer, PSK, plain text ----
 # shellcheck disable=SC2016   # expanded by serve's shell
@@ -150,11 +158,9 @@ serve -v -p 0 -i 127.0.0.1 -c exports.ini --tls-certificates "$D/pki" \
       fi
     done
     # LIST shows the default export and only the one this identity may use.
-    nbdinfo --list --json "${u/EXPORT/}" >list.json ||
-      fail "$id: nbdinfo --list failed"
-    got=$("$PYTHON" -c "import json, sys
-print(\"|\".join(sorted(e[\"export-name\"] for e in json.load(open(\"list.json\"))[\"exports\"])))")
-    expect_eq "exports listed for $id (|-separated)" "${may[$id]:+|${may[$id]}}" "$got"
+    got=$(listed "${u/EXPORT/}") || fail "$id: nbdinfo --list failed"
+    expect_eq "exports listed for $id (|-separated)" \
+      "${may[$id]:+|${may[$id]}}" "$got"
   done
 
   # A client that trusts another CA refuses this server.

@@ -21,7 +21,8 @@ want=$(sum_file data.img)
 listed() {
   nbdinfo --list --json "$1" >list.json || return 1
   "$PYTHON" -c 'import json
-print("|".join(sorted(e["export-name"] for e in json.load(open("list.json"))["exports"])))'
+exports = json.load(open("list.json"))["exports"]
+print("|".join(sorted(e["export-name"] for e in exports)))'
 }
 fns=$(declare -f listed)
 
