@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -59,7 +60,16 @@ static bool needs_poll(const struct transport *t)
   return t->deadline != 0 || t->wake_fd >= 0;
 }
 
-static ssize_t plain_recv(struct transport *t, void *buf, size_t len)
+/* Read-ahead, off until transport_readahead(): during the handshake
+ * nothing may be read past what was asked for, as bytes after
+ * NBD_OPT_STARTTLS must only ever reach GnuTLS. */
+#define READAHEAD_SIZE (16 * 1024)
+struct plain {
+  uint8_t *buf;           /* NULL: no read-ahead */
+  size_t pos, len;
+};
+
+static ssize_t plain_recv_fd(struct transport *t, void *buf, size_t len)
 {
   for (;;) {
     if (needs_poll(t) && transport_wait(t, POLLIN) == -1)
@@ -71,6 +81,28 @@ static ssize_t plain_recv(struct transport *t, void *buf, size_t len)
       continue;
     return -1;
   }
+}
+
+static ssize_t plain_recv(struct transport *t, void *buf, size_t len)
+{
+  struct plain *p = t->priv;
+  if (!p->buf || len >= READAHEAD_SIZE) {
+    if (!p->buf || p->pos == p->len)
+      return plain_recv_fd(t, buf, len);
+  }
+  if (p->pos == p->len) {
+    /* Small read, buffer empty: fetch what is there, up to 16 KiB, so
+     * pipelined request headers cost one recv between them. */
+    ssize_t r = plain_recv_fd(t, p->buf, READAHEAD_SIZE);
+    if (r <= 0)
+      return r;
+    p->pos = 0;
+    p->len = (size_t)r;
+  }
+  size_t n = p->len - p->pos < len ? p->len - p->pos : len;
+  memcpy(buf, p->buf + p->pos, n);
+  p->pos += n;
+  return (ssize_t)n;
 }
 
 static int plain_sendv(struct transport *t, const struct iovec *iov,
@@ -117,6 +149,21 @@ static int plain_sendv(struct transport *t, const struct iovec *iov,
   return 0;
 }
 
+static ssize_t plain_try_sendv(struct transport *t, const struct iovec *iov,
+                               int iovcnt)
+{
+  struct msghdr m = { .msg_iov = (struct iovec *)iov,
+                      .msg_iovlen = (size_t)iovcnt };
+  for (;;) {
+    ssize_t w = sendmsg(t->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w >= 0)
+      return w;
+    if (errno == EINTR)
+      continue;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+  }
+}
+
 static int plain_shutdown(struct transport *t)
 {
   return shutdown(t->fd, SHUT_WR);
@@ -124,15 +171,18 @@ static int plain_shutdown(struct transport *t)
 
 static void plain_close(struct transport *t)
 {
+  struct plain *p = t->priv;
   if (t->fd >= 0)
     close(t->fd);
+  free(p->buf);
+  free(p);
   free(t);
 }
 
 static size_t plain_pending(struct transport *t)
 {
-  (void)t;
-  return 0;
+  struct plain *p = t->priv;
+  return p->len - p->pos;
 }
 
 static const struct transport_ops plain_ops = {
@@ -142,19 +192,33 @@ static const struct transport_ops plain_ops = {
   .shutdown = plain_shutdown,
   .close = plain_close,
   .pending = plain_pending,
+  .try_sendv = plain_try_sendv,
 };
 
 struct transport *transport_plain_new(int fd)
 {
   struct transport *t = calloc(1, sizeof *t);
-  if (!t) {
-    set_error(errno, "calloc");
+  struct plain *p = calloc(1, sizeof *p);
+  if (!t || !p) {
+    free(t);
+    free(p);
+    set_error(ENOMEM, "calloc");
     return NULL;
   }
+  t->priv = p;
   t->ops = &plain_ops;
   t->fd = fd;
   t->wake_fd = -1;
   return t;
+}
+
+void transport_readahead(struct transport *t)
+{
+  if (t->ops != &plain_ops)
+    return;                 /* GnuTLS buffers whole records already */
+  struct plain *p = t->priv;
+  if (!p->buf)
+    p->buf = malloc(READAHEAD_SIZE);   /* without it: plain reads */
 }
 
 int transport_read_full(struct transport *t, void *buf, size_t len)

@@ -35,6 +35,11 @@ struct transport_ops {
   void (*close)(struct transport *t);
   /* Bytes already decrypted/buffered and readable without blocking. */
   size_t (*pending)(struct transport *t);
+  /* Optional: sends what fits without blocking; bytes sent (maybe 0), or
+   * -1 on error.  NULL where a partial send cannot be resumed by another
+   * call (TLS). */
+  ssize_t (*try_sendv)(struct transport *t, const struct iovec *iov,
+                       int iovcnt);
 };
 
 struct transport {
@@ -46,6 +51,9 @@ struct transport {
 };
 
 struct transport *transport_plain_new(int fd);
+/* Lets a plain transport read ahead (a no-op for TLS).  Only once the
+ * handshake is over: see transport.c. */
+void transport_readahead(struct transport *t);
 
 /* Helpers over the ops. */
 int transport_read_full(struct transport *t, void *buf, size_t len);

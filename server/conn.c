@@ -72,6 +72,7 @@ static void conn_free(struct conn *c)
   pthread_mutex_destroy(&c->lock);
   pthread_cond_destroy(&c->cond);
   pthread_cond_destroy(&c->out_cond);
+  pthread_mutex_destroy(&c->send_lock);
   free(c);
 }
 
@@ -116,6 +117,7 @@ static void *conn_thread(void *arg)
 
   if (rc == 0) {
     c->t->deadline = 0;
+    transport_readahead(c->t);
     xmit_run(c);
     /* Soft disconnect: close_notify for TLS, then FIN. */
     if (!c->dead)
@@ -150,6 +152,7 @@ void conn_start(struct server *s, int fd, bool is_local, const char *peer)
   pthread_mutex_init(&c->lock, NULL);
   pthread_cond_init(&c->cond, NULL);
   pthread_cond_init(&c->out_cond, NULL);
+  pthread_mutex_init(&c->send_lock, NULL);
   if (s->tls_mode != TLS_MODE_OFF)
     c->creds = creds_get(s);
 

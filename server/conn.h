@@ -45,6 +45,7 @@ struct conn {
   uint64_t inflight_bytes;      /* their READ/WRITE payload bytes */
   bool dead;                    /* a send failed: stop reading */
   struct reply *outq, *outq_tail;
+  pthread_mutex_t send_lock;    /* held around every send of a reply */
   pthread_t writer;
   bool writer_started, writer_stop;
 

@@ -95,6 +95,7 @@ static void send_batch(struct conn *c, struct reply *batch, bool dead,
 
   *n = 0;
   *bytes = 0;
+  pthread_mutex_lock(&c->send_lock);
   for (struct reply *rp = batch; rp; ) {
     struct reply *next = rp->next;
     if (!failed && k > 0 && k + rp->niov > WRITER_BATCH_IOV) {
@@ -115,6 +116,7 @@ static void send_batch(struct conn *c, struct reply *batch, bool dead,
     *bytes += rp->bytes;
     rp = next;
   }
+  pthread_mutex_unlock(&c->send_lock);
   if (failed && !dead)
     log_debug("%s: send: %m", c->peer);
   for (struct reply *rp = batch; rp; ) {
@@ -173,8 +175,86 @@ static bool writer_start(struct conn *c)
   return true;
 }
 
+static bool writer_start(struct conn *c);
+
+/* Set while the reader runs a request inline: its reply is sent at once
+ * from the reader's thread instead of going through the writer. */
+static __thread bool direct;
+
+void reply_set_direct(bool on)
+{
+  direct = on;
+}
+
+/* Drops the first n bytes of rp's pieces (they were sent). */
+static void reply_advance(struct reply *rp, size_t n)
+{
+  int i = 0;
+  while (i < rp->niov && n >= rp->iov[i].iov_len)
+    n -= rp->iov[i++].iov_len;
+  memmove(rp->iov, rp->iov + i, (size_t)(rp->niov - i) * sizeof *rp->iov);
+  rp->niov -= i;
+  if (n > 0) {
+    rp->iov[0].iov_base = (char *)rp->iov[0].iov_base + n;
+    rp->iov[0].iov_len -= n;
+  }
+}
+
+/* The reader's own send of an inline request's reply, which must never
+ * block: a client that writes before it reads would otherwise deadlock
+ * with us.  What the socket takes now goes out; a remainder goes to the
+ * head of the writer's queue (nothing else may be sent before it).
+ * False if the writer is busy: then the caller queues the whole reply. */
+static bool try_direct(struct conn *c, struct reply *rp)
+{
+  ssize_t (*try_sendv)(struct transport *, const struct iovec *, int) =
+    c->t->ops->try_sendv;
+  size_t total = 0;
+  for (int i = 0; i < rp->niov; i++)
+    total += rp->iov[i].iov_len;
+
+  pthread_mutex_lock(&c->lock);
+  if (!try_sendv || c->outq || c->dead || rp->niov > WRITER_BATCH_IOV ||
+      pthread_mutex_trylock(&c->send_lock) != 0) {
+    pthread_mutex_unlock(&c->lock);
+    return false;
+  }
+  pthread_mutex_unlock(&c->lock);
+  ssize_t w = try_sendv(c->t, rp->iov, rp->niov);
+  pthread_mutex_lock(&c->lock);
+  if (w >= 0 && (size_t)w < total) {
+    reply_advance(rp, (size_t)w);
+    rp->next = c->outq;
+    c->outq = rp;
+    if (!c->outq_tail)
+      c->outq_tail = rp;
+    if (writer_start(c)) {
+      pthread_cond_signal(&c->out_cond);
+      rp = NULL;
+    }
+    else {
+      c->outq = c->outq_tail = NULL;
+      w = -1;
+    }
+  }
+  if (rp) {                 /* all sent, or failed */
+    if (w < 0)
+      mark_dead(c);
+    c->inflight--;
+    c->inflight_bytes -= rp->bytes;
+    pthread_cond_broadcast(&c->cond);
+  }
+  pthread_mutex_unlock(&c->send_lock);
+  pthread_mutex_unlock(&c->lock);
+  if (rp)
+    reply_free(rp);
+  return true;
+}
+
 void reply_queue(struct conn *c, const struct nbd_req *r, struct reply *rp)
 {
+  if (direct && rp && try_direct(c, rp))
+    return;
   pthread_mutex_lock(&c->lock);
   if (!rp || !writer_start(c)) {
     if (rp)

@@ -33,6 +33,10 @@ void reply_own(struct reply *rp, void *p);
  * connection, as the client would otherwise wait forever. */
 void reply_queue(struct conn *c, const struct nbd_req *r, struct reply *rp);
 
+/* While on, replies queued by this thread are sent at once from it, under
+ * the connection's send lock (the reader running a request inline). */
+void reply_set_direct(bool on);
+
 /* Reader side: count a request in flight (its reply is queued later);
  * wait for room before reading the next; at the end, wait until every
  * reply went out and stop the writer. */

@@ -1,9 +1,10 @@
 /* snbd-server: shared types of the server rooms.
  *
- * Locks (take in this order, never the reverse):
- *   server.conns_lock  (list of connections, counts)
- *   conn.lock          (in-flight count, state of one connection)
- *   conn.send_lock     (whole replies go out under it, one at a time)
+ * Locks:
+ *   server.conns_lock  (list of connections, counts) before conn.lock.
+ *   conn.send_lock     (replies go out under it, one sender at a time) is
+ *                      held while taking conn.lock; a holder of conn.lock
+ *                      only ever trylocks send_lock (reply.c try_direct).
  * pool.lock is a leaf: nothing else is taken while holding it.
  */
 #ifndef SNBD_SERVER_H

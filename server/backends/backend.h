@@ -25,6 +25,9 @@
 #define BACKEND_ROTATIONAL     (1u << 9)
 #define BACKEND_CHEAP_EXTENTS  (1u << 10) /* extents() is cheap enough to
                                              call on every read (sparse RAM) */
+#define BACKEND_FAST_IO        (1u << 11) /* operations never wait for a
+                                             device (RAM, tmpfs): the server
+                                             runs them inline */
 
 /* Operation flags. */
 #define BACKEND_FUA       (1u << 0)  /* data is durable before returning */

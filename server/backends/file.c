@@ -17,12 +17,14 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -445,6 +447,11 @@ static int probe(struct file_backend *f, bool readonly)
     return -1;
   }
   f->b.size = (uint64_t)st.st_size;
+  /* A file in RAM (tmpfs, ramfs) never waits for a device. */
+  struct statfs sf;
+  if (fstatfs(f->fd, &sf) == 0 &&
+      (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC))
+    f->b.caps |= BACKEND_FAST_IO;
   f->b.block_min = 1;
   f->b.block_pref = is_pow2((uint64_t)st.st_blksize) &&
                     st.st_blksize >= 512 && st.st_blksize <= (1 << 20)

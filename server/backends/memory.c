@@ -524,7 +524,8 @@ struct backend *backend_memory_open(uint64_t size)
   m->b.caps = BACKEND_CAN_WRITE | BACKEND_CAN_FLUSH | BACKEND_CAN_FUA |
               BACKEND_CAN_TRIM | BACKEND_CAN_ZERO | BACKEND_CAN_FAST_ZERO |
               BACKEND_CAN_EXTENTS | BACKEND_CAN_CACHE |
-              BACKEND_CAN_MULTI_CONN | BACKEND_CHEAP_EXTENTS;
+              BACKEND_CAN_MULTI_CONN | BACKEND_CHEAP_EXTENTS |
+              BACKEND_FAST_IO;
   m->b.block_min = 1;
   m->b.block_pref = 4096;
   return &m->b;

@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 
 #include "backend.h"
 #include "log.h"
@@ -222,6 +224,11 @@ static void file_suite(const char *dir)
   snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
   struct backend *b = backend_file_open(path, false);
   assert_non_null(b);
+  /* A file in RAM is run inline by the server; one on a disk is not. */
+  struct statfs sf;
+  assert_int_equal(fstatfs(fd, &sf), 0);
+  assert_int_equal((b->caps & BACKEND_FAST_IO) != 0,
+                   sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC);
   check_write(b, fd);
   check_zero(b, MIB + 1100, true);
   check_trim(b, MIB + 128 * 1024);

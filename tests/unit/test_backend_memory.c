@@ -98,7 +98,7 @@ static void test_caps(void **state)
   const unsigned want = BACKEND_CAN_WRITE | BACKEND_CAN_FLUSH |
     BACKEND_CAN_FUA | BACKEND_CAN_TRIM | BACKEND_CAN_ZERO |
     BACKEND_CAN_FAST_ZERO | BACKEND_CAN_EXTENTS | BACKEND_CAN_CACHE |
-    BACKEND_CAN_MULTI_CONN | BACKEND_CHEAP_EXTENTS;
+    BACKEND_CAN_MULTI_CONN | BACKEND_CHEAP_EXTENTS | BACKEND_FAST_IO;
   assert_non_null(b);
   assert_int_equal(b->caps, want);
   assert_int_equal(b->block_min, 1);
