@@ -34,6 +34,7 @@ int config_merge_exports(struct server *s, struct export *v, size_t n);
 void config_free(struct server *s, struct options *o);
 
 bool listener_is_local(const struct listener *l);
+bool addr_is_local(const char *addr);
 void single_start(struct server *s);
 int single_wait(struct server *s);
 

@@ -262,3 +262,23 @@ bool listener_is_local(const struct listener *l)
     return false;
   return sockaddr_is_local(&ss);
 }
+
+/* Whether every address addr resolves to is loopback (numeric only). */
+bool addr_is_local(const char *addr)
+{
+  struct addrinfo hints = { .ai_family = AF_UNSPEC,
+                            .ai_socktype = SOCK_STREAM,
+                            .ai_flags = AI_PASSIVE | AI_NUMERICHOST };
+  struct addrinfo *res;
+  if (getaddrinfo(addr, "0", &hints, &res) != 0)
+    return false;
+  bool local = true;
+  for (struct addrinfo *a = res; a; a = a->ai_next) {
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    memcpy(&ss, a->ai_addr, a->ai_addrlen);
+    local &= sockaddr_is_local(&ss);
+  }
+  freeaddrinfo(res);
+  return local;
+}

@@ -260,12 +260,22 @@ static void start_run(const struct listener *ls, int n)
   const char *scheme_tls = srv.tls_mode == TLS_MODE_REQUIRE ? "s" : "";
   char *uri = NULL;
   char port[16] = "";
+  const char *host = "localhost";      /* the default 127.0.0.1 and ::1 */
+  char hostbuf[sizeof ls[0].desc];
   for (int i = 0; i < n; i++)
-    if (ls[i].family != AF_UNIX && !port[0])
+    if (ls[i].family != AF_UNIX && !port[0]) {
       snprintf(port, sizeof port, "%d", ls[i].port);
+      if (opt.nbind > 0) {     /* "[::1]:port" / "127.0.0.2:port" */
+        snprintf(hostbuf, sizeof hostbuf, "%s", ls[i].desc);
+        char *colon = strrchr(hostbuf, ':');
+        if (colon)
+          *colon = '\0';
+        host = hostbuf;
+      }
+    }
   int r = opt.unix_real
     ? asprintf(&uri, "nbd%s+unix:///?socket=%s", scheme_tls, opt.unix_real)
-    : asprintf(&uri, "nbd%s://localhost:%s/", scheme_tls, port);
+    : asprintf(&uri, "nbd%s://%s:%s/", scheme_tls, host, port);
   if (r == -1)
     exit(EXIT_FAILURE);
   setenv("uri", uri, 1);
@@ -284,6 +294,25 @@ static void start_run(const struct listener *ls, int n)
   }
 }
 
+static void refuse_plain_text(const char *where)
+{
+  log_error("refusing to serve in clear text on %s: give TLS credentials "
+            "(--tls-psk / --tls-certificates), or --tls=off to accept the "
+            "risk", where);
+  exit(EXIT_FAILURE);
+}
+
+/* Before binding anything: -i addresses beyond loopback need TLS or an
+ * explicit --tls (secure by default). */
+static void check_binds(void)
+{
+  if (srv.tls_mode_set || srv.tls_certs || srv.tls_psk)
+    return;
+  for (int i = 0; i < opt.nbind; i++)
+    if (!addr_is_local(opt.bind[i]))
+      refuse_plain_text(opt.bind[i]);
+}
+
 static void check_tls_defaults(const struct listener *ls, int n)
 {
   bool have_creds = srv.tls_certs || srv.tls_psk;
@@ -296,13 +325,9 @@ static void check_tls_defaults(const struct listener *ls, int n)
   }
   /* Secure by default: clear text beyond loopback must be asked for. */
   if (srv.tls_mode != TLS_MODE_REQUIRE && !srv.tls_mode_set)
-    for (int i = 0; i < n; i++)
-      if (!listener_is_local(&ls[i])) {
-        log_error("refusing to serve in clear text on %s: give TLS "
-                  "credentials (--tls-psk / --tls-certificates), or "
-                  "--tls=off to accept the risk", ls[i].desc);
-        exit(EXIT_FAILURE);
-      }
+    for (int i = 0; i < n; i++)    /* also sockets systemd handed us */
+      if (!listener_is_local(&ls[i]))
+        refuse_plain_text(ls[i].desc);
   for (size_t i = 0; i < srv.nexports; i++)
     if ((srv.exports[i].tls_only || srv.exports[i].allow) &&
         srv.tls_mode == TLS_MODE_OFF) {
@@ -368,6 +393,7 @@ int main(int argc, char **argv)
     single_start(&srv);
   }
   else {
+    check_binds();
     setup_listeners(ls, &n);
     check_tls_defaults(ls, n);
     for (int i = 0; i < n; i++)
