@@ -1,0 +1,208 @@
+# shellcheck shell=bash
+# The workloads of bench/run.sh, run against the server that server_start
+# left in SRV_PID / SRV_URI.  Each records figures with
+#   rec METRIC VALUE          one line "server transport metric value"
+#   rec_na METRIC REASON      why a figure is missing
+# into $RESULTS (tab separated, one line per run; report.py takes the
+# median).  Every client runs under `timeout`; every background process
+# is tracked and stopped by PID.
+#
+# Needs: SERVER TRANSPORT (current row), RUNS, SIZE, RAND_SECONDS,
+# HS_SECONDS, CONNS, COPY_TIMEOUT, HOLD_TIMEOUT, BIN (bench programs),
+# SRC (the data file), W, PY, RESULTS, SNBD_COPY.
+
+rec() { printf '%s\t%s\t%s\t%s\n' "$SERVER" "$TRANSPORT" "$1" "$2" >>"$RESULTS"; }
+
+rec_na() {
+  local why=${2//$'\t'/ }
+  why=${why//$'\n'/ }
+  why=${why//$W/\$W}
+  printf '%s\t%s\tna:%s\t%s\n' "$SERVER" "$TRANSPORT" "$1" "${why:0:200}" >>"$RESULTS"
+  echo "bench:   $SERVER/$TRANSPORT $1: n/a: ${why:0:200}" >&2
+}
+
+# calc EXPR VAR=VALUE...: floating point arithmetic through awk.
+calc() {
+  local expr=$1; shift
+  local args=() kv
+  for kv in "$@"; do args+=(-v "$kv"); done
+  awk "${args[@]}" "BEGIN { printf \"%.6g\n\", $expr }"
+}
+
+# timed TIMEOUT OUT CMD...: run CMD (stdout to OUT, stderr to OUT.err)
+# under timeout; sets T_REAL, T_CPU (the client's user+system seconds).
+timed() {
+  local to=$1 out=$2 rc=0 tf=$W/timed.out r u s
+  shift 2
+  { TIMEFORMAT='%3R %3U %3S'
+    time timeout -k 5 "$to" "$@" >"$out" 2>"$out.err"; } 2>"$tf" || rc=$?
+  read -r r u s <"$tf" || true
+  T_REAL=$r
+  T_CPU=$(calc 'u + s' "u=$u" "s=$s")
+  return "$rc"
+}
+
+# Why the last client failed, in one line.
+_why() { { head -c 300 "$1.err"; echo; } | grep -m1 . || echo "exit status $2"; }
+
+# Server CPU seconds since the last mark (after a forking server has
+# reaped the connection's child).
+cpu_mark() {
+  wait_no_children "$SRV_PID" 5 || true
+  CPU_MARK=$(cpu_seconds "$SRV_PID")
+}
+cpu_since_mark() {
+  local before=$CPU_MARK
+  cpu_mark
+  calc 'a - b' "a=$CPU_MARK" "b=$before"
+}
+
+# copy_once WHAT CMD...: one timed copy of SIZE bytes; sets C_MIBS,
+# C_SRV (server CPU s), C_CLI (client CPU s), C_RSS (peak tree RSS KiB).
+copy_once() {
+  local what=$1 out=$W/copy.out peak=$W/peak.rss sampler rc=0
+  shift
+  rm -f "$peak"
+  cpu_mark
+  mem_sampler "$SRV_PID" "$peak" &
+  sampler=$!
+  track "$sampler"
+  timed "$COPY_TIMEOUT" "$out" "$@" || rc=$?
+  stop_pid "$sampler"
+  if [ "$rc" -ne 0 ]; then
+    C_WHY="$what failed: $(_why "$out" "$rc")"
+    return 1
+  fi
+  C_SRV=$(cpu_since_mark)
+  C_CLI=$T_CPU
+  C_MIBS=$(calc 'size / 1048576 / t' "size=$SIZE" "t=$T_REAL")
+  C_RSS=$(cat "$peak" 2>/dev/null || tree_rss_kib "$SRV_PID")
+}
+
+# nbdcopy 2 GiB in (from the random file) and back out to null:, RUNS
+# times; MiB/s each way, CPU per GiB (both ways together), peak RSS.
+wl_seq() {
+  local r w_srv w_cli gib
+  gib=$(calc 's / 1073741824' "s=$SIZE")
+  for ((r = 1; r <= RUNS; r++)); do
+    if ! copy_once "nbdcopy write" nbdcopy -- "$SRC" "$SRV_URI"; then
+      rec_na seq "$C_WHY"; return 1
+    fi
+    rec seq_write_mibs "$C_MIBS"; rec rss_copy_kib "$C_RSS"
+    rec nc_write_cli_cpu "$C_CLI"
+    w_srv=$C_SRV w_cli=$C_CLI
+    if ! copy_once "nbdcopy read" nbdcopy -- "$SRV_URI" null:; then
+      rec_na seq "$C_WHY"; return 1
+    fi
+    rec seq_read_mibs "$C_MIBS"; rec rss_copy_kib "$C_RSS"
+    rec srv_cpu_per_gib "$(calc '(a + b) / (2 * g)' "a=$w_srv" "b=$C_SRV" "g=$gib")"
+    rec cli_cpu_per_gib "$(calc '(a + b) / (2 * g)' "a=$w_cli" "b=$C_CLI" "g=$gib")"
+  done
+}
+
+# One random-I/O run: fio's nbd engine in clear text, bench/randio over
+# TLS (fio cannot be given TLS files); sets R_IOPS, R_OPS or R_WHY.
+_rand_once() {
+  local mode=$1 out=$W/rand.out rc=0 to=$((${RAND_SECONDS%.*} + 60))
+  if [ "$TRANSPORT" = tcp ] || [ "$TRANSPORT" = unix ]; then
+    timed "$to" "$out" fio --name=rand --ioengine=nbd "--uri=$SRV_URI" \
+      "--rw=rand$mode" --bs=4k --iodepth=32 --numjobs=1 --time_based \
+      "--runtime=$(calc 'int(s * 1000)' "s=$RAND_SECONDS")ms" --output-format=json || rc=$?
+    [ "$rc" -eq 0 ] || { R_WHY="fio: $(_why "$out" "$rc")"; return 1; }
+    # fio's nbd engine prints "fio: connected to NBD server" before the JSON.
+    read -r R_IOPS R_OPS < <("$PY" -c 'import json, sys
+text = open(sys.argv[1]).read()
+j = json.loads(text[text.index("{"):])["jobs"][0][sys.argv[2]]
+print(j["iops"], j["total_ios"])' "$out" "$mode") ||
+      { R_WHY="fio: unreadable JSON"; return 1; }
+  else
+    local w=()
+    [ "$mode" = write ] && w=(-w)
+    timed "$to" "$out" "$BIN/randio" "${w[@]}" -d 32 -b 4096 \
+      -t "$RAND_SECONDS" "$SRV_URI" || rc=$?
+    [ "$rc" -eq 0 ] || { R_WHY="randio: $(_why "$out" "$rc")"; return 1; }
+    R_OPS=$(sed -n 's/.*ops=\([0-9]*\) .*/\1/p' "$out")
+    R_IOPS=$(sed -n 's/.* iops=\([0-9.]*\).*/\1/p' "$out")
+  fi
+  [ "${R_OPS:-0}" -gt 0 ] || { R_WHY="no request completed"; return 1; }
+}
+
+# 4 KiB random read and write at depth 32; IOPS, and server CPU per
+# request (both modes together).
+wl_rand() {
+  local r mode cpu ops
+  for ((r = 1; r <= RUNS; r++)); do
+    cpu=0 ops=0
+    for mode in read write; do
+      cpu_mark
+      if ! _rand_once "$mode"; then rec_na "rand$mode" "$R_WHY"; return 1; fi
+      cpu=$(calc 'a + b' "a=$cpu" "b=$(cpu_since_mark)")
+      ops=$((ops + ${R_OPS%.*}))
+      rec "rand${mode}_iops" "$R_IOPS"
+    done
+    rec srv_us_per_req "$(calc 'c * 1e6 / n' "c=$cpu" "n=$ops")"
+  done
+}
+
+wl_handshakes() {
+  local r out=$W/hs.out rc
+  for ((r = 1; r <= RUNS; r++)); do
+    rc=0
+    timed $((${HS_SECONDS%.*} + 60)) "$out" "$BIN/handshakes" -t "$HS_SECONDS" \
+      "$SRV_URI" || rc=$?
+    if [ "$rc" -ne 0 ]; then rec_na handshakes "$(_why "$out" "$rc")"; return 1; fi
+    rec handshakes_per_s "$(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' "$out")"
+  done
+}
+
+# Idle RSS, then CONNS idle connections held open: memory per connection
+# from the growth of the server's proportional set size (which counts a
+# forking server's per-connection children fairly).  Measured once, on a
+# fresh server: a second round would reuse the first round's freed heap.
+wl_memory() {
+  local out=$W/hold.out pid i pss0 pss1
+  rec rss_idle_kib "$(tree_rss_kib "$SRV_PID")"
+  pss0=$(tree_pss_kib "$SRV_PID")
+  : >"$out"
+  "$BIN/holdconns" -n "$CONNS" -t "$HOLD_TIMEOUT" "$SRV_URI" >"$out" \
+    2>"$out.err" &
+  pid=$!
+  track "$pid"
+  for ((i = 0; i < HOLD_TIMEOUT * 10; i++)); do
+    grep -q '^ready' "$out" && break
+    alive "$pid" || break
+    sleep 0.1
+  done
+  if ! grep -q '^ready' "$out"; then
+    stop_pid "$pid"
+    rec_na conn_kib "holdconns: $(_why "$out" "not ready")"
+    return 1
+  fi
+  pss1=$(tree_pss_kib "$SRV_PID")
+  stop_pid "$pid"
+  rec conn_kib "$(calc '(b - a) / n' "a=$pss0" "b=$pss1" "n=$CONNS")"
+  wait_no_children "$SRV_PID" 30 || true
+}
+
+# snbd-copy against nbdcopy on the same server, both directions; both
+# read into /dev/null here (snbd-copy has no null: destination).
+wl_snbd_copy() {
+  local r
+  if [ ! -x "$SNBD_COPY" ]; then
+    rec_na snbd_copy "snbd-copy not built ($SNBD_COPY missing)"; return 1
+  fi
+  for ((r = 1; r <= RUNS; r++)); do
+    if ! copy_once "snbd-copy write" "$SNBD_COPY" "$SRC" "$SRV_URI"; then
+      rec_na snbd_copy "$C_WHY"; return 1
+    fi
+    rec sc_write_mibs "$C_MIBS"; rec sc_write_cli_cpu "$C_CLI"
+    if ! copy_once "snbd-copy read" "$SNBD_COPY" "$SRV_URI" /dev/null; then
+      rec_na snbd_copy "$C_WHY"; return 1
+    fi
+    rec sc_read_mibs "$C_MIBS"; rec sc_read_cli_cpu "$C_CLI"
+    if ! copy_once "nbdcopy read" nbdcopy -- "$SRV_URI" /dev/null; then
+      rec_na snbd_copy "$C_WHY"; return 1
+    fi
+    rec nc_devnull_read_mibs "$C_MIBS"; rec nc_read_cli_cpu "$C_CLI"
+  done
+}

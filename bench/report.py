@@ -1,0 +1,361 @@
+#!/usr/bin/python3
+"""Turn bench/run.sh's raw figures into bench/RESULTS.md.
+
+    report.py RESULTS.tsv OUT.md
+
+RESULTS.tsv has one line per measurement: server, transport, metric,
+value (tab separated).  "na:METRIC" lines say why a figure is missing,
+"meta:KEY" lines (server and transport "-") describe the run, and
+"limit:NAME" lines hold the physical ceilings from bench/limits.sh.
+Every figure shown is the median of its runs.  The main table and the
+snbd-copy table are also printed on stdout.
+"""
+import statistics
+import sys
+from collections import defaultdict
+
+ANCHORS = ["nbdkit-memory", "nbdkit-file", "qemu-nbd", "nbd-server"]
+CEILING = "nbdkit-null"
+SNBD_ROWS = ["snbd", "snbd-memory"]
+ORDER = SNBD_ROWS + ANCHORS + [CEILING]
+TRANSPORT_NAMES = {"tcp": "TCP", "unix": "Unix", "x509": "TLS X.509",
+                   "psk": "TLS PSK"}
+
+# (metric, header, "hi" if higher is better else "lo", format)
+COLUMNS = [
+    ("seq_write_mibs", "write MiB/s", "hi", "{:.0f}"),
+    ("seq_read_mibs", "read MiB/s", "hi", "{:.0f}"),
+    ("randread_iops", "4K rand read IOPS", "hi", "{:.0f}"),
+    ("randwrite_iops", "4K rand write IOPS", "hi", "{:.0f}"),
+    ("handshakes_per_s", "handshakes/s", "hi", "{:.0f}"),
+    ("srv_cpu_per_gib", "server CPU s/GiB ↓", "lo", "{:.3f}"),
+    ("cli_cpu_per_gib", "client CPU s/GiB ↓", "lo", "{:.3f}"),
+    ("srv_us_per_req", "server CPU µs/req ↓", "lo", "{:.2f}"),
+    ("rss_idle_kib", "RSS idle KiB ↓", "lo", "{:.0f}"),
+    ("rss_copy_kib", "RSS copy KiB ↓", "lo", "{:.0f}"),
+    ("conn_kib", "KiB/idle conn ↓", "lo", "{:.1f}"),
+]
+# Which columns a missing workload leaves empty.
+NA_COVERS = {
+    "seq": ["seq_write_mibs", "seq_read_mibs", "srv_cpu_per_gib",
+            "cli_cpu_per_gib", "rss_copy_kib"],
+    "randread": ["randread_iops", "srv_us_per_req"],
+    "randwrite": ["randwrite_iops", "srv_us_per_req"],
+    "handshakes": ["handshakes_per_s"],
+    "conn_kib": ["conn_kib"],
+    "snbd_copy": ["sc_write_mibs", "sc_read_mibs", "nc_devnull_read_mibs"],
+}
+
+
+class Results:
+    def __init__(self, path):
+        self.values = defaultdict(lambda: defaultdict(list))
+        self.na = defaultdict(dict)
+        self.text = defaultdict(dict)
+        self.meta = {}
+        self.limits = defaultdict(list)
+        self.transports, self.servers = [], []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                self._add(line.rstrip("\n").split("\t", 3))
+
+    def _add(self, parts):
+        if len(parts) != 4:
+            return
+        server, transport, metric, value = parts
+        if metric.startswith("meta:"):
+            self.meta[metric[5:]] = value
+            return
+        if metric.startswith("limit:"):
+            self.limits[metric[6:]].append(float(value))
+            return
+        if transport not in self.transports:
+            self.transports.append(transport)
+        if server not in self.servers:
+            self.servers.append(server)
+        key = (server, transport)
+        if metric.startswith("na:"):
+            what = metric[3:]
+            for m in NA_COVERS.get(what, [c[0] for c in COLUMNS]
+                                   if what == "all" else [what]):
+                self.na[key].setdefault(m, value)
+        elif metric in ("cmd", "uri"):
+            self.text[key][metric] = value
+        else:
+            self.values[key][metric].append(float(value))
+
+    def median(self, server, transport, metric):
+        v = self.values[(server, transport)].get(metric)
+        return statistics.median(v) if v else None
+
+    def limit(self, name):
+        v = self.limits.get(name)
+        return statistics.median(v) if v else None
+
+    def rows(self):
+        known = [s for s in ORDER if s in self.servers]
+        return known + [s for s in self.servers if s not in known]
+
+    def snbd_row(self):
+        return next((s for s in SNBD_ROWS if s in self.servers), None)
+
+
+class Notes:
+    """Footnotes for n/a cells: one number per distinct reason."""
+
+    def __init__(self):
+        self.reasons = []
+
+    def mark(self, reason):
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        return "n/a[{}]".format(self.reasons.index(reason) + 1)
+
+    def lines(self):
+        return ["[{}] {}".format(i + 1, r) for i, r in enumerate(self.reasons)]
+
+
+def fmt(value, pattern):
+    return "" if value is None else pattern.format(value)
+
+
+def best_anchor(res, transport, metric, better):
+    cands = [(res.median(a, transport, metric), a) for a in ANCHORS]
+    cands = [c for c in cands if c[0] is not None and c[0] > 0]
+    if not cands:
+        return None, None
+    return (max if better == "hi" else min)(cands)
+
+
+def ratio_row(res, transport, snbd):
+    cells = []
+    for metric, _, better, _ in COLUMNS:
+        mine = res.median(snbd, transport, metric)
+        best, name = best_anchor(res, transport, metric, better)
+        if mine is None or best is None:
+            cells.append("")
+        else:
+            cells.append("{:.2f}× {}".format(mine / best, name))
+    return cells
+
+
+def ceiling_row(res, transport, snbd):
+    cells = []
+    for metric, _, better, _ in COLUMNS:
+        mine = res.median(snbd, transport, metric)
+        top = res.median(CEILING, transport, metric)
+        # Data columns only: a null server is no ceiling for handshakes.
+        ok = (better == "hi" and metric != "handshakes_per_s"
+              and mine is not None and top)
+        cells.append("{:.0%}".format(mine / top) if ok else "")
+    return cells
+
+
+def limit_for(res, transport):
+    """(label, MiB/s) of the physical ceiling for sequential copies."""
+    if transport == "tcp":
+        return "one TCP stream", res.limit("tcp")
+    if transport == "unix":
+        return "memcpy", res.limit("memcpy")
+    negotiated = res.meta.get("cipher_" + transport, "")
+    cipher = negotiated.split()[-1] if negotiated else "AES-256-GCM"
+    figures = [res.limit(cipher), res.limit("cli-" + cipher)]
+    figures = [f for f in figures if f]
+    return cipher, (max(figures) if figures else None)
+
+
+def limit_row(res, transport, snbd):
+    label, ceiling = limit_for(res, transport)
+    cells = [""] * len(COLUMNS)
+    for i, (metric, _, _, _) in enumerate(COLUMNS[:2]):
+        mine = res.median(snbd, transport, metric)
+        if mine is not None and ceiling:
+            cells[i] = "{:.0%} of {} {:.0f}".format(mine / ceiling, label,
+                                                    ceiling)
+    return cells
+
+
+def table_row(cells):
+    return "| " + " | ".join(cells) + " |"
+
+
+def main_table(res, notes):
+    heads = ["transport", "server"] + [c[1] for c in COLUMNS]
+    out = [table_row(heads),
+           table_row(["---", "---"] + ["---:"] * len(COLUMNS))]
+    snbd = res.snbd_row()
+    for t in res.transports:
+        tname = TRANSPORT_NAMES.get(t, t)
+        for s in res.rows():
+            cells = []
+            for metric, _, _, pattern in COLUMNS:
+                v = res.median(s, t, metric)
+                why = res.na[(s, t)].get(metric)
+                cells.append(fmt(v, pattern) if v is not None
+                             else notes.mark(why) if why else "")
+            out.append(table_row([tname, s] + cells))
+        if snbd:
+            out.append(table_row([tname, "**snbd ÷ best anchor**"]
+                                 + ratio_row(res, t, snbd)))
+            out.append(table_row([tname, "**snbd ÷ null ceiling**"]
+                                 + ceiling_row(res, t, snbd)))
+            out.append(table_row([tname, "**snbd ÷ physical limit**"]
+                                 + limit_row(res, t, snbd)))
+    return out
+
+
+def copy_table(res, notes):
+    gib = float(res.meta.get("size", 1 << 30)) / (1 << 30)
+    heads = ["transport", "nbdcopy write MiB/s", "snbd-copy write MiB/s",
+             "ratio", "nbdcopy read MiB/s", "snbd-copy read MiB/s", "ratio",
+             "client CPU s/GiB nbdcopy w/r", "client CPU s/GiB snbd-copy w/r"]
+    out = [table_row(heads), table_row(["---"] + ["---:"] * 8)]
+    for t in res.transports:
+        m = lambda k: res.median("snbd", t, k)
+        if m("sc_write_mibs") is None:
+            why = res.na[("snbd", t)].get("sc_write_mibs")
+            if why:
+                out.append(table_row([TRANSPORT_NAMES.get(t, t), notes.mark(why)]
+                                     + [""] * 7))
+            continue
+        def ratio(a, b):
+            return "{:.2f}×".format(b / a) if a and b else ""
+        def cpu(w, r):
+            if w is None or r is None:
+                return ""
+            return "{:.3f} / {:.3f}".format(w / gib, r / gib)
+        out.append(table_row([
+            TRANSPORT_NAMES.get(t, t),
+            fmt(m("seq_write_mibs"), "{:.0f}"), fmt(m("sc_write_mibs"), "{:.0f}"),
+            ratio(m("seq_write_mibs"), m("sc_write_mibs")),
+            fmt(m("nc_devnull_read_mibs"), "{:.0f}"),
+            fmt(m("sc_read_mibs"), "{:.0f}"),
+            ratio(m("nc_devnull_read_mibs"), m("sc_read_mibs")),
+            cpu(m("nc_write_cli_cpu"), m("nc_read_cli_cpu")),
+            cpu(m("sc_write_cli_cpu"), m("sc_read_cli_cpu"))]))
+    return out
+
+
+def limits_table(res):
+    out = ["| ceiling (one core) | MiB/s |", "|---|---:|"]
+    for name in sorted(res.limits):
+        label = name.replace("cli-", "") + (" (gnutls-cli)"
+                                             if name.startswith("cli-") else "")
+        out.append("| {} | {:.0f} |".format(label, res.limit(name)))
+    return out
+
+
+COLUMN_HELP = """\
+What each column measures (every figure is the median of the runs; ↓ marks
+columns where lower is better):
+
+- **write / read MiB/s**: `nbdcopy` copies BENCH_SIZE of pseudo-random data
+  (no zero runs, so nothing becomes a hole) from a file in /dev/shm into the
+  export, then from the export to `null:`; bytes ÷ wall time of the client.
+- **4K rand read / write IOPS**: 4 KiB requests at random aligned offsets,
+  32 in flight on one connection, for BENCH_SECONDS: `fio --ioengine=nbd` in
+  clear text, `build/bench/randio` (libnbd, same pattern) over TLS, since
+  fio's nbd engine cannot be given TLS credential files.
+- **handshakes/s**: `build/bench/handshakes` connects, negotiates (STARTTLS
+  and the TLS handshake on TLS rows, with a client certificate on X.509
+  rows), sends NBD_CMD_DISC and closes, one connection at a time, for
+  BENCH_HS_SECONDS.
+- **server CPU s/GiB**: the server's utime+stime (from /proc/PID/stat, with
+  its reaped children and live descendants) over the write and the read
+  copy, ÷ GiB moved.  **client CPU s/GiB**: nbdcopy's user+system time over
+  the same copies.
+- **server CPU µs/req**: the server's CPU time over the random read and
+  write runs ÷ requests completed.
+- **RSS idle**: VmRSS of the server (its whole process tree) right after it
+  starts listening.  **RSS copy**: peak tree VmRSS sampled every 0.2 s
+  during each copy (memory-backed servers hold the export's data there;
+  file-backed ones keep it in the page cache of /dev/shm instead).
+- **KiB/idle conn**: growth of the server tree's proportional set size
+  (Pss, so a forking server's per-connection processes count their private
+  pages plus their share of common ones) with BENCH_CONNS idle, fully
+  negotiated connections held by `build/bench/holdconns`, ÷ BENCH_CONNS.
+  Measured once per row on a fresh server (a second round would reuse the
+  first round's freed heap).
+- **snbd ÷ best anchor**: snbd's figure ÷ the best of nbdkit-memory,
+  nbdkit-file, qemu-nbd and nbd-server for that column (highest, or lowest
+  for ↓ columns, where below 1 means snbd uses less), naming that anchor.
+- **snbd ÷ null ceiling**: ÷ `nbdkit null` (with the noextents filter so the
+  copies really move data): the same clients against a server that does no
+  work, i.e. what the client and the machine allow.  Over TLS it runs
+  whatever cipher nbdkit negotiates (CHACHA20-POLY1305 with PSK, where snbd
+  picks AES-GCM), so there it bounds the anchors' choice, not snbd's.
+- **snbd ÷ physical limit**: sequential figures ÷ one loopback TCP stream
+  (TCP), memcpy bandwidth (Unix), or one core's GnuTLS throughput for the
+  cipher snbd negotiated (TLS); see the limits below.
+"""
+
+
+def meta_lines(res):
+    m = res.meta.get
+    out = []
+    if "BENCH_QUICK=1" in m("settings", ""):
+        out += ["**BENCH_QUICK=1: a smoke test with tiny sizes and single "
+                "runs; these figures are not meaningful.**", ""]
+    out += [
+        "- Machine: {} CPUs, {} (AES instructions: {}), {} RAM, Linux {}"
+        .format(m("nproc"), m("cpu"), m("aes"), m("memory"), m("kernel")),
+        "- Run: {}, load average {} at the start and {} at the end, took {};"
+        " snbd tree {}".format(m("date"), m("loadavg"), m("loadavg_end"),
+                               m("elapsed"), m("git")),
+        "- Settings: `{}`".format(m("settings")),
+        "- Versions: {}; {}; {}; nbd-server {}; {}; {}; {}".format(
+            m("v_snbd"), m("v_nbdkit"), m("v_qemu"), m("v_nbd_server"),
+            m("v_libnbd"), m("v_fio"), m("v_gnutls")),
+        "- TLS negotiated by snbd with libnbd: X.509 {}; PSK {}".format(
+            m("cipher_x509") or "?", m("cipher_psk") or "?"),
+    ]
+    return out
+
+
+def command_lines(res):
+    m = res.meta.get
+    out = ["Re-run: `make bench` (or `bench/run.sh build` with the settings "
+           "above; `bench/limits.sh` alone for the ceilings).  `$W` is the "
+           "work directory in /dev/shm, `$PORT` a free loopback port.", "",
+           "Clients (`$URI` from the server list below):", ""]
+    for key in ("write", "read", "fio", "randio", "handshakes", "holdconns",
+                "snbd_copy"):
+        if m("cmd_" + key):
+            out.append("- `{}`".format(m("cmd_" + key)))
+    out += ["", "Servers:", ""]
+    for t in res.transports:
+        for s in res.rows():
+            text = res.text[(s, t)]
+            if "cmd" in text:
+                out.append("- {} / {}: `{}`  \n  URI `{}`".format(
+                    TRANSPORT_NAMES.get(t, t), s, text["cmd"], text["uri"]))
+    return out
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit("usage: report.py RESULTS.tsv OUT.md")
+    res = Results(sys.argv[1])
+    notes = Notes()
+    table = main_table(res, notes)
+    copies = copy_table(res, notes)
+    doc = ["# snbd benchmark results", ""] + meta_lines(res) + [
+        "", "## Servers side by side", ""] + table + [""]
+    doc += ["## snbd-copy against nbdcopy (both on snbd-server; reads go "
+            "to /dev/null, since snbd-copy has no `null:`)", ""] + copies
+    doc += ["", "## Physical limits (`bench/limits.sh`)", ""]
+    doc += limits_table(res) + ["", COLUMN_HELP]
+    if notes.reasons:
+        doc += ["## Notes on missing figures", ""]
+        doc += ["- " + n for n in notes.lines()] + [""]
+    doc += ["## Command lines", ""] + command_lines(res) + [""]
+    with open(sys.argv[2], "w", encoding="utf-8") as f:
+        f.write("\n".join(doc))
+    print("\n".join(meta_lines(res) + [""] + table + [""] + copies))
+    if notes.reasons:
+        print("\n".join([""] + notes.lines()))
+    print("\nwritten to " + sys.argv[2])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# make bench: snbd-server side by side with nbdkit (memory, file), qemu-nbd,
+# nbd-server and the do-nothing ceiling (nbdkit null), on the same data in
+# /dev/shm, over loopback TCP, a Unix socket, TLS X.509 (client
+# certificates, peer verified) and TLS-PSK, driven by the same clients.
+# Prints one Markdown table and writes it, with the machine, versions and
+# exact command lines, to bench/RESULTS.md (see bench/README.md).
+#
+#   bench/run.sh [BUILD_DIR]
+#
+# Settings (environment):
+#   BENCH_RUNS=3          runs per figure (the table shows the median)
+#   BENCH_SIZE=2G         bytes per sequential copy (K/M/G suffixes)
+#   BENCH_SECONDS=2       seconds per random-I/O run
+#   BENCH_HS_SECONDS=2    seconds per handshake loop
+#   BENCH_CONNS=1000      idle connections held for the memory figure
+#   BENCH_SERVERS="snbd nbdkit-memory nbdkit-file qemu-nbd nbd-server nbdkit-null"
+#                         (snbd-memory: snbd's memory backend, also known)
+#   BENCH_TRANSPORTS="tcp unix x509 psk"
+#   BENCH_OUT=bench/RESULTS.md
+#   BENCH_QUICK=1         smoke test: 64M copies, 1 run, 1 s loops,
+#                         50 connections, short limits (figures meaningless)
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-build}
+case $build in /*) ;; *) build=$top/$build ;; esac
+
+quick=${BENCH_QUICK:-0}
+if [ "$quick" = 1 ]; then
+  RUNS=${BENCH_RUNS:-1} SIZE_ARG=${BENCH_SIZE:-64M}
+  RAND_SECONDS=${BENCH_SECONDS:-1} HS_SECONDS=${BENCH_HS_SECONDS:-1}
+  CONNS=${BENCH_CONNS:-50}
+else
+  RUNS=${BENCH_RUNS:-3} SIZE_ARG=${BENCH_SIZE:-2G}
+  RAND_SECONDS=${BENCH_SECONDS:-2} HS_SECONDS=${BENCH_HS_SECONDS:-2}
+  CONNS=${BENCH_CONNS:-1000}
+fi
+SERVERS=${BENCH_SERVERS:-snbd nbdkit-memory nbdkit-file qemu-nbd nbd-server nbdkit-null}
+TRANSPORTS=${BENCH_TRANSPORTS:-tcp unix x509 psk}
+OUT=${BENCH_OUT:-$top/bench/RESULTS.md}
+SIZE=$(numfmt --from=iec "$SIZE_ARG") || { echo "bad BENCH_SIZE" >&2; exit 2; }
+[ "$SIZE" -ge 1048576 ] || { echo "BENCH_SIZE must be at least 1M" >&2; exit 2; }
+if ! [ "$RUNS" -ge 1 ] || ! [ "$CONNS" -ge 1 ]; then
+  echo "BENCH_RUNS and BENCH_CONNS must be positive integers" >&2; exit 2
+fi
+# Bounds on every client: a copy slower than 10 MiB/s is a failure.
+COPY_TIMEOUT=$((60 + SIZE / 10485760))
+HOLD_TIMEOUT=$((60 + CONNS / 20))
+
+SNBD_SERVER=$build/server/snbd-server
+SNBD_COPY=$build/tools/snbd-copy
+BIN=$build/bench
+PY=/usr/bin/python3 # Debian's (the one on PATH may lack modules)
+PSK_USER=bench
+
+. "$top/tests/lib/tls.sh"
+. "$top/bench/lib/proc.sh"
+. "$top/bench/lib/servers.sh"
+. "$top/bench/lib/workloads.sh"
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+
+[ -x "$SNBD_SERVER" ] || { echo "no $SNBD_SERVER: make build first" >&2; exit 1; }
+for c in nbdcopy fio certtool psktool ss numfmt "$PY"; do
+  command -v "$c" >/dev/null || { echo "bench: $c is missing (make deps)" >&2; exit 1; }
+done
+make -s -C "$top/bench" "O=$BIN" >&2
+
+# 1,000 connections need descriptors on both sides.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+W=$(mktemp -d /dev/shm/snbd-bench.XXXXXX)
+on_exit() {
+  bench_cleanup
+  rm -rf "$W"
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+LOGDIR=$W/logs PKI=$W/pki PSK_DIR=$W/psk DISK=$W/disk.img SRC=$W/src.img
+RESULTS=$W/results.tsv
+mkdir -p "$LOGDIR" "$PSK_DIR"
+: >"$RESULTS"
+started=$(date +%s)
+
+meta() { printf -- '-\t-\tmeta:%s\t%s\n' "$1" "$2" >>"$RESULTS"; }
+
+log "work dir $W; settings: runs=$RUNS size=$SIZE_ARG rand=${RAND_SECONDS}s handshakes=${HS_SECONDS}s conns=$CONNS"
+"$BIN/mkdata" "$SRC" "$SIZE"
+make_x509 "$PKI"
+make_psk "$PSK_DIR/keys.psk" "$PSK_USER"
+
+log "physical limits (bench/limits.sh)"
+BENCH_RUNS=$RUNS "$top/bench/limits.sh" "$build" "$RESULTS" >&2
+
+# ---- machine, versions, settings ----
+record_meta() {
+  meta nproc "$(nproc)"
+  meta cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+  meta aes "$(grep -qw aes /proc/cpuinfo && echo yes || echo no)"
+  meta memory "$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+  meta kernel "$(uname -r)"
+  meta loadavg "$(cut -d' ' -f1-3 /proc/loadavg)"
+  meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
+  meta v_snbd "$("$SNBD_SERVER" --version 2>&1 | head -1)"
+  meta v_nbdkit "$(nbdkit --version 2>&1 | head -1)"
+  meta v_qemu "$(qemu-nbd --version 2>&1 | head -1)"
+  meta v_nbd_server "$(nbd-server -V 2>&1 | grep -m1 -o 'version [0-9.]*')"
+  meta v_libnbd "$(nbdcopy --version 2>&1 | head -2 | tr '\n' ' ')"
+  meta v_fio "$(fio --version 2>&1)"
+  meta v_gnutls "$(gnutls-cli --version 2>&1 | head -1)"
+  meta settings "BENCH_RUNS=$RUNS BENCH_SIZE=$SIZE_ARG BENCH_SECONDS=$RAND_SECONDS BENCH_HS_SECONDS=$HS_SECONDS BENCH_CONNS=$CONNS BENCH_QUICK=$quick"
+  meta size "$SIZE"
+  meta conns "$CONNS"
+  meta git "$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
+}
+record_meta
+
+# The cipher snbd negotiates with libnbd on each TLS transport (from its
+# debug log on one short captive run), to pick the right ceiling.
+probe_cipher() {
+  local t=$1 args uri log=$LOGDIR/cipher-$1.log
+  case $t in
+    x509) args=(--tls-certificates "$PKI" --tls-verify-peer)
+          uri="nbds://127.0.0.1:\$port/?tls-certificates=$PKI" ;;
+    psk) args=(--tls-psk "$PSK_DIR/keys.psk")
+         uri="nbds://$PSK_USER@127.0.0.1:\$port/?tls-psk-file=$PSK_DIR/keys.psk" ;;
+  esac
+  timeout -k 5 30 "$SNBD_SERVER" -v -p 0 -i 127.0.0.1 "${args[@]}" memory:1M \
+    --run "nbdinfo --size \"$uri\" >/dev/null" >"$log" 2>&1 || true
+  sed -n 's/.*: TLS \(TLS[0-9.]*\) \([A-Z0-9-]*\).*/\1 \2/p' "$log" | head -1
+}
+for t in x509 psk; do
+  case " $TRANSPORTS " in *" $t "*) meta "cipher_$t" "$(probe_cipher "$t")" ;; esac
+done
+
+# ---- the client command lines, as run (URI per transport below) ----
+meta cmd_write "nbdcopy -- \$W/src.img \$URI"
+meta cmd_read "nbdcopy -- \$URI null:"
+meta cmd_fio "fio --name=rand --ioengine=nbd --uri=\$URI --rw=randread|randwrite --bs=4k --iodepth=32 --numjobs=1 --time_based --runtime=${RAND_SECONDS}s --output-format=json"
+meta cmd_randio "build/bench/randio [-w] -d 32 -b 4096 -t $RAND_SECONDS \$URI"
+meta cmd_handshakes "build/bench/handshakes -t $HS_SECONDS \$URI"
+meta cmd_holdconns "build/bench/holdconns -n $CONNS -t $HOLD_TIMEOUT \$URI"
+meta cmd_snbd_copy "snbd-copy \$W/src.img \$URI; snbd-copy \$URI /dev/null; nbdcopy -- \$URI /dev/null"
+
+run_row() {
+  local why
+  if why=$(server_na "$SERVER" "$TRANSPORT"); then
+    rec_na all "$why"; return 0
+  fi
+  if ! server_start "$SERVER" "$TRANSPORT"; then
+    rec_na all "did not start: $(tail -1 "$LOGDIR/$SERVER-$TRANSPORT.log" 2>/dev/null)"
+    return 0
+  fi
+  rec cmd "$SRV_CMD"
+  rec uri "$(scrub "$SRV_URI")"
+  log "$TRANSPORT $SERVER: memory, $CONNS idle connections"
+  wl_memory || true
+  log "$TRANSPORT $SERVER: sequential copies"
+  wl_seq || true
+  log "$TRANSPORT $SERVER: 4 KiB random I/O"
+  wl_rand || true
+  log "$TRANSPORT $SERVER: handshakes"
+  wl_handshakes || true
+  if [ "$SERVER" = snbd ]; then
+    log "$TRANSPORT $SERVER: snbd-copy against nbdcopy"
+    wl_snbd_copy || true
+  fi
+  server_stop
+}
+
+for TRANSPORT in $TRANSPORTS; do
+  for SERVER in $SERVERS; do
+    run_row
+  done
+done
+
+meta elapsed "$(( $(date +%s) - started )) s"
+meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+log "done in $(( $(date +%s) - started )) s; writing $OUT"
+"$PY" "$top/bench/report.py" "$RESULTS" "$OUT"
+# A failed snbd figure fails `make bench`; an anchor's is only reported.
+if grep -q $'^snbd[^\t]*\t[^\t]*\tna:' "$RESULTS"; then
+  echo "bench: some snbd figures are missing (see the notes in $OUT)" >&2
+  exit 1
+fi
