@@ -235,12 +235,14 @@ static int file_zero_regular(struct file_backend *f, uint64_t count,
   if (r == -1)
     return -1;
   if (r == 0) {
-    /* A hole reads as zeroes.  Without MAY_TRIM the client wants the
-     * space kept, so allocate it again; if that fails (ENOSPC) the range
-     * still reads as zeroes, which is all zero promises. */
-    if (!(flags & BACKEND_MAY_TRIM))
-      try_fallocate(f, &f->no_alloc, FALLOC_FL_KEEP_SIZE, count, offset);
-    return 0;
+    /* A hole reads as zeroes.  Without MAY_TRIM (NBD_CMD_FLAG_NO_HOLE)
+     * the client wants the space kept so later writes cannot fail: so
+     * allocate it again, and report ENOSPC rather than succeed with a
+     * hole left behind (no silent partial success). */
+    if (flags & BACKEND_MAY_TRIM)
+      return 0;
+    r = try_fallocate(f, &f->no_alloc, FALLOC_FL_KEEP_SIZE, count, offset);
+    return r != 1 ? r : write_zeroes(f, count, offset);
   }
   if (flags & BACKEND_FAST) {
     set_error(ENOTSUP, "%s: no fast way to write zeroes", f->b.desc);

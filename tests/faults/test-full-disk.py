@@ -77,6 +77,15 @@ def full_disk(fs):
                       ename(nbd_errnum(h.pwrite, pattern(("x", i), CHUNK),
                                        i * CHUNK, fl)))
         expect_eq("flush on a full disk", 0, nbd_errnum(h.flush))
+        # WRITE_ZEROES with NO_HOLE promises allocated space: over holes on
+        # a full disk it must fail, not succeed leaving a hole.
+        i = IMG_SIZE // CHUNK - 2
+        expect_eq("zero+NO_HOLE over a hole on a full disk", "ENOSPC",
+                  ename(nbd_errnum(h.zero, CHUNK, i * CHUNK,
+                                   nbd.CMD_FLAG_NO_HOLE)))
+        # Without NO_HOLE a hole is a fine way to read as zeroes.
+        expect_eq("zero (may trim) on a full disk", 0,
+                  nbd_errnum(h.zero, CHUNK, i * CHUNK))
         # Earlier data intact, later space untouched (zeroes).
         for i in range(good):
             check(h.pread(CHUNK, i * CHUNK) == pattern(i, CHUNK),
