@@ -52,7 +52,7 @@ check-valgrind: build
 	done; exit $$rc
 
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN)
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ)
 
 # snbd side by side with nbdkit, qemu-nbd, nbd-server and the nbdkit null
 # ceiling; prints the table and writes bench/RESULTS.md (~15-20 minutes;

@@ -111,6 +111,7 @@ def handshake_seeds():
                            go(b'big') + req('STATUS', 0, 4096) + disc())
     s['option-huge-length'] = FLAGS + opt(0x99, b'', length=0xffffffff)
     s['bad-option-magic'] = FLAGS + b'\0' * 16
+    s['option-flood'] = FLAGS + opt(0x77) * 1100 + go(b'')
     return s
 
 
@@ -167,6 +168,18 @@ def request_seeds():
         enumerate(['READ', 'WRITE', 'TRIM', 'CACHE', 'ZEROES', 'STATUS'])) + \
         disc()
     s['bad-magic'] = bytes([0x00]) + b'\0' * 28
+    # One byte every 128 KiB of the sparse export: a 32 MiB structured READ
+    # then alternates 256 data and 256 hole chunks (more iovecs than one
+    # sendmsg takes), and BLOCK_STATUS has 512 extents to describe.
+    frag = b''.join(req('WRITE', i << 17, 1, cookie=i + 1, payload=bytes([i % 255 + 1]))
+                    for i in range(300))
+    s['fragmented-big'] = bytes([0x0b]) + frag + (
+        req('READ', 0, 32 << 20, cookie=1000) +
+        req('READ', 0, 1 << 20, DF, cookie=1001) +
+        req('STATUS', 0, 32 << 20, cookie=1002) +
+        req('STATUS', 65536, 32 << 20, REQ_ONE, cookie=1003) +
+        req('TRIM', 0, 1 << 20, cookie=1004) +
+        req('READ', 0, 2 << 20, cookie=1005) + disc())
     return s
 
 

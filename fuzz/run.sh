@@ -43,7 +43,10 @@ for h in "${harnesses[@]}"; do
     failed+=("$h")
     continue
   fi
-  if ! "$bin" -help=1 2>&1 | grep -q '^Usage:'; then
+  # (Output captured first: grep -q exiting early would SIGPIPE the
+  # binary and, with pipefail, fail the test.)
+  usage=$("$bin" -help=1 2>&1)
+  if ! grep -q '^Usage:' <<<"$usage"; then
     echo "fuzz: $bin is a replay build, not libFuzzer (use make fuzz)" >&2
     failed+=("$h")
     continue
