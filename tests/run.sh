@@ -22,7 +22,8 @@ tag=$(basename "$build")
 export SNBD_SRC=$src SNBD_BUILD=$build
 export SNBD_SERVER=$build/server/snbd-server
 # SNBD_SERVER_WRAPPER (e.g. tests/lib/valgrind-server.sh) runs the server
-# under a tool: it gets the real binary as its first argument.
+# under a tool: tests start the wrapper as $SNBD_SERVER, and it finds the
+# real binary in $SNBD_SERVER_REAL.
 if [ -n "${SNBD_SERVER_WRAPPER:-}" ]; then
   export SNBD_SERVER_REAL=$SNBD_SERVER
   export SNBD_SERVER=$SNBD_SERVER_WRAPPER
