@@ -48,6 +48,7 @@ struct conn {
   pthread_mutex_t send_lock;    /* held around every send of a reply */
   pthread_t writer;
   bool writer_started, writer_stop;
+  bool writer_busy;             /* a popped batch is being sent */
 
   struct conn *prev, *next;     /* server.conns, under conns_lock */
   bool negotiating;             /* counted in server.nnegotiating */

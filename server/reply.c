@@ -142,12 +142,16 @@ static void *writer_thread(void *arg)
     if (!batch)
       break;
     c->outq = c->outq_tail = NULL;
+    /* Until this batch is out, the reader must not send directly: its
+     * bytes would land between ours or, if cut short, ahead of them. */
+    c->writer_busy = true;
     bool dead = c->dead;
     pthread_mutex_unlock(&c->lock);
     int n;
     uint64_t bytes;
     send_batch(c, batch, dead, &n, &bytes);
     pthread_mutex_lock(&c->lock);
+    c->writer_busy = false;
     c->inflight -= n;
     c->inflight_bytes -= bytes;
     pthread_cond_broadcast(&c->cond);
@@ -214,7 +218,8 @@ static bool try_direct(struct conn *c, struct reply *rp)
     total += rp->iov[i].iov_len;
 
   pthread_mutex_lock(&c->lock);
-  if (!try_sendv || c->outq || c->dead || rp->niov > WRITER_BATCH_IOV ||
+  if (!try_sendv || c->outq || c->writer_busy || c->dead ||
+      rp->niov > WRITER_BATCH_IOV ||
       pthread_mutex_trylock(&c->send_lock) != 0) {
     pthread_mutex_unlock(&c->lock);
     return false;
