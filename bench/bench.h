@@ -33,7 +33,7 @@ static inline double bench_positive(const char *what, const char *s)
 {
   char *end;
   double v = strtod(s, &end);
-  if (end == s || *end != '\0' || !(v > 0) || v > 1e9)
+  if (end == s || *end != '\0' || !(v > 0) || v > 1e15)
     bench_die("%s: not a positive number: %s", what, s);
   return v;
 }
