@@ -45,6 +45,12 @@
  * GnuTLS keeps of a large payload. */
 #define TLS_CORK_MAX (256 * 1024)
 
+/* tls_try_sendv takes replies up to this size (a 4 KiB read's reply, a
+ * batch of small ones); the spill buffer is freed after a flush if it grew
+ * beyond TLS_SPILL_KEEP, so an idle connection keeps at most that. */
+#define TLS_TRY_MAX (64 * 1024)
+#define TLS_SPILL_KEEP (64 * 1024)
+
 /* Non-fatal GnuTLS results (warning alerts) tolerated in a row. */
 #define TLS_SOFT_ERRORS_MAX 16
 
@@ -58,6 +64,11 @@ struct tls_conn {
   int recv_errno;                             /* set by tls_pull only */
   int send_errno;                             /* set by tls_push only */
   size_t corked;                              /* writer only */
+  /* tls_try_sendv: ciphertext the socket did not take at once, written
+   * out before anything else is pushed (sender only). */
+  bool trying;
+  char *spill;
+  size_t spill_off, spill_len, spill_cap;
 };
 
 /* ---- transport functions given to GnuTLS ---- */
@@ -78,11 +89,73 @@ static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
   }
 }
 
+/* Keeps bytes [skip, end) of iov in the spill buffer. */
+static int spill_keep(struct tls_conn *conn, const giovec_t *iov, int iovcnt,
+                      size_t skip)
+{
+  for (int i = 0; i < iovcnt; i++) {
+    const char *p = iov[i].iov_base;
+    size_t n = iov[i].iov_len;
+    if (skip >= n) {
+      skip -= n;
+      continue;
+    }
+    p += skip;
+    n -= skip;
+    skip = 0;
+    if (conn->spill_len + n > conn->spill_cap) {
+      size_t cap = conn->spill_cap ? conn->spill_cap : 16384;
+      while (cap < conn->spill_len + n)
+        cap *= 2;
+      char *b = realloc(conn->spill, cap);
+      if (!b)
+        return -1;
+      conn->spill = b;
+      conn->spill_cap = cap;
+    }
+    memcpy(conn->spill + conn->spill_len, p, n);
+    conn->spill_len += n;
+  }
+  return 0;
+}
+
+/* In tls_try_sendv: send what the socket takes now, keep the rest (and
+ * everything after it) in the spill buffer, and tell GnuTLS it all went. */
+static ssize_t push_nonblocking(struct transport *t, const giovec_t *iov,
+                                int iovcnt)
+{
+  struct tls_conn *conn = t->priv;
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; i++)
+    total += iov[i].iov_len;
+  ssize_t w = 0;
+  if (conn->spill_off == conn->spill_len) {
+    struct msghdr m = { .msg_iov = (struct iovec *)iov,
+                        .msg_iovlen = (size_t)iovcnt };
+    do
+      w = sendmsg(t->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (w == -1 && errno == EINTR);
+    if (w == -1 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      conn->send_errno = errno;
+      return -1;
+    }
+    if (w == -1)
+      w = 0;
+  }
+  if ((size_t)w < total && spill_keep(conn, iov, iovcnt, (size_t)w) == -1) {
+    conn->send_errno = ENOMEM;
+    return -1;
+  }
+  return (ssize_t)total;
+}
+
 static ssize_t tls_push(gnutls_transport_ptr_t ptr, const giovec_t *iov,
                         int iovcnt)
 {
   struct transport *t = ptr;
   struct tls_conn *conn = t->priv;
+  if (conn->trying)
+    return push_nonblocking(t, iov, iovcnt);
   struct msghdr m = { .msg_iov = (struct iovec *)iov,
                       .msg_iovlen = (size_t)iovcnt };
   for (;;) {
@@ -216,6 +289,7 @@ static int handshake_loop(struct transport *t)
 
 static void conn_free(struct tls_conn *conn)
 {
+  free(conn->spill);
   if (conn->s)
     gnutls_deinit(conn->s);
   tls_creds_unref(conn->creds);
@@ -363,16 +437,26 @@ static int peer_names(gnutls_x509_crt_t crt, struct tls_peer *p)
 /* Fills has_cert/dn/cn if the peer presented a certificate that verifies
  * against our CA (and CRL, key purpose, host name).  One that does not is
  * ignored here: with verify_peer the handshake already refused it. */
-static int peer_cert(struct tls_conn *conn, struct tls_peer *p)
+static int peer_cert(struct tls_conn *conn, struct tls_peer *p,
+                     bool want_names)
 {
   unsigned n = 0, status = 0;
   const gnutls_datum_t *certs = gnutls_certificate_get_peers(conn->s, &n);
   if (!certs || n == 0)
     return 0;
-  int r = gnutls_certificate_verify_peers(conn->s, conn->vdata, conn->nvdata,
-                                          &status);
-  if (r < 0 || status != 0) {
-    log_debug("TLS peer certificate not trusted, ignored");
+  /* With verify_peer the handshake already verified it (and refused the
+   * session otherwise): checking again would cost an ECDSA verification
+   * per connection for nothing. */
+  if (!(conn->creds->cert && conn->creds->verify_peer)) {
+    int r = gnutls_certificate_verify_peers(conn->s, conn->vdata,
+                                            conn->nvdata, &status);
+    if (r < 0 || status != 0) {
+      log_debug("TLS peer certificate not trusted, ignored");
+      return 0;
+    }
+  }
+  if (!want_names) {
+    p->has_cert = true;
     return 0;
   }
   gnutls_x509_crt_t crt;
@@ -380,7 +464,7 @@ static int peer_cert(struct tls_conn *conn, struct tls_peer *p)
     set_error(ENOMEM, "out of memory");
     return -1;
   }
-  r = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER);
+  int r = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER);
   if (r < 0)
     set_error(EACCES, "peer certificate: %s", gnutls_strerror(r));
   else
@@ -405,7 +489,9 @@ static void peer_sni(gnutls_session_t s, struct tls_peer *p)
 
 static int fill_peer(struct tls_conn *conn, struct tls_peer *p)
 {
+  bool want_names = !conn->creds->server || p->want_names;
   memset(p, 0, sizeof *p);
+  p->want_names = want_names;
   gnutls_session_t s = conn->s;
   if (conn->creds->server)
     peer_sni(s, p);
@@ -422,7 +508,7 @@ static int fill_peer(struct tls_conn *conn, struct tls_peer *p)
     return 0;
   }
   if (gnutls_auth_get_type(s) == GNUTLS_CRD_CERTIFICATE)
-    return peer_cert(conn, p);
+    return peer_cert(conn, p, want_names);
   return 0;
 }
 
@@ -464,6 +550,40 @@ static ssize_t tls_recv(struct transport *t, void *buf, size_t len)
   }
 }
 
+/* Writes out the spilled ciphertext of an earlier tls_try_sendv: waiting
+ * for the socket if block, else stopping when it is full.  0 when nothing
+ * is left, 1 when some is (not block), -1 on error. */
+static int spill_flush(struct transport *t, bool block)
+{
+  struct tls_conn *conn = t->priv;
+  while (conn->spill_off < conn->spill_len) {
+    ssize_t w = send(t->fd, conn->spill + conn->spill_off,
+                     conn->spill_len - conn->spill_off,
+                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w >= 0) {
+      conn->spill_off += (size_t)w;
+      continue;
+    }
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (!block)
+        return 1;
+      if (transport_wait(t, POLLOUT) == 0)
+        continue;
+    }
+    set_error(errno, "tls_send: sending: %s", errno_reason(errno));
+    return -1;
+  }
+  conn->spill_off = conn->spill_len = 0;
+  if (conn->spill_cap > TLS_SPILL_KEEP) {
+    free(conn->spill);
+    conn->spill = NULL;
+    conn->spill_cap = 0;
+  }
+  return 0;
+}
+
 /* Sends everything corked so far as full-size records. */
 static int tls_flush(struct transport *t)
 {
@@ -485,6 +605,8 @@ static int tls_sendv(struct transport *t, const struct iovec *iov, int iovcnt,
                      int more)
 {
   struct tls_conn *conn = t->priv;
+  if (!conn->trying && spill_flush(t, true) == -1)
+    return -1;
   for (int i = 0; i < iovcnt; i++) {
     const char *p = iov[i].iov_base;
     size_t n = iov[i].iov_len;
@@ -503,15 +625,44 @@ static int tls_sendv(struct transport *t, const struct iovec *iov, int iovcnt,
         return -1;
     }
   }
-  if (!more)
+  if (!more && conn->corked)
     return tls_flush(t);
   return 0;
+}
+
+/* The reader's non-blocking send (transport.h): GnuTLS encrypts the whole
+ * of a small reply at once; what the socket does not take stays in the
+ * spill buffer for the next sendv, so GnuTLS never sees GNUTLS_E_AGAIN
+ * (after which it would insist on the same call again).  Large replies,
+ * and any while an earlier spill is still queued, are left to sendv. */
+static ssize_t tls_try_sendv(struct transport *t, const struct iovec *iov,
+                             int iovcnt)
+{
+  struct tls_conn *conn = t->priv;
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; i++)
+    total += iov[i].iov_len;
+  if (total > TLS_TRY_MAX)
+    return 0;
+  int f = spill_flush(t, false);
+  if (f != 0)
+    return f == 1 ? 0 : -1;
+  conn->trying = true;
+  int r = tls_sendv(t, iov, iovcnt, 0);
+  conn->trying = false;
+  return r == -1 ? -1 : (ssize_t)total;
+}
+
+static bool tls_send_pending(struct transport *t)
+{
+  struct tls_conn *conn = t->priv;
+  return conn->spill_off < conn->spill_len;
 }
 
 static int tls_shutdown(struct transport *t)
 {
   struct tls_conn *conn = t->priv;
-  int ret = tls_flush(t);
+  int ret = spill_flush(t, true) == -1 ? -1 : tls_flush(t);
   if (ret == 0) {
     int r, tries = 0;
     do
@@ -549,6 +700,8 @@ static const struct transport_ops tls_ops = {
   .shutdown = tls_shutdown,
   .close = tls_close,
   .pending = tls_pending,
+  .try_sendv = tls_try_sendv,
+  .send_pending = tls_send_pending,
 };
 
 /* ---- handshakes ---- */
@@ -558,7 +711,7 @@ static const struct transport_ops tls_ops = {
 static struct transport *finish(struct transport *t, struct transport *plain,
                                 struct tls_peer *peer)
 {
-  struct tls_peer local;
+  struct tls_peer local = { .want_names = false };
   if (!peer)
     peer = &local;
   if (handshake_loop(t) == -1 || fill_peer(t->priv, peer) == -1) {

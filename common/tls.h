@@ -6,13 +6,15 @@
  * connections keep the one they started with (each TLS transport holds a
  * reference, so unref'ing creds while sessions run is safe).
  *
- * Default priority: TLS 1.2 minimum, TLS 1.3 preferred, AES-GCM preferred
- * over CHACHA20-POLY1305 where the CPU has AES instructions, PSK with
+ * Default priority: TLS 1.2 minimum, TLS 1.3 preferred, AES-128-GCM first
+ * and CHACHA20-POLY1305 last where the CPU has AES instructions, PSK with
  * (EC)DHE where offered.  GnuTLS's NORMAL order is AES-256-GCM,
  * CHACHA20-POLY1305, AES-128-GCM and a server follows the client's order;
  * a TLS 1.3 PSK (SHA-256) cannot use AES-256-GCM (SHA-384), so NORMAL peers
- * such as nbdkit/libnbd end up on CHACHA20 for PSK.  Hence CHACHA20 moved
- * last and %SERVER_PRECEDENCE.  Without AES instructions the default is
+ * such as nbdkit/libnbd end up on CHACHA20 for PSK.  Hence
+ * %SERVER_PRECEDENCE, and AES-128-GCM (~35% faster than AES-256-GCM per
+ * core here, bench/limits.sh; still a 128-bit security level) first for
+ * certificates too.  Without AES instructions the default is
  * TLS_PRIORITY_NO_AES (NORMAL order, client decides).
  *
  * A TLS transport may be used by one thread calling recv/pending and one
@@ -33,11 +35,19 @@
 
 #include "transport.h"
 
+/* X25519 first: a third cheaper than SECP256R1 per handshake here, and
+ * GnuTLS and OpenSSL clients send an X25519 key share by default. */
+#define TLS_GROUPS \
+  ":-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1" \
+  ":+GROUP-SECP521R1:+GROUP-X448:+GROUP-FFDHE2048:+GROUP-FFDHE3072" \
+  ":+GROUP-FFDHE4096:+GROUP-FFDHE6144:+GROUP-FFDHE8192"
 #define TLS_DEFAULT_PRIORITY \
   "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2" \
-  ":-CHACHA20-POLY1305:+CHACHA20-POLY1305:%SERVER_PRECEDENCE"
+  ":-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+AES-256-CCM:+AES-256-CBC" \
+  ":+AES-128-CCM:+AES-128-CBC:+CHACHA20-POLY1305" TLS_GROUPS \
+  ":%SERVER_PRECEDENCE"
 #define TLS_PRIORITY_NO_AES \
-  "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
+  "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2" TLS_GROUPS
 
 struct tls_server_config {
   const char *cert_dir;    /* ca-cert.pem, server-cert.pem, server-key.pem,
@@ -90,6 +100,10 @@ struct tls_peer {
   bool has_cert;           /* peer presented a certificate that verified
                               (CA, CRL, dates, key purpose, and on the
                               client the hostname) */
+  bool want_names;         /* input, server side: fill dn and cn (parsing
+                              the certificate costs about a fifth of a
+                              handshake, so only when someone reads them);
+                              the client always fills them */
   char dn[512];            /* subject DN of that certificate, "" if none:
                               RFC 4514, as `certtool -i` prints it, e.g.
                               "CN=client1,O=snbd" (not gnutls_x509_crt_
@@ -115,7 +129,8 @@ struct tls_peer {
  * (ETIMEDOUT) and wake_fd (ECANCELED); a refused handshake sends the
  * peer an alert.  In TLS 1.3 the client's handshake ends before the server
  * has judged the client's certificate: a refusal reaches the client as
- * that alert on its first recv (-1, EPROTO, "peer sent TLS alert: ..."). */
+ * that alert on its first recv (-1, EPROTO, "peer sent TLS alert: ...").
+ * Only peer->want_names is read on entry; everything else is written. */
 struct transport *tls_server_handshake(struct tls_creds *c,
                                        struct transport *plain,
                                        struct tls_peer *peer);

@@ -14,6 +14,7 @@
 #ifndef SNBD_TRANSPORT_H
 #define SNBD_TRANSPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -35,11 +36,15 @@ struct transport_ops {
   void (*close)(struct transport *t);
   /* Bytes already decrypted/buffered and readable without blocking. */
   size_t (*pending)(struct transport *t);
-  /* Optional: sends what fits without blocking; bytes sent (maybe 0), or
-   * -1 on error.  NULL where a partial send cannot be resumed by another
-   * call (TLS). */
+  /* Optional: sends what fits without blocking; bytes taken (maybe 0), or
+   * -1 on error.  The caller sends the rest later with sendv.  TLS takes a
+   * small message whole or not at all, and may keep part of its records
+   * buffered (send_pending). */
   ssize_t (*try_sendv)(struct transport *t, const struct iovec *iov,
                        int iovcnt);
+  /* Optional: true if bytes taken by try_sendv are still buffered here;
+   * the next sendv (even of nothing) writes them first, blocking. */
+  bool (*send_pending)(struct transport *t);
 };
 
 struct transport {

@@ -2,6 +2,7 @@
  * the list of live connections lets shutdown wait for them and lets a
  * flood of negotiating connections be trimmed (SECURITY.md 11). */
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,7 +132,12 @@ static void *conn_thread(void *arg)
   /* Close while still holding conns_lock: drop_oldest_negotiating may
    * only touch fds of listed connections. */
   conn_free(c);
+  bool idle = s->nconns == 0;
   pthread_mutex_unlock(&s->conns_lock);
+  /* The heap keeps freed request buffers for reuse (main.c); give them
+   * back once nobody is connected. */
+  if (idle)
+    malloc_trim(0);
   return NULL;
 }
 

@@ -49,6 +49,11 @@ struct conn {
   pthread_t writer;
   bool writer_started, writer_stop;
   bool writer_busy;             /* a popped batch is being sent */
+  /* Replies of inline requests held by the reader (not under lock: the
+   * reader's alone) to go out together in one send; see reply.h. */
+  struct reply *held, *held_tail;
+  int held_n, held_iov;
+  size_t held_len;
 
   struct conn *prev, *next;     /* server.conns, under conns_lock */
   bool negotiating;             /* counted in server.nnegotiating */
@@ -85,6 +90,9 @@ enum policy_verdict policy_export(const struct policy_session *s,
                                   const struct export *e);
 bool policy_identity_allowed(const struct tls_peer *peer,
                              char *const *allow);
+/* Does this allow list name certificates (cn=, DN), i.e. need the peer's
+ * names parsed out of its certificate? */
+bool policy_needs_cert_names(char *const *allow);
 uint32_t policy_rep_error(enum policy_verdict v);
 
 #endif

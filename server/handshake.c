@@ -313,7 +313,9 @@ static int opt_starttls(struct conn *c, uint32_t opt, const uint8_t *data,
    * after the STARTTLS option is still in the socket and can only be read
    * by GnuTLS as (invalid) TLS records: plain-text injection is never
    * parsed as NBD (CVE-2021-3716). */
-  struct tls_peer peer;
+  struct tls_peer peer = { .want_names = log_verbose() };
+  for (size_t i = 0; i < c->srv->nexports && !peer.want_names; i++)
+    peer.want_names = policy_needs_cert_names(c->srv->exports[i].allow);
   struct transport *t = tls_server_handshake(c->creds, c->t, &peer);
   if (!t) {
     log_info("%s: TLS handshake failed: %s", c->peer, get_error());

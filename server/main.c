@@ -4,11 +4,13 @@
 #include <getopt.h>
 #include <ini.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -365,8 +367,39 @@ static void cleanup_files(void)
     unlink(opt.pid_file);
 }
 
+/* Request buffers (up to 32 MiB each) come from and go back to the heap
+ * instead of a fresh mmap per request: glibc's default maps anything over
+ * 128 KiB-32 MiB afresh, so every 256 KiB nbdcopy request cost 64 page
+ * faults, zeroing and a TLB shootdown on munmap (12% of the server's CPU
+ * in a TLS copy).  Freed memory is kept up to 64 MiB per arena and given
+ * back when the last connection closes (conn.c). */
+static void tune_malloc(void)
+{
+  mallopt(M_MMAP_THRESHOLD, NBD_MAX_PAYLOAD);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
+
+/* One descriptor per connection: lift the soft limit (1,024 by default)
+ * to the hard one, so max-connections rather than the default decides. */
+static void raise_fd_limit(void)
+{
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == rl.rlim_max)
+    return;
+  rlim_t want = (rlim_t)srv.max_connections + 64;
+  rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want
+                ? (want > rl.rlim_cur ? want : rl.rlim_cur) : rl.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+    log_warn("cannot raise the descriptor limit: %m");
+  if (rl.rlim_cur < want)
+    log_debug("descriptor limit %llu: fewer than max-connections %d "
+              "connections can be served at once",
+              (unsigned long long)rl.rlim_cur, srv.max_connections);
+}
+
 int main(int argc, char **argv)
 {
+  tune_malloc();
   parse_args(argc, argv);
   log_init("snbd-server", opt.log_syslog ? LOG_TO_SYSLOG : LOG_TO_STDERR,
            opt.verbose);
@@ -375,6 +408,7 @@ int main(int argc, char **argv)
     log_error("start-up: %m");
     return EXIT_FAILURE;
   }
+  raise_fd_limit();
   if (exports_open(&srv, opt.read_only) == -1)
     return EXIT_FAILURE;
   if (srv.threads <= 0) {

@@ -33,6 +33,14 @@ static bool ieq_prefix(const char *s, const char *prefix)
   return strncasecmp(s, prefix, strlen(prefix)) == 0;
 }
 
+bool policy_needs_cert_names(char *const *allow)
+{
+  for (char *const *a = allow; a && *a; a++)
+    if (!ieq_prefix(*a, "psk:"))
+      return true;
+  return false;
+}
+
 /* allow entries: "psk:USER", "cn=NAME" (no comma: the certificate's
  * common name), or a full subject DN as GnuTLS prints it. */
 bool policy_identity_allowed(const struct tls_peer *peer, char *const *allow)

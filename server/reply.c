@@ -84,6 +84,11 @@ static void mark_dead(struct conn *c)
   }
 }
 
+static bool send_pending(struct transport *t)
+{
+  return t->ops->send_pending && t->ops->send_pending(t);
+}
+
 /* Sends a batch of replies with as few sendv calls as the iov limit
  * allows; frees them.  Returns the count and payload bytes completed. */
 static void send_batch(struct conn *c, struct reply *batch, bool dead,
@@ -108,7 +113,9 @@ static void send_batch(struct conn *c, struct reply *batch, bool dead,
       memcpy(iov + k, rp->iov, (size_t)rp->niov * sizeof *iov);
       k += rp->niov;
     }
-    if (!failed && k > 0 && !next)
+    /* k == 0 with bytes still buffered by the reader's try_sendv: the
+     * reply it queued is empty, and this sendv writes them out. */
+    if (!failed && !next && (k > 0 || send_pending(c->t)))
       failed = transport_sendv(c->t, iov, k, 0) == -1;
     /* Buffers of replies already copied into iov must outlive the
      * sendv: free this batch only at the end. */
@@ -179,16 +186,20 @@ static bool writer_start(struct conn *c)
   return true;
 }
 
-static bool writer_start(struct conn *c);
-
 /* Set while the reader runs a request inline: its reply is sent at once
  * from the reader's thread instead of going through the writer. */
-static __thread bool direct;
+static __thread bool direct, hold;
 
-void reply_set_direct(bool on)
+void reply_set_direct(bool on, bool hold_it)
 {
   direct = on;
+  hold = on && hold_it;
 }
+
+/* Held replies go out together: at most this many, iovecs, bytes. */
+#define HELD_MAX 16
+#define HELD_IOV 64
+#define HELD_BYTES (128u * 1024)
 
 /* Drops the first n bytes of rp's pieces (they were sent). */
 static void reply_advance(struct reply *rp, size_t n)
@@ -204,62 +215,198 @@ static void reply_advance(struct reply *rp, size_t n)
   }
 }
 
-/* The reader's own send of an inline request's reply, which must never
- * block: a client that writes before it reads would otherwise deadlock
- * with us.  What the socket takes now goes out; a remainder goes to the
- * head of the writer's queue (nothing else may be sent before it).
- * False if the writer is busy: then the caller queues the whole reply. */
-static bool try_direct(struct conn *c, struct reply *rp)
+static size_t reply_len(const struct reply *rp)
+{
+  size_t n = 0;
+  for (int i = 0; i < rp->niov; i++)
+    n += rp->iov[i].iov_len;
+  return n;
+}
+
+/* Under c->lock: puts the list first..last at the head of the writer's
+ * queue (nothing may be sent before it) and wakes the writer.  False if
+ * the writer cannot be started. */
+static bool queue_at_head(struct conn *c, struct reply *first,
+                          struct reply *last)
+{
+  last->next = c->outq;
+  if (!c->outq)
+    c->outq_tail = last;
+  c->outq = first;
+  if (!writer_start(c))
+    return false;
+  pthread_cond_signal(&c->out_cond);
+  return true;
+}
+
+/* The reader's own send of the replies of inline requests (a list, in
+ * order), which must never block: a client that writes before it reads
+ * would otherwise deadlock with us.  What the socket takes now goes out
+ * in one send; the rest (from the first reply not wholly sent) goes to
+ * the head of the writer's queue.  False if the writer is busy or has
+ * work queued: then the caller queues the whole list. */
+static bool try_direct(struct conn *c, struct reply *list, int niov)
 {
   ssize_t (*try_sendv)(struct transport *, const struct iovec *, int) =
     c->t->ops->try_sendv;
+  struct iovec iov[HELD_IOV];
   size_t total = 0;
-  for (int i = 0; i < rp->niov; i++)
-    total += rp->iov[i].iov_len;
 
   pthread_mutex_lock(&c->lock);
   if (!try_sendv || c->outq || c->writer_busy || c->dead ||
-      rp->niov > WRITER_BATCH_IOV ||
-      pthread_mutex_trylock(&c->send_lock) != 0) {
+      niov > HELD_IOV || pthread_mutex_trylock(&c->send_lock) != 0) {
     pthread_mutex_unlock(&c->lock);
     return false;
   }
   pthread_mutex_unlock(&c->lock);
-  ssize_t w = try_sendv(c->t, rp->iov, rp->niov);
-  pthread_mutex_lock(&c->lock);
-  if (w >= 0 && (size_t)w < total) {
-    reply_advance(rp, (size_t)w);
-    rp->next = c->outq;
-    c->outq = rp;
-    if (!c->outq_tail)
-      c->outq_tail = rp;
-    if (writer_start(c)) {
-      pthread_cond_signal(&c->out_cond);
-      rp = NULL;
+  int k = 0;
+  for (struct reply *rp = list; rp; rp = rp->next) {
+    memcpy(iov + k, rp->iov, (size_t)rp->niov * sizeof *iov);
+    k += rp->niov;
+  }
+  for (int i = 0; i < k; i++)
+    total += iov[i].iov_len;
+  ssize_t w = try_sendv(c->t, iov, k);
+  /* TLS may have taken everything but kept some of it buffered: then the
+   * last reply stays queued, empty, for the writer to flush. */
+  bool pending = w >= 0 && (size_t)w == total && send_pending(c->t);
+
+  /* Replies wholly sent are done; the first that is not, and all after
+   * it, go to the writer. */
+  struct reply *done = NULL, *rest = list, *prev = NULL;
+  int ndone = 0;
+  uint64_t bytes = 0;
+  size_t left = w > 0 ? (size_t)w : 0;
+  while (w >= 0 && rest) {
+    size_t len = reply_len(rest);
+    if (left < len || (pending && !rest->next)) {
+      reply_advance(rest, left < len ? left : len);
+      break;
     }
-    else {
+    left -= len;
+    ndone++;
+    bytes += rest->bytes;
+    prev = rest;
+    rest = rest->next;
+  }
+  if (prev) {              /* detach the finished ones */
+    prev->next = NULL;
+    done = list;
+  }
+  if (w < 0) {
+    done = list;
+    rest = NULL;
+    for (struct reply *rp = list; rp; rp = rp->next) {
+      ndone++;
+      bytes += rp->bytes;
+    }
+  }
+
+  pthread_mutex_lock(&c->lock);
+  if (rest) {
+    struct reply *last = rest;
+    while (last->next)
+      last = last->next;
+    if (!queue_at_head(c, rest, last)) {
       c->outq = c->outq_tail = NULL;
       w = -1;
+      for (struct reply *rp = rest; rp; rp = rp->next) {
+        ndone++;
+        bytes += rp->bytes;
+      }
+      if (prev)
+        prev->next = rest;
+      else
+        done = rest;
     }
   }
-  if (rp) {                 /* all sent, or failed */
-    if (w < 0)
-      mark_dead(c);
-    c->inflight--;
-    c->inflight_bytes -= rp->bytes;
-    pthread_cond_broadcast(&c->cond);
-  }
+  if (w < 0)
+    mark_dead(c);
+  c->inflight -= ndone;
+  c->inflight_bytes -= bytes;
+  pthread_cond_broadcast(&c->cond);
   pthread_mutex_unlock(&c->send_lock);
   pthread_mutex_unlock(&c->lock);
-  if (rp)
+  for (struct reply *rp = done; rp; ) {
+    struct reply *next = rp->next;
     reply_free(rp);
+    rp = next;
+  }
   return true;
+}
+
+/* Queues a list (in order) for the writer. */
+static void queue_list(struct conn *c, struct reply *first, struct reply *last)
+{
+  pthread_mutex_lock(&c->lock);
+  if (!writer_start(c)) {
+    int n = 0;
+    uint64_t bytes = 0;
+    for (struct reply *rp = first; rp; ) {
+      struct reply *next = rp->next;
+      n++;
+      bytes += rp->bytes;
+      reply_free(rp);
+      rp = next;
+    }
+    log_error("%s: cannot start a writer; closing", c->peer);
+    mark_dead(c);
+    c->inflight -= n;
+    c->inflight_bytes -= bytes;
+    pthread_cond_broadcast(&c->cond);
+  }
+  else {
+    if (c->outq_tail)
+      c->outq_tail->next = first;
+    else
+      c->outq = first;
+    c->outq_tail = last;
+    pthread_cond_signal(&c->out_cond);
+  }
+  pthread_mutex_unlock(&c->lock);
+}
+
+void reply_flush_held(struct conn *c)
+{
+  struct reply *list = c->held, *last = c->held_tail;
+  int niov = c->held_iov;
+  if (!list)
+    return;
+  c->held = c->held_tail = NULL;
+  c->held_n = c->held_iov = 0;
+  c->held_len = 0;
+  if (!try_direct(c, list, niov))
+    queue_list(c, list, last);
+}
+
+/* The reader's reply to an inline request: held back while more requests
+ * are already buffered (so their replies share one send), else sent with
+ * whatever was held. */
+static void direct_reply(struct conn *c, struct reply *rp)
+{
+  size_t len = reply_len(rp);
+  if (c->held && (c->held_n >= HELD_MAX || c->held_iov + rp->niov > HELD_IOV ||
+                  c->held_len + len > HELD_BYTES))
+    reply_flush_held(c);
+  rp->next = NULL;
+  if (c->held_tail)
+    c->held_tail->next = rp;
+  else
+    c->held = rp;
+  c->held_tail = rp;
+  c->held_n++;
+  c->held_iov += rp->niov;
+  c->held_len += len;
+  if (!hold || rp->niov > HELD_IOV || len > HELD_BYTES)
+    reply_flush_held(c);
 }
 
 void reply_queue(struct conn *c, const struct nbd_req *r, struct reply *rp)
 {
-  if (direct && rp && try_direct(c, rp))
+  if (direct && rp) {
+    direct_reply(c, rp);
     return;
+  }
   pthread_mutex_lock(&c->lock);
   if (!rp || !writer_start(c)) {
     if (rp)
@@ -291,6 +438,15 @@ void reply_account(struct conn *c, const struct nbd_req *r)
 
 bool reply_wait_room(struct conn *c)
 {
+  /* Held replies count as in flight: never wait for room with any. */
+  if (c->held) {
+    pthread_mutex_lock(&c->lock);
+    bool full = c->inflight >= c->srv->max_inflight ||
+                c->inflight_bytes >= REPLY_MAX_INFLIGHT_BYTES;
+    pthread_mutex_unlock(&c->lock);
+    if (full)
+      reply_flush_held(c);
+  }
   pthread_mutex_lock(&c->lock);
   while (!c->dead && (c->inflight >= c->srv->max_inflight ||
                       c->inflight_bytes >= REPLY_MAX_INFLIGHT_BYTES))
@@ -302,6 +458,7 @@ bool reply_wait_room(struct conn *c)
 
 void replies_finish(struct conn *c)
 {
+  reply_flush_held(c);
   pthread_mutex_lock(&c->lock);
   while (c->inflight > 0)
     pthread_cond_wait(&c->cond, &c->lock);

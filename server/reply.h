@@ -34,8 +34,13 @@ void reply_own(struct reply *rp, void *p);
 void reply_queue(struct conn *c, const struct nbd_req *r, struct reply *rp);
 
 /* While on, replies queued by this thread are sent at once from it, under
- * the connection's send lock (the reader running a request inline). */
-void reply_set_direct(bool on);
+ * the connection's send lock (the reader running a request inline).  With
+ * hold, the reply is kept back instead (the next request is already
+ * buffered, so its reply can share the send), up to a small batch; the
+ * next direct reply queued without hold sends them all, as does
+ * reply_flush_held(). */
+void reply_set_direct(bool on, bool hold);
+void reply_flush_held(struct conn *c);
 
 /* Reader side: count a request in flight (its reply is queued later);
  * wait for room before reading the next; at the end, wait until every

@@ -459,13 +459,15 @@ void xmit_run(struct conn *c)
       continue;
     }
     *q = (struct req){ .c = c, .r = r, .buf = buf };
-    if ((c->exp->be->caps & BACKEND_FAST_IO) && c->t->ops->try_sendv) {
+    if (c->exp->be->caps & BACKEND_FAST_IO) {
       /* Nothing can block on a device: run it here and send the reply
        * straight away (never blocking, reply.c), saving two thread
-       * hand-offs per request. */
-      reply_set_direct(true);
+       * hand-offs per request; or, if the next request's header is
+       * already buffered, hold the reply to share a send with the next. */
+      bool more = c->t->ops->pending(c->t) >= sizeof(struct nbd_request);
+      reply_set_direct(true, more);
       req_run(q);
-      reply_set_direct(false);
+      reply_set_direct(false, false);
     }
     else
       pool_submit(req_run, q);

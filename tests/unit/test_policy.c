@@ -107,6 +107,13 @@ static void test_export_table(void **state)
     if (v != rows[i].want)
       fail_msg("row %zu: got %d want %d", i, v, rows[i].want);
   }
+  /* Only allow lists that name certificates make the server parse them. */
+  char *allow_both[] = { "PSK:bob", "cn=client1", NULL };
+  assert_false(policy_needs_cert_names(NULL));
+  assert_false(policy_needs_cert_names(allow_psk));
+  assert_true(policy_needs_cert_names(allow_cn));
+  assert_true(policy_needs_cert_names(allow_dn));
+  assert_true(policy_needs_cert_names(allow_both));
 }
 
 static void test_rep_errors(void **state)

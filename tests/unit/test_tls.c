@@ -10,7 +10,9 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "log.h"
 #include "tls_fixture.h"
@@ -63,6 +65,27 @@ static void test_x509_client_cert(void **state)
   assert_true(run_pair(sc_opt, cc, "localhost", &srv, &cli));
   assert_true(srv.peer.has_cert);
   assert_string_equal(srv.peer.cn, "client1");
+  close_pair(&srv, &cli);
+
+  /* Names not wanted (no allow= names them): the certificate still
+   * counts as verified, but is not parsed for its names. */
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  srv = (struct side){ .server = true, .creds = sc, .fd = sv[0] };
+  memset(srv.peer.dn, 'x', sizeof srv.peer.dn - 1);  /* must be cleared */
+  cli = (struct side){ .server = false, .creds = cc, .fd = sv[1],
+                       .hostname = "localhost" };
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, handshake_thread, &srv), 0);
+  handshake_thread(&cli);
+  pthread_join(th, NULL);
+  assert_non_null(srv.t);
+  assert_non_null(cli.t);
+  assert_true(srv.peer.has_cert);
+  assert_false(srv.peer.want_names);
+  assert_string_equal(srv.peer.cn, "");
+  assert_string_equal(srv.peer.dn, "");
+  small_roundtrip(cli.t, srv.t);
   close_pair(&srv, &cli);
   tls_creds_unref(sc);
   tls_creds_unref(sc_opt);

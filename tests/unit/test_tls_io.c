@@ -96,6 +96,32 @@ static void *recv_stream(void *arg)
 }
 
 /* 8 MiB each way at once: one reader and one writer thread per session. */
+/* Reads n numbered messages (test_try_sendv) and checks each. */
+struct numbered {
+  struct transport *t;
+  int n;
+  int ok;
+};
+
+static void *read_numbered(void *arg)
+{
+  struct numbered *r = arg;
+  uint8_t m[4113];
+  for (int i = 0; i < r->n; i++) {
+    if (transport_read_full(r->t, m, sizeof m) == -1)
+      return NULL;
+    int k;
+    memcpy(&k, m, sizeof k);
+    if (k != i)
+      return NULL;
+    for (size_t j = sizeof k; j < sizeof m; j++)
+      if (m[j] != (uint8_t)(i & 0xff))
+        return NULL;
+  }
+  r->ok = 1;
+  return NULL;
+}
+
 static void test_bulk_both_ways(void **state)
 {
   (void)state;
@@ -131,6 +157,66 @@ static void test_bulk_both_ways(void **state)
   assert_int_equal(srv.t->ops->recv(srv.t, &ch, 1), 1);
   assert_int_equal(cli.t->ops->shutdown(cli.t), 0);
   assert_int_equal(srv.t->ops->recv(srv.t, &ch, 1), 0);
+  close_pair(&srv, &cli);
+}
+
+/* try_sendv (the server reader's non-blocking send of a small reply):
+ * with a peer that does not read, it never blocks; what the socket cannot
+ * take stays buffered (send_pending), a later try_sendv refuses rather
+ * than overtake it, and the next sendv writes it first: the peer reads
+ * every message whole and in order. */
+static void test_try_sendv(void **state)
+{
+  (void)state;
+  struct tls_creds *sc = server_creds(NULL, "psk", false);
+  struct tls_creds *cc = client_psk("psk", "alice");
+  struct side srv, cli;
+  assert_true(run_pair(sc, cc, "localhost", &srv, &cli));
+  tls_creds_unref(sc);
+  tls_creds_unref(cc);
+  int small = 4096;
+  setsockopt(srv.fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  setsockopt(cli.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+
+  /* messages of 4,113 bytes (a 4 KiB read's reply plus a header), each
+   * numbered, until one is left buffered */
+  enum { MSG = 4113, MAX_MSGS = 4096 };
+  uint8_t msg[MSG];
+  int sent = 0;
+  bool pending = false;
+  while (!pending && sent < MAX_MSGS) {
+    memset(msg, sent & 0xff, sizeof msg);
+    memcpy(msg, &sent, sizeof sent);
+    struct iovec v[2] = { { msg, 16 }, { msg + 16, MSG - 16 } };
+    int64_t t0 = monotonic_ns();
+    assert_int_equal(srv.t->ops->try_sendv(srv.t, v, 2), MSG);
+    assert_true(monotonic_ns() - t0 < 2 * SEC);     /* never blocked */
+    sent++;
+    pending = srv.t->ops->send_pending(srv.t);
+  }
+  assert_true(pending);
+  /* nothing may overtake the buffered bytes */
+  struct iovec v1 = { msg, MSG };
+  assert_int_equal(srv.t->ops->try_sendv(srv.t, &v1, 1), 0);
+  /* larger than a small reply: always left to sendv */
+  static uint8_t big[128 * 1024];
+  struct iovec vb = { big, sizeof big };
+  assert_int_equal(srv.t->ops->try_sendv(srv.t, &vb, 1), 0);
+
+  /* the peer reads while a blocking sendv (of nothing) flushes, then one
+   * more message follows */
+  pthread_t th;
+  struct numbered rd = { cli.t, sent + 1, 0 };
+  assert_int_equal(pthread_create(&th, NULL, read_numbered, &rd), 0);
+  assert_int_equal(transport_sendv(srv.t, NULL, 0, 0), 0);
+  assert_false(srv.t->ops->send_pending(srv.t));
+  memset(msg, sent & 0xff, sizeof msg);
+  memcpy(msg, &sent, sizeof sent);
+  assert_int_equal(srv.t->ops->try_sendv(srv.t, &v1, 1), MSG);
+  if (srv.t->ops->send_pending(srv.t))
+    assert_int_equal(transport_sendv(srv.t, NULL, 0, 0), 0);
+  pthread_join(th, NULL);
+  assert_int_equal(rd.ok, 1);
   close_pair(&srv, &cli);
 }
 
@@ -277,7 +363,8 @@ static void *cli_server_thread(void *arg)
 {
   struct cli_server *cs = arg;
   struct pollfd p = { .fd = cs->lfd, .events = POLLIN };
-  cs->s = (struct side){ .server = true, .creds = cs->creds, .fd = -1 };
+  cs->s = (struct side){ .server = true, .creds = cs->creds, .fd = -1,
+                         .peer.want_names = true };
   if (poll(&p, 1, (int)(TEST_DEADLINE / 1000000)) != 1)
     return NULL;
   cs->s.fd = accept4(cs->lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -436,6 +523,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_bulk_both_ways),
+    cmocka_unit_test(test_try_sendv),
     cmocka_unit_test(test_truncation),
     cmocka_unit_test(test_handshake_deadline),
     cmocka_unit_test(test_recv_wake_and_deadline),

@@ -115,7 +115,8 @@ bool run_pair(struct tls_creds *sc, struct tls_creds *cc,
 {
   int sv[2];
   assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-  *srv = (struct side){ .server = true, .creds = sc, .fd = sv[0] };
+  *srv = (struct side){ .server = true, .creds = sc, .fd = sv[0],
+                        .peer.want_names = true };
   *cli = (struct side){ .server = false, .creds = cc, .fd = sv[1],
                         .hostname = hostname };
   pthread_t th;
