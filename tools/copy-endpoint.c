@@ -102,6 +102,19 @@ int ep_open(struct copy *c, struct endpoint *e, const char *name, bool src)
   e->max_block = UINT32_MAX;
   if (is_uri(name))
     return nbd_open(c, e, src);
+  if (strcmp(name, "null:") == 0) {
+    /* Discards what it is given, as nbdcopy's null: does: for measuring
+     * or checking that a source reads back whole. */
+    if (src) {
+      copy_fail(c, "null: can only be a destination");
+      return -1;
+    }
+    e->kind = EP_NULL;
+    e->fd = -1;
+    e->size = -1;
+    e->can_zero = true;
+    return 0;
+  }
   e->kind = EP_FILE;
   if (strcmp(name, "-") == 0)   /* a pipe, unless redirected from a file */
     e->fd = src ? STDIN_FILENO : STDOUT_FILENO;
@@ -188,6 +201,8 @@ int ep_file_read(struct copy *c, struct endpoint *e, char *buf, uint32_t len,
 int ep_file_write(struct copy *c, struct endpoint *e, const char *buf,
                   uint32_t len, uint64_t off)
 {
+  if (e->kind == EP_NULL)
+    return 0;
   while (len > 0) {
     ssize_t r = e->kind == EP_PIPE ? write(e->fd, buf, len)
                                    : pwrite(e->fd, buf, len, (off_t)off);
@@ -210,6 +225,8 @@ int ep_file_write(struct copy *c, struct endpoint *e, const char *buf,
 int ep_file_zero(struct copy *c, struct endpoint *e, char *zbuf,
                  uint32_t zlen, uint64_t len, uint64_t off)
 {
+  if (e->kind == EP_NULL)
+    return 0;
   if (e->kind == EP_FILE && !e->blockdev &&
       fallocate(e->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                 (off_t)off, (off_t)len) == 0)

@@ -112,7 +112,8 @@ static bool next_unit(struct worker *w)
 static bool zero_in_one(const struct copy *c)
 {
   return (c->dst.kind == EP_NBD && c->dst.can_zero) ||
-         c->dst.kind == EP_FILE || c->o.dst_is_zero;
+         c->dst.kind == EP_FILE || c->dst.kind == EP_NULL ||
+         c->o.dst_is_zero;
 }
 
 static bool next_piece(struct worker *w, struct slot *s)

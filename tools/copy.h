@@ -1,5 +1,5 @@
 /* snbd-copy internals: endpoints (an NBD export, a file or block device,
- * a pipe) and the workers that move data between them. */
+ * a pipe, null: which discards) and the workers that move data between them. */
 #ifndef SNBD_TOOLS_COPY_H
 #define SNBD_TOOLS_COPY_H
 
@@ -13,7 +13,7 @@
 #define MAX_CONNECTIONS 16
 #define MAX_REQUESTS 64
 
-enum ep_kind { EP_NBD, EP_FILE, EP_PIPE };
+enum ep_kind { EP_NBD, EP_FILE, EP_PIPE, EP_NULL };  /* EP_NULL: null: */
 
 struct endpoint {
   enum ep_kind kind;

@@ -35,6 +35,21 @@ expect_eq "pipe -> NBD" "$(sum_file img2)" "$("$COPY" "$b" - | b2sum | cut -d' '
 "$COPY" "$b" - | "$COPY" - out2.img
 expect_eq "pipe -> new file" "$(sum_file img2)" "$(sum_file out2.img)"
 
+# null: reads the whole source over every connection and discards it; a
+# read error still fails the copy; it cannot be a source.
+: >a.log
+"$COPY" --no-sparse "$a" null:
+[ ! -e null: ] || fail "null: was taken for a file name"
+reads=$(grep -c ' Read ' a.log)
+[ "$reads" -eq 64 ] || fail "null: expected 64 reads of 256K, got $reads"
+[ "$(grep -c ' Connect ' a.log)" -eq 4 ] || fail "null: not 4 connections"
+start_nbdkit bad --filter=error memory 16M error-pread-rate=1 error-pread=EIO
+expect_fail "$COPY" --no-sparse "nbd+unix:///?socket=$sock" null: 2>err.txt
+grep -qi 'input/output\|EIO' err.txt || fail "null: read error: $(cat err.txt)"
+stop_bg "$pid"
+expect_fail "$COPY" null: out3.img 2>err.txt
+grep -q 'only be a destination' err.txt || fail "$(cat err.txt)"
+
 # --no-sparse writes every byte; --destination-is-zero writes no zeroes.
 : >a.log
 "$COPY" --no-sparse "$a" full.img
