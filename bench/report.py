@@ -28,6 +28,7 @@ COLUMNS = [
     ("randread_iops", "4K rand read IOPS", "hi", "{:.0f}"),
     ("randwrite_iops", "4K rand write IOPS", "hi", "{:.0f}"),
     ("handshakes_per_s", "handshakes/s", "hi", "{:.0f}"),
+    ("srv_ms_per_hs", "server CPU ms/handshake ↓", "lo", "{:.2f}"),
     ("srv_cpu_per_gib", "server CPU s/GiB ↓", "lo", "{:.3f}"),
     ("cli_cpu_per_gib", "client CPU s/GiB ↓", "lo", "{:.3f}"),
     ("srv_us_per_req", "server CPU µs/req ↓", "lo", "{:.2f}"),
@@ -41,9 +42,12 @@ NA_COVERS = {
             "cli_cpu_per_gib", "rss_copy_kib"],
     "randread": ["randread_iops", "srv_us_per_req"],
     "randwrite": ["randwrite_iops", "srv_us_per_req"],
-    "handshakes": ["handshakes_per_s"],
+    "handshakes": ["handshakes_per_s", "srv_ms_per_hs", "cli_ms_per_hs"],
     "conn_kib": ["conn_kib"],
-    "snbd_copy": ["sc_write_mibs", "sc_read_mibs", "nc_devnull_read_mibs"],
+    "snbd_copy": ["sc_write_mibs", "sc_read_mibs"],
+    "scale": ["scale_conns", "scale_kib_per_conn", "scale_rss_kib",
+              "scale_threads", "scale_copy_mibs"],
+    "scale_copy": ["scale_copy_mibs"],
 }
 
 
@@ -228,11 +232,128 @@ def copy_table(res, notes):
             TRANSPORT_NAMES.get(t, t),
             fmt(m("seq_write_mibs"), "{:.0f}"), fmt(m("sc_write_mibs"), "{:.0f}"),
             ratio(m("seq_write_mibs"), m("sc_write_mibs")),
-            fmt(m("nc_devnull_read_mibs"), "{:.0f}"),
+            fmt(m("seq_read_mibs"), "{:.0f}"),
             fmt(m("sc_read_mibs"), "{:.0f}"),
-            ratio(m("nc_devnull_read_mibs"), m("sc_read_mibs")),
+            ratio(m("seq_read_mibs"), m("sc_read_mibs")),
             cpu(m("nc_write_cli_cpu"), m("nc_read_cli_cpu")),
             cpu(m("sc_write_cli_cpu"), m("sc_read_cli_cpu"))]))
+    return out
+
+
+def scale_lines(res, notes):
+    """snbd holding BENCH_SCALE_CONNS idle connections while a copy runs."""
+    want = int(res.meta.get("scale_conns", "0") or 0)
+    if not want:
+        return []
+    t = "tcp"
+    m = lambda k: res.median("snbd", t, k)
+    why = res.na[("snbd", t)].get("scale_conns")
+    out = ["## {:,} idle connections and a new client's copy (snbd, TCP)"
+           .format(want), ""]
+    if m("scale_conns") is None:
+        return out + ["Not measured: {}".format(why or "no figure"), ""]
+    copy = m("scale_copy_mibs")
+    copy_why = res.na[("snbd", t)].get("scale_copy_mibs")
+    out += [
+        "| connections held | server RSS KiB | server threads | KiB/conn (Pss) "
+        "| nbdcopy write MiB/s meanwhile | same copy, no other connections |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| {:.0f} | {:.0f} | {:.0f} | {:.1f} | {} | {} |".format(
+            m("scale_conns"), m("scale_rss_kib"), m("scale_threads"),
+            m("scale_kib_per_conn"),
+            fmt(copy, "{:.0f}") if copy is not None else notes.mark(copy_why),
+            fmt(m("seq_write_mibs"), "{:.0f}")), ""]
+    return out
+
+
+def target_rows(res):
+    """Each target of the benchmark issue: (target, transport, snbd figure,
+    what it is compared with, the ratio, met?)."""
+    snbd = res.snbd_row()
+    rows = []
+
+    def vs_anchor(label, t, metric, factor):
+        _, _, better, pattern = next(c for c in COLUMNS if c[0] == metric)
+        mine = res.median(snbd, t, metric)
+        best, name = best_anchor(res, t, metric, better)
+        if mine is None or best is None:
+            rows.append((label, t, fmt(mine, pattern), "", "", "not measured"))
+            return
+        r = mine / best
+        ok = r >= factor if better == "hi" else r <= factor
+        rows.append((label, t, pattern.format(mine),
+                     "{} {}".format(pattern.format(best), name),
+                     "{:.2f}×".format(r), "met" if ok else "**not met**"))
+
+    def seq_plain(t, metric):
+        mine = res.median(snbd, t, metric)
+        best, name = best_anchor(res, t, metric, "hi")
+        top = res.median(CEILING, t, metric)
+        label = "{} ≥ 1.1× best anchor or ≥ 95% of null".format(metric)
+        if mine is None or best is None:
+            rows.append((label, t, fmt(mine, "{:.0f}"), "", "", "not measured"))
+            return
+        ok = mine >= 1.1 * best or (top and mine >= 0.95 * top)
+        rows.append((label, t, "{:.0f}".format(mine),
+                     "{:.0f} {}; null {}".format(best, name, fmt(top, "{:.0f}")),
+                     "{:.2f}× / {}".format(mine / best,
+                                          "{:.0%}".format(mine / top) if top else "?"),
+                     "met" if ok else "**not met**"))
+
+    def vs_null(t, metric):
+        mine = res.median(snbd, t, metric)
+        top = res.median(CEILING, t, metric)
+        label = "{} ≥ 95% of null".format(metric)
+        if mine is None or not top:
+            rows.append((label, t, fmt(mine, "{:.0f}"), "", "", "not measured"))
+            return
+        rows.append((label, t, "{:.0f}".format(mine), "{:.0f} null".format(top),
+                     "{:.0%}".format(mine / top),
+                     "met" if mine >= 0.95 * top else "**not met**"))
+
+    for metric in ("seq_write_mibs", "seq_read_mibs"):
+        vs_anchor(metric + " ≥ 1.5× best anchor", "x509", metric, 1.5)
+        vs_anchor(metric + " ≥ 3× best anchor", "psk", metric, 3.0)
+        for t in ("tcp", "unix"):
+            seq_plain(t, metric)
+    for t in ("tcp", "unix", "x509", "psk"):
+        for metric in ("randread_iops", "randwrite_iops"):
+            vs_null(t, metric)
+        vs_anchor("srv_us_per_req ≤ 0.5× best anchor", t, "srv_us_per_req", 0.5)
+    vs_anchor("handshakes_per_s ≥ 3× best anchor", "x509", "handshakes_per_s", 3.0)
+    vs_anchor("handshakes_per_s ≥ 2× best anchor", "tcp", "handshakes_per_s", 2.0)
+    vs_anchor("handshakes_per_s ≥ 1.3× best anchor", "unix", "handshakes_per_s", 1.3)
+    for t in ("tcp", "unix", "x509", "psk"):
+        mine = res.median(snbd, t, "rss_idle_kib")
+        rows.append(("rss_idle_kib < 8192", t, fmt(mine, "{:.0f}"), "8192", "",
+                     "not measured" if mine is None else
+                     "met" if mine < 8192 else "**not met**"))
+    for t in ("x509", "psk"):
+        mine = res.median(snbd, t, "conn_kib")
+        rows.append(("conn_kib (idle TLS) < 64", t, fmt(mine, "{:.1f}"), "64", "",
+                     "not measured" if mine is None else
+                     "met" if mine < 64 else "**not met**"))
+    want = int(res.meta.get("scale_conns", "0") or 0)
+    if want:
+        held = res.median(snbd, "tcp", "scale_conns")
+        copy = res.median(snbd, "tcp", "scale_copy_mibs")
+        ok = held is not None and held >= want and copy is not None
+        rows.append(("{:,} idle connections held, a new copy served".format(want),
+                     "tcp", fmt(held, "{:.0f}"), fmt(copy, "copy {:.0f} MiB/s"),
+                     "", "met" if ok else "**not met**"))
+    for t in ("tcp", "unix", "x509", "psk"):
+        vs_anchor("srv_cpu_per_gib ≤ 0.75× best anchor", t, "srv_cpu_per_gib", 0.75)
+    return rows
+
+
+def targets_table(res):
+    out = ["| target | transport | snbd | compared with | ratio | |",
+           "| --- | --- | ---: | ---: | ---: | --- |"]
+    for label, t, mine, other, ratio, verdict in target_rows(res):
+        if t not in res.transports:
+            continue
+        out.append(table_row([label, TRANSPORT_NAMES.get(t, t), mine, other,
+                              ratio, verdict]))
     return out
 
 
@@ -260,6 +381,9 @@ columns where lower is better):
   and the TLS handshake on TLS rows, with a client certificate on X.509
   rows), sends NBD_CMD_DISC and closes, one connection at a time, for
   BENCH_HS_SECONDS.
+- **server CPU ms/handshake**: the server's CPU time over the handshake
+  loop ÷ handshakes (the client's own cost per handshake, which bounds the
+  rate of a one-at-a-time loop, is in the targets table notes).
 - **server CPU s/GiB**: the server's utime+stime (from /proc/PID/stat, with
   its reaped children and live descendants) over the write and the read
   copy, ÷ GiB moved.  **client CPU s/GiB**: nbdcopy's user+system time over
@@ -332,6 +456,26 @@ def command_lines(res):
     return out
 
 
+def snbd_present(res):
+    return res.snbd_row() is not None
+
+
+def client_hs_lines(res):
+    """The client's CPU per handshake: what bounds handshakes/s here."""
+    parts = []
+    for t in res.transports:
+        for s in res.rows():
+            c = res.median(s, t, "cli_ms_per_hs")
+            if c is not None and s in (res.snbd_row(), CEILING):
+                parts.append("{} {} {:.2f}".format(TRANSPORT_NAMES.get(t, t),
+                                                    s, c))
+    if not parts:
+        return []
+    return ["Client (libnbd) CPU ms per handshake, which bounds a "
+            "one-at-a-time loop at 1 ÷ (client + server) no matter how "
+            "cheap the server is: " + "; ".join(parts) + "."]
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit("usage: report.py RESULTS.tsv OUT.md")
@@ -341,8 +485,12 @@ def main():
     copies = copy_table(res, notes)
     doc = ["# snbd benchmark results", ""] + meta_lines(res) + [
         "", "## Servers side by side", ""] + table + [""]
-    doc += ["## snbd-copy against nbdcopy (both on snbd-server; reads go "
-            "to /dev/null, since snbd-copy has no `null:`)", ""] + copies
+    if snbd_present(res):
+        doc += ["## Targets (from the benchmark issue)", ""] + targets_table(res)
+        doc += [""] + client_hs_lines(res) + [""]
+    doc += scale_lines(res, notes)
+    doc += ["## snbd-copy against nbdcopy (both on snbd-server: a file "
+            "in, then out to `null:`)", ""] + copies
     doc += ["", "## Physical limits (`bench/limits.sh`)", ""]
     doc += limits_table(res) + ["", COLUMN_HELP]
     if notes.reasons:
@@ -351,7 +499,9 @@ def main():
     doc += ["## Command lines", ""] + command_lines(res) + [""]
     with open(sys.argv[2], "w", encoding="utf-8") as f:
         f.write("\n".join(doc))
-    print("\n".join(meta_lines(res) + [""] + table + [""] + copies))
+    targets = targets_table(res) if snbd_present(res) else []
+    print("\n".join(meta_lines(res) + [""] + table + [""] + copies + [""]
+                    + targets))
     if notes.reasons:
         print("\n".join([""] + notes.lines()))
     print("\nwritten to " + sys.argv[2])

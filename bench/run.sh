@@ -14,6 +14,8 @@
 #   BENCH_SECONDS=2       seconds per random-I/O run
 #   BENCH_HS_SECONDS=2    seconds per handshake loop
 #   BENCH_CONNS=1000      idle connections held for the memory figure
+#   BENCH_SCALE_CONNS=10000  idle connections snbd holds (TCP) while a new
+#                         client copies BENCH_SIZE in (0: skip)
 #   BENCH_SERVERS="snbd nbdkit-memory nbdkit-file qemu-nbd nbd-server nbdkit-null"
 #                         (snbd-memory: snbd's memory backend, also known)
 #   BENCH_TRANSPORTS="tcp unix x509 psk"
@@ -29,23 +31,24 @@ quick=${BENCH_QUICK:-0}
 if [ "$quick" = 1 ]; then
   RUNS=${BENCH_RUNS:-1} SIZE_ARG=${BENCH_SIZE:-64M}
   RAND_SECONDS=${BENCH_SECONDS:-1} HS_SECONDS=${BENCH_HS_SECONDS:-1}
-  CONNS=${BENCH_CONNS:-50}
+  CONNS=${BENCH_CONNS:-50} SCALE_CONNS=${BENCH_SCALE_CONNS:-200}
 else
   RUNS=${BENCH_RUNS:-3} SIZE_ARG=${BENCH_SIZE:-2G}
   RAND_SECONDS=${BENCH_SECONDS:-2} HS_SECONDS=${BENCH_HS_SECONDS:-2}
-  CONNS=${BENCH_CONNS:-1000}
+  CONNS=${BENCH_CONNS:-1000} SCALE_CONNS=${BENCH_SCALE_CONNS:-10000}
 fi
 SERVERS=${BENCH_SERVERS:-snbd nbdkit-memory nbdkit-file qemu-nbd nbd-server nbdkit-null}
 TRANSPORTS=${BENCH_TRANSPORTS:-tcp unix x509 psk}
 OUT=${BENCH_OUT:-$top/bench/RESULTS.md}
 SIZE=$(numfmt --from=iec "$SIZE_ARG") || { echo "bad BENCH_SIZE" >&2; exit 2; }
 [ "$SIZE" -ge 1048576 ] || { echo "BENCH_SIZE must be at least 1M" >&2; exit 2; }
-if ! [ "$RUNS" -ge 1 ] || ! [ "$CONNS" -ge 1 ]; then
+if ! [ "$RUNS" -ge 1 ] || ! [ "$CONNS" -ge 1 ] || ! [ "$SCALE_CONNS" -ge 0 ]; then
   echo "BENCH_RUNS and BENCH_CONNS must be positive integers" >&2; exit 2
 fi
 # Bounds on every client: a copy slower than 10 MiB/s is a failure.
 COPY_TIMEOUT=$((60 + SIZE / 10485760))
 HOLD_TIMEOUT=$((60 + CONNS / 20))
+SCALE_TIMEOUT=$((60 + SCALE_CONNS / 20 + COPY_TIMEOUT))
 
 SNBD_SERVER=$build/server/snbd-server
 SNBD_COPY=$build/tools/snbd-copy
@@ -66,7 +69,7 @@ for c in nbdcopy fio certtool psktool ss numfmt "$PY"; do
 done
 make -s -C "$top/bench" "O=$BIN" >&2
 
-# 1,000 connections need descriptors on both sides.
+# 1,000 (and 10,000) connections need descriptors on both sides.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 W=$(mktemp -d /dev/shm/snbd-bench.XXXXXX)
@@ -108,9 +111,10 @@ record_meta() {
   meta v_libnbd "$(nbdcopy --version 2>&1 | head -2 | tr '\n' ' ')"
   meta v_fio "$(fio --version 2>&1)"
   meta v_gnutls "$(gnutls-cli --version 2>&1 | head -1)"
-  meta settings "BENCH_RUNS=$RUNS BENCH_SIZE=$SIZE_ARG BENCH_SECONDS=$RAND_SECONDS BENCH_HS_SECONDS=$HS_SECONDS BENCH_CONNS=$CONNS BENCH_QUICK=$quick"
+  meta settings "BENCH_RUNS=$RUNS BENCH_SIZE=$SIZE_ARG BENCH_SECONDS=$RAND_SECONDS BENCH_HS_SECONDS=$HS_SECONDS BENCH_CONNS=$CONNS BENCH_SCALE_CONNS=$SCALE_CONNS BENCH_QUICK=$quick"
   meta size "$SIZE"
   meta conns "$CONNS"
+  meta scale_conns "$SCALE_CONNS"
   meta git "$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
 }
 record_meta
@@ -140,7 +144,8 @@ meta cmd_fio "fio --name=rand --ioengine=nbd --uri=\$URI --rw=randread|randwrite
 meta cmd_randio "build/bench/randio [-w] -d 32 -b 4096 -t $RAND_SECONDS \$URI"
 meta cmd_handshakes "build/bench/handshakes -t $HS_SECONDS \$URI"
 meta cmd_holdconns "build/bench/holdconns -n $CONNS -t $HOLD_TIMEOUT \$URI"
-meta cmd_snbd_copy "snbd-copy \$W/src.img \$URI; snbd-copy \$URI /dev/null; nbdcopy -- \$URI /dev/null"
+meta cmd_scale "build/bench/holdconns -n $SCALE_CONNS -t $SCALE_TIMEOUT \$URI & nbdcopy -- \$W/src.img \$URI"
+meta cmd_snbd_copy "snbd-copy \$W/src.img \$URI; snbd-copy \$URI null:"
 
 run_row() {
   local why
@@ -161,6 +166,10 @@ run_row() {
   wl_rand || true
   log "$TRANSPORT $SERVER: handshakes"
   wl_handshakes || true
+  if [ "$SERVER" = snbd ] && [ "$TRANSPORT" = tcp ] && [ "$SCALE_CONNS" -gt 0 ]; then
+    log "$TRANSPORT $SERVER: $SCALE_CONNS idle connections and a copy"
+    wl_scale || true
+  fi
   if [ "$SERVER" = snbd ]; then
     log "$TRANSPORT $SERVER: snbd-copy against nbdcopy"
     wl_snbd_copy || true

@@ -8,7 +8,8 @@
 # is tracked and stopped by PID.
 #
 # Needs: SERVER TRANSPORT (current row), RUNS, SIZE, RAND_SECONDS,
-# HS_SECONDS, CONNS, COPY_TIMEOUT, HOLD_TIMEOUT, BIN (bench programs),
+# HS_SECONDS, CONNS, COPY_TIMEOUT, HOLD_TIMEOUT, SCALE_CONNS, SCALE_TIMEOUT,
+# BIN (bench programs),
 # SRC (the data file), W, PY, RESULTS, SNBD_COPY.
 
 rec() { printf '%s\t%s\t%s\t%s\n' "$SERVER" "$TRANSPORT" "$1" "$2" >>"$RESULTS"; }
@@ -95,6 +96,7 @@ wl_seq() {
       rec_na seq "$C_WHY"; return 1
     fi
     rec seq_read_mibs "$C_MIBS"; rec rss_copy_kib "$C_RSS"
+    rec nc_read_cli_cpu "$C_CLI"
     rec srv_cpu_per_gib "$(calc '(a + b) / (2 * g)' "a=$w_srv" "b=$C_SRV" "g=$gib")"
     rec cli_cpu_per_gib "$(calc '(a + b) / (2 * g)' "a=$w_cli" "b=$C_CLI" "g=$gib")"
   done
@@ -144,14 +146,22 @@ wl_rand() {
   done
 }
 
+# Handshakes per second, and the CPU each side spent per handshake (the
+# client's own cost bounds the rate: the loop runs one at a time).
 wl_handshakes() {
-  local r out=$W/hs.out rc
+  local r out=$W/hs.out rc n srv
   for ((r = 1; r <= RUNS; r++)); do
     rc=0
+    cpu_mark
     timed $((${HS_SECONDS%.*} + 60)) "$out" "$BIN/handshakes" -t "$HS_SECONDS" \
       "$SRV_URI" || rc=$?
     if [ "$rc" -ne 0 ]; then rec_na handshakes "$(_why "$out" "$rc")"; return 1; fi
+    srv=$(cpu_since_mark)
+    n=$(sed -n 's/^handshakes=\([0-9]*\).*/\1/p' "$out")
+    [ "${n:-0}" -gt 0 ] || { rec_na handshakes "no handshake completed"; return 1; }
     rec handshakes_per_s "$(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' "$out")"
+    rec srv_ms_per_hs "$(calc 'c * 1000 / n' "c=$srv" "n=$n")"
+    rec cli_ms_per_hs "$(calc 'c * 1000 / n' "c=$T_CPU" "n=$n")"
   done
 }
 
@@ -159,33 +169,64 @@ wl_handshakes() {
 # from the growth of the server's proportional set size (which counts a
 # forking server's per-connection children fairly).  Measured once, on a
 # fresh server: a second round would reuse the first round's freed heap.
-wl_memory() {
-  local out=$W/hold.out pid i pss0 pss1
-  rec rss_idle_kib "$(tree_rss_kib "$SRV_PID")"
-  pss0=$(tree_pss_kib "$SRV_PID")
+# hold N TIMEOUT OUT: starts holdconns with N connections in the
+# background (HOLD_PID) and waits until it says they are all open; on
+# failure sets HOLD_WHY and returns 1.
+hold() {
+  local n=$1 timeout=$2 out=$3 i
   : >"$out"
-  "$BIN/holdconns" -n "$CONNS" -t "$HOLD_TIMEOUT" "$SRV_URI" >"$out" \
-    2>"$out.err" &
-  pid=$!
-  track "$pid"
-  for ((i = 0; i < HOLD_TIMEOUT * 10; i++)); do
-    grep -q '^ready' "$out" && break
-    alive "$pid" || break
+  "$BIN/holdconns" -n "$n" -t "$timeout" "$SRV_URI" >"$out" 2>"$out.err" &
+  HOLD_PID=$!
+  track "$HOLD_PID"
+  for ((i = 0; i < timeout * 10; i++)); do
+    grep -q '^ready' "$out" && return 0
+    alive "$HOLD_PID" || break
     sleep 0.1
   done
-  if ! grep -q '^ready' "$out"; then
-    stop_pid "$pid"
-    rec_na conn_kib "holdconns: $(_why "$out" "not ready")"
-    return 1
-  fi
+  grep -q '^ready' "$out" && return 0
+  stop_pid "$HOLD_PID"
+  HOLD_WHY="holdconns: $(_why "$out" "not ready")"
+  return 1
+}
+
+wl_memory() {
+  local out=$W/hold.out pss0 pss1
+  rec rss_idle_kib "$(tree_rss_kib "$SRV_PID")"
+  pss0=$(tree_pss_kib "$SRV_PID")
+  hold "$CONNS" "$HOLD_TIMEOUT" "$out" || { rec_na conn_kib "$HOLD_WHY"; return 1; }
   pss1=$(tree_pss_kib "$SRV_PID")
-  stop_pid "$pid"
+  stop_pid "$HOLD_PID"
   rec conn_kib "$(calc '(b - a) / n' "a=$pss0" "b=$pss1" "n=$CONNS")"
   wait_no_children "$SRV_PID" 30 || true
 }
 
-# snbd-copy against nbdcopy on the same server, both directions; both
-# read into /dev/null here (snbd-copy has no null: destination).
+# Scale: SCALE_CONNS idle, fully negotiated connections held open, then a
+# new client copies SIZE bytes in while they stay open (it must not be
+# refused or starved).  Records how many were held, the copy's MiB/s, the
+# server's RSS and threads with them open, and Pss growth per connection.
+wl_scale() {
+  local out=$W/scale.out pss0 pss1
+  pss0=$(tree_pss_kib "$SRV_PID")
+  hold "$SCALE_CONNS" "$SCALE_TIMEOUT" "$out" || { rec_na scale "$HOLD_WHY"; return 1; }
+  pss1=$(tree_pss_kib "$SRV_PID")
+  rec scale_conns "$(sed -n 's/^ready \([0-9]*\).*/\1/p' "$out")"
+  rec scale_kib_per_conn "$(calc '(b - a) / n' "a=$pss0" "b=$pss1" "n=$SCALE_CONNS")"
+  rec scale_rss_kib "$(tree_rss_kib "$SRV_PID")"
+  rec scale_threads "$(awk '/^Threads:/ { print $2 }' "/proc/$SRV_PID/status")"
+  if copy_once "nbdcopy write with $SCALE_CONNS connections open" \
+       nbdcopy -- "$SRC" "$SRV_URI"; then
+    rec scale_copy_mibs "$C_MIBS"
+  else
+    rec_na scale_copy "$C_WHY"
+  fi
+  alive "$HOLD_PID" || rec_na scale_copy "holdconns exited during the copy"
+  stop_pid "$HOLD_PID"
+  wait_no_children "$SRV_PID" 30 || true
+}
+
+# snbd-copy against nbdcopy on the same server, both directions: the
+# nbdcopy figures are wl_seq's (a file in, out to null:), snbd-copy does
+# the same (null: discards, as nbdcopy's does).
 wl_snbd_copy() {
   local r
   if [ ! -x "$SNBD_COPY" ]; then
@@ -196,13 +237,9 @@ wl_snbd_copy() {
       rec_na snbd_copy "$C_WHY"; return 1
     fi
     rec sc_write_mibs "$C_MIBS"; rec sc_write_cli_cpu "$C_CLI"
-    if ! copy_once "snbd-copy read" "$SNBD_COPY" "$SRV_URI" /dev/null; then
+    if ! copy_once "snbd-copy read" "$SNBD_COPY" "$SRV_URI" null:; then
       rec_na snbd_copy "$C_WHY"; return 1
     fi
     rec sc_read_mibs "$C_MIBS"; rec sc_read_cli_cpu "$C_CLI"
-    if ! copy_once "nbdcopy read" nbdcopy -- "$SRV_URI" /dev/null; then
-      rec_na snbd_copy "$C_WHY"; return 1
-    fi
-    rec nc_devnull_read_mibs "$C_MIBS"; rec nc_read_cli_cpu "$C_CLI"
   done
 }
