@@ -45,6 +45,9 @@
  * GnuTLS keeps of a large payload. */
 #define TLS_CORK_MAX (256 * 1024)
 
+/* The largest TLS record's plain text. */
+#define TLS_RECORD_MAX 16384
+
 /* tls_try_sendv takes replies up to this size (a 4 KiB read's reply, a
  * batch of small ones); the spill buffer is freed after a flush if it grew
  * beyond TLS_SPILL_KEEP, so an idle connection keeps at most that. */
@@ -611,6 +614,36 @@ static int tls_sendv(struct transport *t, const struct iovec *iov, int iovcnt,
     const char *p = iov[i].iov_base;
     size_t n = iov[i].iov_len;
     while (n > 0) {
+      if (!conn->trying && n >= 2 * TLS_RECORD_MAX) {
+        /* Bulk data (a large read's payload): finish the record being
+         * corked (a reply header shares it with the data's start), then
+         * encrypt straight from the caller's buffer a record at a time,
+         * instead of copying it all into GnuTLS's cork buffer first. */
+        if (conn->corked % TLS_RECORD_MAX) {
+          size_t fill = TLS_RECORD_MAX - conn->corked % TLS_RECORD_MAX;
+          gnutls_record_cork(conn->s);
+          ssize_t r = gnutls_record_send(conn->s, p, fill);
+          if (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_AGAIN)
+            continue;
+          if (r < 0)
+            return tls_fail(conn, (int)r, "tls_send");
+          p += r;
+          n -= (size_t)r;
+          conn->corked += (size_t)r;
+        }
+        if (conn->corked && tls_flush(t) == -1)
+          return -1;
+        while (n >= TLS_RECORD_MAX) {
+          ssize_t r = gnutls_record_send(conn->s, p, n - n % TLS_RECORD_MAX);
+          if (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_AGAIN)
+            continue;
+          if (r < 0)
+            return tls_fail(conn, (int)r, "tls_send");
+          p += r;
+          n -= (size_t)r;
+        }
+        continue;
+      }
       size_t room = TLS_CORK_MAX - conn->corked;
       gnutls_record_cork(conn->s);
       ssize_t r = gnutls_record_send(conn->s, p, n < room ? n : room);

@@ -49,6 +49,7 @@ struct conn {
   pthread_t writer;
   bool writer_started, writer_stop;
   bool writer_busy;             /* a popped batch is being sent */
+  bool big_io;                  /* had a READ/WRITE of 128 KiB or more */
   /* Replies of inline requests held by the reader (not under lock: the
    * reader's alone) to go out together in one send; see reply.h. */
   struct reply *held, *held_tail;

@@ -66,6 +66,9 @@ struct server {
   struct conn *conns;       /* doubly-linked list of live connections */
   int nconns;
   int nnegotiating;
+  bool trim_pending;        /* large request buffers, or many connections'
+                               buffers, freed since the last malloc_trim */
+  int closed_since_trim;    /* (conn.c) */
 };
 
 /* export.c */

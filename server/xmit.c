@@ -430,6 +430,9 @@ void xmit_run(struct conn *c)
       break;
     int err = closing ? ESHUTDOWN : validate(c, &r);
     void *buf = NULL;
+    if ((r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) && err == 0 &&
+        r.count >= 128 * 1024)
+      c->big_io = true;         /* conn.c: malloc_trim when idle */
     if (r.type == NBD_CMD_WRITE) {
       if (err == 0 && !(buf = malloc(r.count ? r.count : 1)))
         err = ENOMEM;
