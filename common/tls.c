@@ -601,6 +601,27 @@ static int tls_flush(struct transport *t)
   return 0;
 }
 
+/* One gnutls_record_send of len bytes at *p, into the cork buffer if
+ * cork; advances *p, *n (and conn->corked).  A soft error (AGAIN,
+ * INTERRUPTED) advances nothing, for the caller to try again.  -1 if
+ * fatal. */
+static int record_send(struct tls_conn *conn, const char **p, size_t *n,
+                       size_t len, bool cork)
+{
+  if (cork)
+    gnutls_record_cork(conn->s);
+  ssize_t r = gnutls_record_send(conn->s, *p, len);
+  if (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_AGAIN)
+    return 0;
+  if (r < 0)
+    return tls_fail(conn, (int)r, "tls_send");
+  *p += r;
+  *n -= (size_t)r;
+  if (cork)
+    conn->corked += (size_t)r;
+  return 0;
+}
+
 /* Cork, append each iovec, flush unless more follows: a reply header and
  * its data go out in the same records.  Corked bytes are flushed every
  * TLS_CORK_MAX so a large payload is not copied whole. */
@@ -619,41 +640,22 @@ static int tls_sendv(struct transport *t, const struct iovec *iov, int iovcnt,
          * corked (a reply header shares it with the data's start), then
          * encrypt straight from the caller's buffer a record at a time,
          * instead of copying it all into GnuTLS's cork buffer first. */
-        if (conn->corked % TLS_RECORD_MAX) {
-          size_t fill = TLS_RECORD_MAX - conn->corked % TLS_RECORD_MAX;
-          gnutls_record_cork(conn->s);
-          ssize_t r = gnutls_record_send(conn->s, p, fill);
-          if (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_AGAIN)
-            continue;
-          if (r < 0)
-            return tls_fail(conn, (int)r, "tls_send");
-          p += r;
-          n -= (size_t)r;
-          conn->corked += (size_t)r;
+        size_t part = conn->corked % TLS_RECORD_MAX;
+        if (part) {
+          if (record_send(conn, &p, &n, TLS_RECORD_MAX - part, true) == -1)
+            return -1;
+          continue;
         }
         if (conn->corked && tls_flush(t) == -1)
           return -1;
-        while (n >= TLS_RECORD_MAX) {
-          ssize_t r = gnutls_record_send(conn->s, p, n - n % TLS_RECORD_MAX);
-          if (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_AGAIN)
-            continue;
-          if (r < 0)
-            return tls_fail(conn, (int)r, "tls_send");
-          p += r;
-          n -= (size_t)r;
-        }
+        while (n >= TLS_RECORD_MAX)
+          if (record_send(conn, &p, &n, n - n % TLS_RECORD_MAX, false) == -1)
+            return -1;
         continue;
       }
       size_t room = TLS_CORK_MAX - conn->corked;
-      gnutls_record_cork(conn->s);
-      ssize_t r = gnutls_record_send(conn->s, p, n < room ? n : room);
-      if (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_AGAIN)
-        continue;
-      if (r < 0)
-        return tls_fail(conn, (int)r, "tls_send");
-      p += r;
-      n -= (size_t)r;
-      conn->corked += (size_t)r;
+      if (record_send(conn, &p, &n, n < room ? n : room, true) == -1)
+        return -1;
       if (conn->corked >= TLS_CORK_MAX && tls_flush(t) == -1)
         return -1;
     }
