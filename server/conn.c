@@ -129,8 +129,6 @@ static void *conn_thread(void *arg)
   log_debug("%s: closed", c->peer);
   pthread_mutex_lock(&s->conns_lock);
   conn_unlink(s, c);
-  /* Close while still holding conns_lock: drop_oldest_negotiating may
-   * only touch fds of listed connections. */
   /* The heap keeps freed request buffers for reuse (main.c); give them
    * back once nobody is connected, if large ones were used or 64
    * connections' worth of small ones (not after every connection of a
@@ -138,6 +136,8 @@ static void *conn_thread(void *arg)
    * handshakes/s). */
   if (c->big_io || ++s->closed_since_trim >= 64)
     s->trim_pending = true;
+  /* Close while still holding conns_lock: drop_oldest_negotiating may
+   * only touch fds of listed connections. */
   conn_free(c);
   bool trim = s->nconns == 0 && s->trim_pending;
   if (trim) {
