@@ -74,6 +74,15 @@ static void reply_free(struct reply *rp)
   free(rp);
 }
 
+static void free_list(struct reply *rp)
+{
+  while (rp) {
+    struct reply *next = rp->next;
+    reply_free(rp);
+    rp = next;
+  }
+}
+
 /* Under c->lock: a send failed or we gave up; the reader must stop. */
 static void mark_dead(struct conn *c)
 {
@@ -82,6 +91,19 @@ static void mark_dead(struct conn *c)
     shutdown(c->fd, SHUT_RDWR);
     pthread_cond_broadcast(&c->cond);
   }
+}
+
+/* Under c->lock: these replies will never be sent (a send failed, or no
+ * writer could be started): out of flight, freed, and the reader stops. */
+static void drop_replies(struct conn *c, struct reply *list)
+{
+  for (struct reply *rp = list; rp; rp = rp->next) {
+    c->inflight--;
+    c->inflight_bytes -= rp->bytes;
+  }
+  free_list(list);
+  mark_dead(c);
+  pthread_cond_broadcast(&c->cond);
 }
 
 static bool send_pending(struct transport *t)
@@ -126,11 +148,7 @@ static void send_batch(struct conn *c, struct reply *batch, bool dead,
   pthread_mutex_unlock(&c->send_lock);
   if (failed && !dead)
     log_debug("%s: send: %m", c->peer);
-  for (struct reply *rp = batch; rp; ) {
-    struct reply *next = rp->next;
-    reply_free(rp);
-    rp = next;
-  }
+  free_list(batch);
   if (failed && !dead) {
     pthread_mutex_lock(&c->lock);
     mark_dead(c);
@@ -273,7 +291,7 @@ static bool try_direct(struct conn *c, struct reply *list, int niov)
 
   /* Replies wholly sent are done; the first that is not, and all after
    * it, go to the writer. */
-  struct reply *done = NULL, *rest = list, *prev = NULL;
+  struct reply *rest = list, *prev = NULL;
   int ndone = 0;
   uint64_t bytes = 0;
   size_t left = w > 0 ? (size_t)w : 0;
@@ -289,49 +307,32 @@ static bool try_direct(struct conn *c, struct reply *list, int niov)
     prev = rest;
     rest = rest->next;
   }
-  if (prev) {              /* detach the finished ones */
+  if (prev)                /* detach the finished ones */
     prev->next = NULL;
-    done = list;
-  }
-  if (w < 0) {
-    done = list;
-    rest = NULL;
-    for (struct reply *rp = list; rp; rp = rp->next) {
-      ndone++;
-      bytes += rp->bytes;
-    }
-  }
 
   pthread_mutex_lock(&c->lock);
-  if (rest) {
+  if (w >= 0 && rest) {
     struct reply *last = rest;
     while (last->next)
       last = last->next;
     if (!queue_at_head(c, rest, last)) {
       c->outq = c->outq_tail = NULL;
-      w = -1;
-      for (struct reply *rp = rest; rp; rp = rp->next) {
-        ndone++;
-        bytes += rp->bytes;
-      }
       if (prev)
         prev->next = rest;
-      else
-        done = rest;
+      w = -1;
     }
   }
-  if (w < 0)
-    mark_dead(c);
-  c->inflight -= ndone;
-  c->inflight_bytes -= bytes;
-  pthread_cond_broadcast(&c->cond);
+  if (w < 0)               /* the list is whole again: none will be sent */
+    drop_replies(c, list);
+  else {
+    c->inflight -= ndone;
+    c->inflight_bytes -= bytes;
+    pthread_cond_broadcast(&c->cond);
+  }
   pthread_mutex_unlock(&c->send_lock);
   pthread_mutex_unlock(&c->lock);
-  for (struct reply *rp = done; rp; ) {
-    struct reply *next = rp->next;
-    reply_free(rp);
-    rp = next;
-  }
+  if (w >= 0 && prev)
+    free_list(list);
   return true;
 }
 
@@ -339,23 +340,7 @@ static bool try_direct(struct conn *c, struct reply *list, int niov)
 static void queue_list(struct conn *c, struct reply *first, struct reply *last)
 {
   pthread_mutex_lock(&c->lock);
-  if (!writer_start(c)) {
-    int n = 0;
-    uint64_t bytes = 0;
-    for (struct reply *rp = first; rp; ) {
-      struct reply *next = rp->next;
-      n++;
-      bytes += rp->bytes;
-      reply_free(rp);
-      rp = next;
-    }
-    log_error("%s: cannot start a writer; closing", c->peer);
-    mark_dead(c);
-    c->inflight -= n;
-    c->inflight_bytes -= bytes;
-    pthread_cond_broadcast(&c->cond);
-  }
-  else {
+  if (writer_start(c)) {
     if (c->outq_tail)
       c->outq_tail->next = first;
     else
@@ -363,6 +348,8 @@ static void queue_list(struct conn *c, struct reply *first, struct reply *last)
     c->outq_tail = last;
     pthread_cond_signal(&c->out_cond);
   }
+  else
+    drop_replies(c, first);
   pthread_mutex_unlock(&c->lock);
 }
 
@@ -403,28 +390,19 @@ static void direct_reply(struct conn *c, struct reply *rp)
 
 void reply_queue(struct conn *c, const struct nbd_req *r, struct reply *rp)
 {
-  if (direct && rp) {
-    direct_reply(c, rp);
+  if (rp) {
+    if (direct)
+      direct_reply(c, rp);
+    else
+      queue_list(c, rp, rp);
     return;
   }
   pthread_mutex_lock(&c->lock);
-  if (!rp || !writer_start(c)) {
-    if (rp)
-      reply_free(rp);
-    log_error("%s: out of memory for a reply; closing", c->peer);
-    mark_dead(c);
-    c->inflight--;
-    c->inflight_bytes -= req_bytes(r);
-    pthread_cond_broadcast(&c->cond);
-  }
-  else {
-    if (c->outq_tail)
-      c->outq_tail->next = rp;
-    else
-      c->outq = rp;
-    c->outq_tail = rp;
-    pthread_cond_signal(&c->out_cond);
-  }
+  log_error("%s: out of memory for a reply; closing", c->peer);
+  mark_dead(c);
+  c->inflight--;
+  c->inflight_bytes -= req_bytes(r);
+  pthread_cond_broadcast(&c->cond);
   pthread_mutex_unlock(&c->lock);
 }
 
