@@ -18,6 +18,7 @@
 #include <inttypes.h>
 #include <linux/fs.h>
 #include <linux/magic.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,16 @@ struct file_backend {
   bool is_bdev;
   /* Set once the kernel said a method is unsupported (never cleared). */
   atomic_bool no_zero_range, no_punch, no_alloc, no_discard, no_zeroout;
+  /* The last SEEK_HOLE answer: [data_from, data_to) held data (empty when
+   * equal).  On tmpfs SEEK_HOLE walks every page up to the next hole, so
+   * in a fully written file each call walks to the end (7 ms for 2 GiB);
+   * a copy asking for block status piece by piece paid that per piece.
+   * Only a trim or zero of ours turns data into a hole: both clear it
+   * (and bump punches, so a lookup racing with them stores nothing).  A
+   * hole punched by another process reads as data until then, which is
+   * always a correct answer. */
+  pthread_mutex_t seek_lock;
+  uint64_t data_from, data_to, punches;
 };
 
 static struct file_backend *fb(struct backend *b)
@@ -194,6 +205,15 @@ static int try_bdev_ioctl(struct file_backend *f, atomic_bool *unsupported,
   return 0;
 }
 
+/* After a trim or zero (done or not): see struct file_backend. */
+static void holes_changed(struct file_backend *f)
+{
+  pthread_mutex_lock(&f->seek_lock);
+  f->data_from = f->data_to = 0;
+  f->punches++;
+  pthread_mutex_unlock(&f->seek_lock);
+}
+
 static int file_trim(struct backend *b, uint64_t count, uint64_t offset,
                      unsigned flags)
 {
@@ -214,6 +234,7 @@ static int file_trim(struct backend *b, uint64_t count, uint64_t offset,
     r = try_fallocate(f, &f->no_punch,
                       FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                       count, offset);
+  holes_changed(f);
   if (r == -1)
     return -1;
   return (flags & BACKEND_FUA) ? file_flush(b) : 0;
@@ -310,20 +331,44 @@ static int file_zero(struct backend *b, uint64_t count, uint64_t offset,
     r = file_zero_bdev(f, count, offset, flags);
   else
     r = file_zero_regular(f, count, offset, flags);
+  holes_changed(f);
   if (r == -1)
     return -1;
   return (flags & BACKEND_FUA) ? file_flush(b) : 0;
 }
 
-/* lseek(SEEK_DATA or SEEK_HOLE) from pos, clipped to end.  ENXIO means no
- * data after pos (for SEEK_DATA) or pos past the end of a file that shrank
- * (for SEEK_HOLE): both are "end".  -1 with errno on other errors. */
-static int64_t seek_clipped(int fd, uint64_t pos, int whence, uint64_t end)
+/* lseek(SEEK_DATA or SEEK_HOLE) from pos.  ENXIO means no data after pos
+ * (for SEEK_DATA) or pos past the end of a file that shrank (for
+ * SEEK_HOLE): both are "end".  -1 with errno on other errors. */
+static int64_t seek(int fd, uint64_t pos, int whence, uint64_t end)
 {
   off_t r = lseek(fd, (off_t)pos, whence);
   if (r == -1)
     return errno == ENXIO ? (int64_t)end : -1;
-  return (int64_t)MIN((uint64_t)r, end);
+  return (int64_t)r;
+}
+
+/* Where the data at pos ends (the next hole, maybe past end), or -1. */
+static int64_t data_end(struct file_backend *f, uint64_t pos, uint64_t end)
+{
+  pthread_mutex_lock(&f->seek_lock);
+  uint64_t punches = f->punches;
+  if (f->data_from <= pos && pos < f->data_to) {
+    int64_t to = (int64_t)f->data_to;
+    pthread_mutex_unlock(&f->seek_lock);
+    return to;
+  }
+  pthread_mutex_unlock(&f->seek_lock);
+  int64_t next = seek(f->fd, pos, SEEK_HOLE, end);
+  if (next > (int64_t)pos) {
+    pthread_mutex_lock(&f->seek_lock);
+    if (f->punches == punches) {
+      f->data_from = pos;
+      f->data_to = (uint64_t)next;
+    }
+    pthread_mutex_unlock(&f->seek_lock);
+  }
+  return next;
 }
 
 /* Holes found with SEEK_DATA/SEEK_HOLE (lseek on a shared fd is safe: its
@@ -341,11 +386,11 @@ static int file_extents(struct backend *b, uint64_t count, uint64_t offset,
   }
   assert(offset <= b->size && count <= b->size - offset);
   while (r == 0 && pos < end) {
-    uint32_t flags = EXTENT_HOLE | EXTENT_ZERO;
-    int64_t next = seek_clipped(f->fd, pos, SEEK_DATA, end);
-    if (next == (int64_t)pos) {       /* data here: up to the next hole */
-      flags = 0;
-      next = seek_clipped(f->fd, pos, SEEK_HOLE, end);
+    uint32_t flags = 0;
+    int64_t next = data_end(f, pos, end);
+    if (next == (int64_t)pos) {       /* a hole here: up to the next data */
+      flags = EXTENT_HOLE | EXTENT_ZERO;
+      next = seek(f->fd, pos, SEEK_DATA, end);
     }
     if (next == -1 && !(errno == EINVAL || is_unsupported(errno))) {
       set_error(errno, "%s: lseek at %" PRIu64 ": %m", b->desc, pos);
@@ -357,6 +402,7 @@ static int file_extents(struct backend *b, uint64_t count, uint64_t offset,
       flags = 0;
       next = (int64_t)end;
     }
+    next = MIN(next, (int64_t)end);
     r = extents_add(e, pos, (uint64_t)next - pos, flags);
     pos = (uint64_t)next;
   }
@@ -377,6 +423,7 @@ static int file_cache(struct backend *b, uint64_t count, uint64_t offset)
 static void file_close(struct backend *b)
 {
   struct file_backend *f = fb(b);
+  pthread_mutex_destroy(&f->seek_lock);
   close(f->fd);
   free(b->desc);
   free(f);
@@ -486,6 +533,7 @@ struct backend *backend_file_open(const char *path, bool readonly)
     return NULL;
   }
   f->b.ops = &file_ops;
+  pthread_mutex_init(&f->seek_lock, NULL);
   /* O_NONBLOCK so that a FIFO given by mistake cannot hang the open; it
    * is cleared once the type is known. */
   f->fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC |

@@ -191,6 +191,49 @@ static void check_shrunk(struct backend *b, int fd)
   assert_int_equal(ftruncate(fd, (off_t)SIZE), 0);
 }
 
+/* Flags of the one extent reported for [off, off+len). */
+static uint32_t piece_flags(struct backend *b, uint64_t off, uint64_t len)
+{
+  struct extents e;
+  extents_init(&e, off, off + len, 1);
+  assert_int_equal(b->ops->extents(b, len, off, &e), 0);
+  assert_int_equal(e.n, 1);
+  assert_true(e.v[0].offset == off);
+  uint32_t fl = e.v[0].flags;
+  extents_free(&e);
+  return fl;
+}
+
+/* The backend remembers where data ends (file.c data_end); asked piece
+ * by piece, as a copy does, it must still see every trim and zero of its
+ * own at once, and writes into the holes they leave. */
+static void check_data_cache(struct backend *b)
+{
+  const uint64_t base = 2 * MIB, len = MIB;
+  uint8_t *w = malloc(len);
+  assert_non_null(w);
+  memset(w, 0x3c, len);
+  assert_int_equal(b->ops->pwrite(b, w, len, base, 0), 0);
+  for (uint64_t o = base; o < base + len; o += 64 * 1024)
+    assert_int_equal(piece_flags(b, o, 64 * 1024), 0);
+  /* a trim inside the remembered data */
+  assert_int_equal(b->ops->trim(b, 65536, base + 128 * 1024, 0), 0);
+  assert_int_equal(piece_flags(b, base + 128 * 1024, 65536), HZ);
+  assert_int_equal(piece_flags(b, base + 64 * 1024, 65536), 0);
+  /* then a zero that may punch, after the data was asked for again */
+  assert_int_equal(piece_flags(b, base + 256 * 1024, 65536), 0);
+  assert_int_equal(b->ops->zero(b, 65536, base + 256 * 1024,
+                                BACKEND_MAY_TRIM), 0);
+  assert_int_equal(piece_flags(b, base + 256 * 1024, 65536), HZ);
+  expect_bytes(b, base + 256 * 1024, 65536, 0);
+  /* a hole written again is data */
+  assert_int_equal(b->ops->pwrite(b, w, 65536, base + 128 * 1024, 0), 0);
+  assert_int_equal(piece_flags(b, base + 128 * 1024, 65536), 0);
+  assert_int_equal(b->ops->trim(b, len, base, 0), 0);
+  assert_int_equal(piece_flags(b, base, len), HZ);
+  free(w);
+}
+
 /* Read-only: caps say so and writes are refused. */
 static void check_readonly(const char *path, int fd)
 {
@@ -232,6 +275,7 @@ static void file_suite(const char *dir)
   check_write(b, fd);
   check_zero(b, MIB + 1100, true);
   check_trim(b, MIB + 128 * 1024);
+  check_data_cache(b);
   check_shrunk(b, fd);
   backend_close(b);
   check_readonly(path, fd);
