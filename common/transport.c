@@ -1,9 +1,11 @@
 /* snbd: the plain (fd) transport and helpers over any transport. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +69,7 @@ static bool needs_poll(const struct transport *t)
 struct plain {
   uint8_t *buf;           /* NULL: no read-ahead */
   size_t pos, len;
+  bool nonblock;          /* O_NONBLOCK set (for sendfile without block) */
 };
 
 static ssize_t plain_recv_fd(struct transport *t, void *buf, size_t len)
@@ -77,9 +80,10 @@ static ssize_t plain_recv_fd(struct transport *t, void *buf, size_t len)
     ssize_t r = recv(t->fd, buf, len, 0);
     if (r >= 0)
       return r;
-    if (errno == EINTR || errno == EAGAIN)
+    if (errno == EINTR)
       continue;
-    return -1;
+    if (errno != EAGAIN || transport_wait(t, POLLIN) == -1)
+      return -1;
   }
 }
 
@@ -164,6 +168,53 @@ static ssize_t plain_try_sendv(struct transport *t, const struct iovec *iov,
   }
 }
 
+/* sendfile has no MSG_DONTWAIT: a send that must not block needs the
+ * socket non-blocking, which it then stays (every plain op waits with
+ * poll on EAGAIN). */
+static ssize_t plain_sendfile(struct transport *t, int fd, uint64_t off,
+                              size_t len, bool block)
+{
+  struct plain *p = t->priv;
+  size_t done = 0;
+  if (!block && !p->nonblock) {
+    int fl = fcntl(t->fd, F_GETFL);
+    if (fl == -1 || fcntl(t->fd, F_SETFL, fl | O_NONBLOCK) == -1)
+      return -1;
+    p->nonblock = true;
+  }
+  while (done < len) {
+    off_t o = (off_t)(off + done);
+    ssize_t w = sendfile(t->fd, fd, &o, len - done);
+    if (w > 0) {
+      done += (size_t)w;
+      continue;
+    }
+    if (w == 0) {                 /* the file ends early */
+      errno = EIO;
+      return -1;
+    }
+    if (errno == EINTR)
+      continue;
+    if (errno != EAGAIN)
+      return -1;
+    if (!block)
+      break;
+    if (transport_wait(t, POLLOUT) == -1)
+      return -1;
+  }
+  return (ssize_t)done;
+}
+
+static size_t plain_take_buffered(struct transport *t, const void **p,
+                                  size_t max)
+{
+  struct plain *pl = t->priv;
+  size_t n = pl->len - pl->pos < max ? pl->len - pl->pos : max;
+  *p = pl->buf ? pl->buf + pl->pos : NULL;
+  pl->pos += n;
+  return n;
+}
+
 static int plain_shutdown(struct transport *t)
 {
   return shutdown(t->fd, SHUT_WR);
@@ -193,6 +244,9 @@ static const struct transport_ops plain_ops = {
   .close = plain_close,
   .pending = plain_pending,
   .try_sendv = plain_try_sendv,
+  .sendfile = plain_sendfile,
+  .take_buffered = plain_take_buffered,
+  .recv_kernel = plain_recv_fd,
 };
 
 struct transport *transport_plain_new(int fd)

@@ -45,6 +45,20 @@ struct transport_ops {
   /* Optional: true if bytes taken by try_sendv are still buffered here;
    * the next sendv (even of nothing) writes them first, blocking. */
   bool (*send_pending)(struct transport *t);
+  /* Optional (plain only): sends len bytes of file fd from off with
+   * sendfile, so the file's pages reach the socket without a copy.  With
+   * block, all of it or -1; without, what fits now (maybe 0), or -1.  A
+   * file that ends early fails with EIO. */
+  ssize_t (*sendfile)(struct transport *t, int fd, uint64_t off, size_t len,
+                      bool block);
+  /* Optional (plain only), for receiving straight into a shared mapping of
+   * a file, where a page the kernel cannot provide must fail a call with
+   * EFAULT rather than raise SIGBUS in user space.  take_buffered hands
+   * over up to max bytes already read ahead (*p valid until the next
+   * recv); once it returns less than asked, recv_kernel reads from the
+   * socket into buf with the kernel alone writing it. */
+  size_t (*take_buffered)(struct transport *t, const void **p, size_t max);
+  ssize_t (*recv_kernel)(struct transport *t, void *buf, size_t len);
 };
 
 struct transport {

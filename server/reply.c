@@ -18,6 +18,9 @@ struct reply {
   int nown;
   size_t hdr_used, hdr_cap;
   uint8_t *hdr;              /* header arena, after the iov array */
+  int file_fd;               /* file piece after the iovs (reply_file) */
+  uint64_t file_off;
+  size_t file_len;           /* 0: none */
 };
 
 static uint32_t req_bytes(const struct nbd_req *r)
@@ -58,6 +61,13 @@ void reply_data(struct reply *rp, const void *p, size_t len)
   if (rp->niov == rp->max_iov)
     abort();
   rp->iov[rp->niov++] = (struct iovec){ (void *)p, len };
+}
+
+void reply_file(struct reply *rp, int fd, uint64_t off, size_t len)
+{
+  rp->file_fd = fd;
+  rp->file_off = off;
+  rp->file_len = len;
 }
 
 void reply_own(struct reply *rp, void *p)
@@ -134,6 +144,12 @@ static void send_batch(struct conn *c, struct reply *batch, bool dead,
     else if (!failed) {
       memcpy(iov + k, rp->iov, (size_t)rp->niov * sizeof *iov);
       k += rp->niov;
+    }
+    if (!failed && rp->file_len) {      /* what is queued, then the file */
+      failed = (k > 0 && transport_sendv(c->t, iov, k, 1) == -1) ||
+               c->t->ops->sendfile(c->t, rp->file_fd, rp->file_off,
+                                   rp->file_len, true) == -1;
+      k = 0;
     }
     /* k == 0 with bytes still buffered by the reader's try_sendv: the
      * reply it queued is empty, and this sendv writes them out. */
@@ -227,18 +243,27 @@ static void reply_advance(struct reply *rp, size_t n)
     n -= rp->iov[i++].iov_len;
   memmove(rp->iov, rp->iov + i, (size_t)(rp->niov - i) * sizeof *rp->iov);
   rp->niov -= i;
-  if (n > 0) {
+  if (n > 0 && rp->niov > 0) {
     rp->iov[0].iov_base = (char *)rp->iov[0].iov_base + n;
     rp->iov[0].iov_len -= n;
   }
+  else if (n > 0) {                 /* into the file piece */
+    rp->file_off += n;
+    rp->file_len -= n;
+  }
+}
+
+static size_t iov_len(const struct iovec *iov, int n)
+{
+  size_t len = 0;
+  for (int i = 0; i < n; i++)
+    len += iov[i].iov_len;
+  return len;
 }
 
 static size_t reply_len(const struct reply *rp)
 {
-  size_t n = 0;
-  for (int i = 0; i < rp->niov; i++)
-    n += rp->iov[i].iov_len;
-  return n;
+  return iov_len(rp->iov, rp->niov) + rp->file_len;
 }
 
 /* Under c->lock: puts the list first..last at the head of the writer's
@@ -282,9 +307,16 @@ static bool try_direct(struct conn *c, struct reply *list, int niov)
     memcpy(iov + k, rp->iov, (size_t)rp->niov * sizeof *iov);
     k += rp->niov;
   }
-  for (int i = 0; i < k; i++)
-    total += iov[i].iov_len;
+  total = iov_len(iov, k);
   ssize_t w = try_sendv(c->t, iov, k);
+  /* A reply with a file piece comes alone (direct_reply): its file part
+   * once all before it went. */
+  if (w >= 0 && (size_t)w == total && list->file_len) {
+    ssize_t wf = c->t->ops->sendfile(c->t, list->file_fd, list->file_off,
+                                     list->file_len, false);
+    w = wf < 0 ? -1 : w + wf;
+    total += list->file_len;
+  }
   /* TLS may have taken everything but kept some of it buffered: then the
    * last reply stays queued, empty, for the writer to flush. */
   bool pending = w >= 0 && (size_t)w == total && send_pending(c->t);
@@ -373,7 +405,7 @@ static void direct_reply(struct conn *c, struct reply *rp)
 {
   size_t len = reply_len(rp);
   if (c->held && (c->held_n >= HELD_MAX || c->held_iov + rp->niov > HELD_IOV ||
-                  c->held_len + len > HELD_BYTES))
+                  c->held_len + len > HELD_BYTES || rp->file_len))
     reply_flush_held(c);
   rp->next = NULL;
   if (c->held_tail)
@@ -384,7 +416,7 @@ static void direct_reply(struct conn *c, struct reply *rp)
   c->held_n++;
   c->held_iov += rp->niov;
   c->held_len += len;
-  if (!hold || rp->niov > HELD_IOV || len > HELD_BYTES)
+  if (!hold || rp->niov > HELD_IOV || len > HELD_BYTES || rp->file_len)
     reply_flush_held(c);
 }
 

@@ -27,6 +27,10 @@ void *reply_hdr(struct reply *rp, size_t len);
 /* Appends borrowed data: it must live until the reply is sent (static, or
  * handed over with reply_own). */
 void reply_data(struct reply *rp, const void *p, size_t len);
+/* Appends len bytes of file fd from off, sent with the transport's
+ * sendfile (which the caller checked it has); the last piece of a reply.
+ * The reply is sent alone, never held back with others. */
+void reply_file(struct reply *rp, int fd, uint64_t off, size_t len);
 /* The reply frees p after sending (at most 2 per reply). */
 void reply_own(struct reply *rp, void *p);
 /* Hands the reply to the writer.  rp == NULL (allocation failed) ends the

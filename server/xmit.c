@@ -20,6 +20,8 @@ struct req {
   struct conn *c;
   struct nbd_req r;
   void *buf;                 /* WRITE payload, or NULL */
+  bool written;              /* WRITE payload already in place ... */
+  int write_err;             /* ... with this outcome (write_into_map) */
 };
 
 /* The one errno -> NBD_E* mapping (proto.md "Error values"). */
@@ -86,6 +88,18 @@ static void send_ok(struct conn *c, const struct nbd_req *r)
 
 /* ---- commands ---- */
 
+/* An OFFSET_DATA chunk header for length bytes at offset; the data is
+ * the next piece the caller adds. */
+static void data_chunk(struct reply *rp, const struct nbd_req *r, uint16_t fl,
+                       uint64_t offset, uint64_t length)
+{
+  uint8_t *h = reply_hdr(rp, 28);
+  uint64_t off = htobe64(offset);
+  wire_encode_chunk_hdr(h, fl, NBD_REPLY_TYPE_OFFSET_DATA, r->cookie,
+                        (uint32_t)(8 + length));
+  memcpy(h + 20, &off, 8);
+}
+
 /* Structured READ: holes of a sparse backend go out as OFFSET_HOLE chunks
  * and only data is read (ARCHITECTURE.md "Structured replies").  On
  * success the reply owns buf. */
@@ -139,10 +153,7 @@ static int read_structured(struct conn *c, const struct nbd_req *r,
       memcpy(h + 28, &len, 4);
     }
     else {
-      uint8_t *h = reply_hdr(rp, 28);
-      wire_encode_chunk_hdr(h, fl, NBD_REPLY_TYPE_OFFSET_DATA, r->cookie,
-                            (uint32_t)(8 + x->length));
-      memcpy(h + 20, &off, 8);
+      data_chunk(rp, r, fl, x->offset, x->length);
       reply_data(rp, buf + (x->offset - r->offset), (size_t)x->length);
     }
   }
@@ -155,9 +166,38 @@ static int read_structured(struct conn *c, const struct nbd_req *r,
   return 0;
 }
 
+/* Large READs from a backend whose data is a file that cannot fail a
+ * read (BACKEND_SENDFILE), over a transport with sendfile: the file's
+ * pages go to the socket without a buffer or a copy.  A file cut short
+ * by someone else ends the connection (the header is already out), where
+ * pread would have answered EIO.  Small reads gain less than they lose
+ * by not sharing a send with other replies. */
+#define SENDFILE_MIN (128 * 1024)
+
+static bool read_by_sendfile(struct conn *c, const struct nbd_req *r)
+{
+  struct backend *be = c->exp->be;
+  if (r->count < SENDFILE_MIN || !(be->caps & BACKEND_SENDFILE) ||
+      !c->t->ops->sendfile ||
+      (c->structured && (be->caps & BACKEND_CHEAP_EXTENTS)))
+    return false;
+  struct reply *rp = reply_new(r, 1, 28);
+  if (rp) {
+    if (c->structured)
+      data_chunk(rp, r, NBD_REPLY_FLAG_DONE, r->offset, r->count);
+    else
+      wire_encode_simple_reply(reply_hdr(rp, 16), 0, r->cookie);
+    reply_file(rp, be->data_fd, r->offset, r->count);
+  }
+  reply_queue(c, r, rp);
+  return true;
+}
+
 static void cmd_read(struct conn *c, const struct nbd_req *r)
 {
   struct backend *be = c->exp->be;
+  if (read_by_sendfile(c, r))
+    return;
   /* Not zeroed: bytes only leave this buffer after a successful read
    * filled them (holes go out as OFFSET_HOLE, failures send no payload),
    * so nothing stale can reach the client (SECURITY.md 17, 25). */
@@ -311,8 +351,16 @@ static void req_run(void *arg)
     cmd_block_status(c, r);
     goto done;
   case NBD_CMD_WRITE:
-    rc = r->count ? be->ops->pwrite(be, q->buf, r->count, r->offset,
-                                    be_fua(be, r->flags)) : 0;
+    if (q->written) {           /* the data went in without FUA */
+      errno = q->write_err;
+      rc = q->write_err ? -1 : 0;
+      if (rc == 0 && (r->flags & NBD_CMD_FLAG_FUA) &&
+          (be->caps & BACKEND_CAN_FLUSH))
+        rc = be->ops->flush(be);
+    }
+    else
+      rc = r->count ? be->ops->pwrite(be, q->buf, r->count, r->offset,
+                                      be_fua(be, r->flags)) : 0;
     break;
   case NBD_CMD_FLUSH:
     rc = (be->caps & BACKEND_CAN_FLUSH) ? be->ops->flush(be) : 0;
@@ -393,6 +441,55 @@ static int validate(const struct conn *c, const struct nbd_req *r)
 
 /* ---- the reader ---- */
 
+/* A WRITE payload received straight into the backend's shared mapping
+ * (BACKEND_RECV_MAP): one copy, socket to page cache, instead of two, and
+ * no inode lock for concurrent writers to spin on.  Only the kernel
+ * writes the mapping (bytes already read ahead go in with pwrite, the
+ * rest with recv_kernel), so a page it cannot provide (a full tmpfs, a
+ * file cut short by someone else) fails a recv with EFAULT instead of
+ * raising SIGBUS; the rest of the payload then goes through a buffer and
+ * pwrite, which reports the real error.  Data lands as it arrives: a
+ * payload cut short leaves part of it written, as any torn write may.
+ * 0 with *err the request's outcome, or -1 if the stream broke. */
+static int write_into_map(struct conn *c, const struct nbd_req *r, int *err)
+{
+  struct transport *t = c->t;
+  struct backend *be = c->exp->be;
+  const void *p;
+  size_t done = t->ops->take_buffered(t, &p, r->count);
+
+  *err = 0;
+  if (done > 0 && be->ops->pwrite(be, p, done, r->offset, 0) == -1)
+    *err = errno;
+  while (*err == 0 && done < r->count) {
+    ssize_t n = t->ops->recv_kernel(t, be->map + r->offset + done,
+                                    r->count - done);
+    if (n > 0)
+      done += (size_t)n;
+    else if (n == 0 || errno != EFAULT) {
+      if (n == 0)
+        errno = ECONNRESET;
+      return -1;
+    }
+    else
+      break;
+  }
+  size_t rest = r->count - done;
+  if (rest == 0)
+    return 0;
+  void *buf = *err ? NULL : malloc(rest);
+  if (!buf) {
+    if (*err == 0)
+      *err = ENOMEM;
+    return transport_discard(t, rest);
+  }
+  int rr = transport_read_full(t, buf, rest);
+  if (rr == 0 && be->ops->pwrite(be, buf, rest, r->offset + done, 0) == -1)
+    *err = errno;
+  free(buf);
+  return rr;
+}
+
 /* Reads one request header; handles the switch to shutdown mode.
  * 1 = got one, 0 = end of the connection. */
 static int read_request(struct conn *c, struct nbd_req *r, bool *closing)
@@ -433,8 +530,12 @@ void xmit_run(struct conn *c)
     if ((r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) && err == 0 &&
         r.count >= 128 * 1024)
       c->big_io = true;         /* conn.c: malloc_trim when idle */
+    bool mapped = r.type == NBD_CMD_WRITE && err == 0 && r.count > 0 &&
+                  (c->exp->be->caps & BACKEND_RECV_MAP) &&
+                  c->t->ops->recv_kernel;
+    int write_err = 0;
     if (r.type == NBD_CMD_WRITE) {
-      if (err == 0 && !(buf = malloc(r.count ? r.count : 1)))
+      if (err == 0 && !mapped && !(buf = malloc(r.count ? r.count : 1)))
         err = ENOMEM;
       /* A refused write's payload is drained through the transport,
        * without allocating its claimed length (SECURITY.md 14). */
@@ -442,7 +543,8 @@ void xmit_run(struct conn *c)
       int wake = c->t->wake_fd;
       c->t->wake_fd = -1;
       int rr = err ? transport_discard(c->t, r.count)
-                   : transport_read_full(c->t, buf, r.count);
+               : mapped ? write_into_map(c, &r, &write_err)
+               : transport_read_full(c->t, buf, r.count);
       c->t->wake_fd = wake;
       if (rr == -1) {
         free(buf);
@@ -461,7 +563,8 @@ void xmit_run(struct conn *c)
       free(buf);
       continue;
     }
-    *q = (struct req){ .c = c, .r = r, .buf = buf };
+    *q = (struct req){ .c = c, .r = r, .buf = buf, .written = mapped,
+                       .write_err = write_err };
     if (c->exp->be->caps & BACKEND_FAST_IO) {
       /* Nothing can block on a device: run it here and send the reply
        * straight away (never blocking, reply.c), saving two thread

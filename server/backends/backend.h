@@ -28,6 +28,15 @@
 #define BACKEND_FAST_IO        (1u << 11) /* operations never wait for a
                                              device (RAM, tmpfs): the server
                                              runs them inline */
+#define BACKEND_SENDFILE       (1u << 12) /* data_fd holds the disk from
+                                             offset 0 and reading it cannot
+                                             fail: READ data may be sent
+                                             from it with sendfile */
+#define BACKEND_RECV_MAP       (1u << 13) /* map is the whole disk, mapped
+                                             shared and writable: a WRITE
+                                             payload may be received into it
+                                             by the kernel (never touched
+                                             from user space, see xmit.c) */
 
 /* Operation flags. */
 #define BACKEND_FUA       (1u << 0)  /* data is durable before returning */
@@ -86,6 +95,8 @@ struct backend {
   uint32_t block_min;      /* 1 unless the device needs more (e.g. 512) */
   uint32_t block_pref;     /* preferred I/O size, e.g. 4096 */
   char *desc;              /* human-readable, e.g. "memory:1G" */
+  int data_fd;             /* with BACKEND_SENDFILE */
+  uint8_t *map;            /* with BACKEND_RECV_MAP */
 };
 
 /* Parse "memory:SIZE" | "file:PATH" (and "error:RATE:ERRNO:SPEC" for tests,

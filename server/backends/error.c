@@ -239,9 +239,11 @@ struct backend *backend_error_open(const char *args, bool readonly)
   atomic_init(&eb->draws, 0);
   eb->b.ops = &err_ops;
   eb->b.size = eb->inner->size;
-  /* Not CHEAP_EXTENTS: the server would then skip pread for holes and a
-   * read could never see the injected error. */
-  eb->b.caps = eb->inner->caps & ~BACKEND_CHEAP_EXTENTS;
+  /* Not CHEAP_EXTENTS, SENDFILE or RECV_MAP: the server would then skip
+   * pread for holes or bypass pread and pwrite, and could never see the
+   * injected error. */
+  eb->b.caps = eb->inner->caps & ~(BACKEND_CHEAP_EXTENTS | BACKEND_SENDFILE |
+                                   BACKEND_RECV_MAP);
   eb->b.block_min = eb->inner->block_min;
   eb->b.block_pref = eb->inner->block_pref;
   return &eb->b;

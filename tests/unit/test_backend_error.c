@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "backend.h"
@@ -64,6 +65,32 @@ static void test_rate_one(void **state)
     assert_int_equal(b->ops->cache(b, 4096, 0), 0);
     backend_close(b);
   }
+}
+
+/* Over a file in RAM: the server would bypass pread and pwrite with
+ * sendfile and a mapping of the file, so the wrapper must not pass those
+ * on, or injected errors could never be seen. */
+static void test_over_tmpfs_file(void **state)
+{
+  (void)state;
+  char path[] = "/dev/shm/snbd-error-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd == -1)
+    skip();
+  assert_int_equal(ftruncate(fd, 1 << 20), 0);
+  char spec[64];
+  snprintf(spec, sizeof spec, "error:1:EIO:file:%s", path);
+  struct backend *f = backend_open(spec + strlen("error:1:EIO:"), false);
+  struct backend *b = backend_open(spec, false);
+  unlink(path);
+  close(fd);
+  assert_non_null(f);
+  assert_non_null(b);
+  assert_int_equal(f->caps & (BACKEND_SENDFILE | BACKEND_RECV_MAP),
+                   BACKEND_SENDFILE | BACKEND_RECV_MAP);
+  assert_int_equal(b->caps, f->caps & ~(BACKEND_SENDFILE | BACKEND_RECV_MAP));
+  backend_close(f);
+  backend_close(b);
 }
 
 static void test_rate_zero(void **state)
@@ -168,6 +195,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_rate_one),
     cmocka_unit_test(test_rate_zero),
+    cmocka_unit_test(test_over_tmpfs_file),
     cmocka_unit_test(test_seeded),
     cmocka_unit_test(test_bad_specs),
     cmocka_unit_test(test_readonly_and_nesting),

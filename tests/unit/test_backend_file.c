@@ -241,7 +241,9 @@ static void check_readonly(const char *path, int fd)
   struct backend *b = backend_file_open(path, true);
   assert_non_null(b);
   assert_int_equal(b->caps & (BACKEND_CAN_WRITE | BACKEND_CAN_TRIM |
-                              BACKEND_CAN_ZERO | BACKEND_CAN_FUA), 0);
+                              BACKEND_CAN_ZERO | BACKEND_CAN_FUA |
+                              BACKEND_RECV_MAP), 0);
+  assert_null(b->map);
   assert_int_equal(b->ops->pwrite(b, "xyz", 3, 0, 0), -1);
   assert_int_equal(errno, EPERM);
   assert_int_equal(b->ops->trim(b, 4096, 0, 0), -1);
@@ -270,13 +272,27 @@ static void file_suite(const char *dir)
   /* A file in RAM is run inline by the server; one on a disk is not. */
   struct statfs sf;
   assert_int_equal(fstatfs(fd, &sf), 0);
-  assert_int_equal((b->caps & BACKEND_FAST_IO) != 0,
-                   sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC);
+  bool ram = sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC;
+  assert_int_equal((b->caps & BACKEND_FAST_IO) != 0, ram);
+  /* ... and sends READ data from it with sendfile, and receives WRITE
+   * payloads into a shared mapping of it (xmit.c): the same bytes. */
+  assert_int_equal((b->caps & BACKEND_SENDFILE) != 0, ram);
+  assert_int_equal((b->caps & BACKEND_RECV_MAP) != 0, ram);
+
   check_write(b, fd);
   check_zero(b, MIB + 1100, true);
   check_trim(b, MIB + 128 * 1024);
   check_data_cache(b);
   check_shrunk(b, fd);
+  if (ram) {
+    assert_non_null(b->map);
+    assert_int_equal(pwrite(b->data_fd, "map", 3, 5), 3);
+    assert_memory_equal(b->map + 5, "map", 3);
+    memcpy(b->map + 5, "pam", 3);
+    char back[3];
+    assert_int_equal(b->ops->pread(b, back, 3, 5), 0);
+    assert_memory_equal(back, "pam", 3);
+  }
   backend_close(b);
   check_readonly(path, fd);
   close(fd);
