@@ -184,6 +184,9 @@ void conn_start(struct server *s, int fd, bool is_local, const char *peer)
   c->negotiating = true;
   s->nnegotiating++;
   conn_link(s, c);
+  /* The thread start was on the critical path of every handshake: now
+   * the client reads the greeting and answers meanwhile. */
+  hs_greet(c);
 
   pthread_attr_t attr;
   pthread_t tid;

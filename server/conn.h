@@ -19,6 +19,7 @@ struct conn {
   char peer[128];               /* for logs */
   bool is_local;                /* loopback or Unix socket */
   int64_t started;              /* monotonic ns */
+  size_t greeted;               /* greeting bytes sent by hs_greet */
 
   /* Negotiation state.  Everything below "reset at STARTTLS" is
    * forgotten when TLS starts (proto.md, NBD_OPT_STARTTLS). */
@@ -60,6 +61,10 @@ struct conn {
   bool negotiating;             /* counted in server.nnegotiating */
 };
 
+/* handshake.c: sends what the socket takes of the greeting now, without
+ * blocking (the accepting thread, so the client can answer while the
+ * connection's thread starts); hs_run sends the rest. */
+void hs_greet(struct conn *c);
 /* handshake.c: 0 = go to transmission, -1 = close the connection. */
 int hs_run(struct conn *c);
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "conn.h"
 #include "log.h"
@@ -477,13 +478,24 @@ static int hs_dispatch(struct conn *c, const struct nbd_opt_hdr *hp)
   return rc;
 }
 
+void hs_greet(struct conn *c)
+{
+  uint8_t greeting[18];
+  wire_encode_greeting(greeting, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+  ssize_t n = send(c->fd, greeting, sizeof greeting,
+                   MSG_DONTWAIT | MSG_NOSIGNAL);
+  c->greeted = n > 0 ? (size_t)n : 0;
+}
+
 int hs_run(struct conn *c)
 {
   uint8_t greeting[18];
   uint32_t cflags;
 
   wire_encode_greeting(greeting, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
-  if (transport_write_full(c->t, greeting, sizeof greeting, 0) == -1 ||
+  if ((c->greeted < sizeof greeting &&
+       transport_write_full(c->t, greeting + c->greeted,
+                            sizeof greeting - c->greeted, 0) == -1) ||
       transport_read_msg(c->t, &cflags, sizeof cflags) == -1) {
     if (errno == ETIMEDOUT)
       log_info("%s: no client flags within %d s; closing", c->peer,
