@@ -36,6 +36,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def listening(sock, port):
+    """The Unix socket exists and, if port, the TCP port takes
+    connections (the server may open them in either order)."""
+    if not os.path.exists(sock):
+        return False
+    if port is None:
+        return True
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def run(export, tcp=False):
     tmp = os.environ["TMPDIR"]
     sock = os.path.join(tmp, "sock")
@@ -46,8 +60,8 @@ def run(export, tcp=False):
                            (["-i", "127.0.0.1", "-p", str(port)] if tcp
                             else []) + [export])
     try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists(sock):
+        deadline = time.monotonic() + 30
+        while not listening(sock, port if tcp else None):
             if time.monotonic() > deadline or srv.poll() is not None:
                 sys.exit("server did not start")
             time.sleep(0.02)
