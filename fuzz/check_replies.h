@@ -33,6 +33,7 @@ struct check_params {
   bool meta;                /* ... and base:allocation */
   bool export_name;         /* NBD_OPT_EXPORT_NAME instead of GO */
   bool no_zeroes;           /* NBD_FLAG_C_NO_ZEROES sent */
+  bool zero_copy_reads;     /* READ data may show later writes (sendfile) */
 };
 
 /* The reader function for peer_start_reader(); ud is a check_params. */

@@ -1,13 +1,16 @@
 /* fuzz: the server's transmission phase (request parser, validation,
- * dispatcher, backends) on memory exports.
+ * dispatcher, backends) on memory exports and a file in RAM.
  *
  * Input: one mode byte, then requests.  The harness sends a valid
  * handshake chosen by the mode byte before them, so every other byte is a
  * request header or a WRITE payload:
  *   bit 0    NBD_OPT_STRUCTURED_REPLY
  *   bit 1    NBD_OPT_SET_META_CONTEXT base:allocation on the export
- *   bits 2-3 export: 0 and 3 the default (1 MiB), 1 "ro" (64 KiB,
- *            read-only), 2 "big" (1 TiB, sparse)
+ *   bits 2-3 export: 0 the default (1 MiB), 1 "ro" (64 KiB,
+ *            read-only), 2 "big" (1 TiB, sparse), 3 "file" (1 MiB, a
+ *            file in /dev/shm: sendfile reads, writes into a mapping;
+ *            read data overlapping a later write is not checked, see
+ *            check_replies.c mask_later_writes)
  *   bit 4    NBD_OPT_EXPORT_NAME instead of NBD_OPT_GO (and no
  *            NBD_FLAG_C_NO_ZEROES, so the old 124 zero bytes are sent)
  * Bits 5-7 are free (ignored).  Every reply is checked by the oracle in
@@ -45,7 +48,7 @@ static void put_option(struct wire_buf *b, uint32_t opt,
 static void build_handshake(struct wire_buf *b, uint8_t mode)
 {
   static const char *const names[] = { "", FUZZ_EXPORT_RO, FUZZ_EXPORT_BIG,
-                                       "" };
+                                       FUZZ_EXPORT_FILE };
   const char *name = names[(mode >> 2) & 3];
   bool export_name = mode & 0x10;
   struct wire_buf p;
@@ -85,6 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     .requests = data + 1, .nrequests = n,
     .structured = mode & 1, .meta = mode & 2,
     .export_name = mode & 0x10, .no_zeroes = !(mode & 0x10),
+    .zero_copy_reads = ((mode >> 2) & 3) == 3,
   };
   struct wire_buf hs;
   wire_buf_init(&hs);

@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "conn.h"
 #include "fuzz_server.h"
@@ -11,11 +12,26 @@
 /* Replies one input may cause before the client hangs up (peer.h). */
 #define FUZZ_OUTPUT_BUDGET (64u * 1024 * 1024)
 
-static const char *const exports[] = {
+/* The file export's spec, "file=file:/proc/self/fd/N": the file is
+ * unlinked as soon as it is made, so no run leaves one behind. */
+static char file_spec[64];
+static int file_fd = -1;
+
+static const char *exports[] = {
   "memory:1M",
   FUZZ_EXPORT_RO "=memory:64K,readonly,description=read-only export",
   FUZZ_EXPORT_BIG "=memory:1T",
+  file_spec,
 };
+
+/* The file export starts as 1 MiB of holes, like the memory ones. */
+static void fresh_file(void)
+{
+  if (ftruncate(file_fd, 0) == -1 || ftruncate(file_fd, 1024 * 1024) == -1) {
+    perror("fuzz: file export");
+    abort();
+  }
+}
 
 void fuzz_server_init(void)
 {
@@ -26,6 +42,20 @@ void fuzz_server_init(void)
    * an input behaves the same. */
   if (pool_start(1) == -1)
     abort();
+  /* In RAM, where the server serves files with sendfile and a mapping. */
+  char path[64] = "/dev/shm/snbd-fuzz-XXXXXX";
+  file_fd = mkstemp(path);
+  if (file_fd == -1) {
+    snprintf(path, sizeof path, "/tmp/snbd-fuzz-XXXXXX");
+    file_fd = mkstemp(path);
+  }
+  if (file_fd == -1) {
+    perror("fuzz: mkstemp");
+    abort();
+  }
+  unlink(path);
+  snprintf(file_spec, sizeof file_spec,
+           FUZZ_EXPORT_FILE "=file:/proc/self/fd/%d", file_fd);
 }
 
 static void server_setup(struct server *s)
@@ -42,6 +72,7 @@ static void server_setup(struct server *s)
   pthread_mutex_init(&s->creds_lock, NULL);
   pthread_mutex_init(&s->conns_lock, NULL);
   pthread_cond_init(&s->conns_cond, NULL);
+  fresh_file();
   for (size_t i = 0; i < sizeof exports / sizeof exports[0]; i++)
     if (export_parse(s, exports[i]) == -1) {
       fprintf(stderr, "fuzz: %s: %s\n", exports[i], get_error());

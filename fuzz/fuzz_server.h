@@ -1,8 +1,9 @@
 /* fuzz: one in-process snbd server connection per fuzz input, shared by
  * fuzz_handshake and fuzz_request.
  *
- * Every run builds a fresh struct server with three memory exports (so no
- * state, written data included, leaks from one input into the next), then
+ * Every run builds a fresh struct server with three memory exports and a
+ * fresh file export (so no state, written data included, leaks from one
+ * input into the next), then
  * serves one connection through the real conn_start() path: the
  * connection thread runs the handshake (TLS off) and, after GO or
  * EXPORT_NAME, transmission on the worker pool.  The client side is a
@@ -22,9 +23,12 @@
 #define FUZZ_MAX_INPUT (64 * 1024)
 
 /* Exports of every run: "" (the default, 1 MiB, writable), "ro" (64 KiB,
- * read-only, with a description) and "big" (1 TiB, sparse, writable). */
-#define FUZZ_EXPORT_RO  "ro"
-#define FUZZ_EXPORT_BIG "big"
+ * read-only, with a description), "big" (1 TiB, sparse, writable) and
+ * "file" (1 MiB, a fresh file in /dev/shm each run: large reads go out
+ * with sendfile and writes land through a mapping of the file). */
+#define FUZZ_EXPORT_RO   "ro"
+#define FUZZ_EXPORT_BIG  "big"
+#define FUZZ_EXPORT_FILE "file"
 
 /* Once per process (LLVMFuzzerInitialize). */
 void fuzz_server_init(void);

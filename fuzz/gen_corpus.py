@@ -180,6 +180,23 @@ def request_seeds():
         req('STATUS', 65536, 32 << 20, REQ_ONE, cookie=1003) +
         req('TRIM', 0, 1 << 20, cookie=1004) +
         req('READ', 0, 2 << 20, cookie=1005) + disc())
+    # The file export (in RAM): 1 MiB reads go out with sendfile, writes
+    # are received into a mapping of the file (partly from read-ahead).
+    # Read data overlapping a later write is not checked (check_replies.c),
+    # so later writes stay clear of most of the first one.
+    rw = (req('WRITE', 4095, 20000, cookie=1, payload=b'\x77' * 20000) +
+          req('READ', 0, 1 << 20, cookie=2) +
+          req('READ', 3, (1 << 20) - 3, cookie=3) +
+          req('TRIM', 4096, 8192, cookie=4) +
+          req('READ', 0, 256 << 10, cookie=5) +
+          req('WRITE', (1 << 20) - 7, 7, FUA, cookie=6, payload=b'\x88' * 7) +
+          req('READ', 512 << 10, 512 << 10, cookie=7) +
+          req('ZEROES', 600 << 10, 100 << 10, cookie=8) +
+          req('READ', 0, 1 << 20, cookie=9))
+    s['file-simple'] = bytes([0x0c]) + rw + disc()
+    s['file-structured'] = bytes([0x0f]) + rw + (
+        req('STATUS', 0, 1 << 20, cookie=10) +
+        req('READ', 0, 1 << 20, DF, cookie=11)) + disc()
     return s
 
 
