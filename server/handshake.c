@@ -478,10 +478,16 @@ static int hs_dispatch(struct conn *c, const struct nbd_opt_hdr *hp)
   return rc;
 }
 
+/* The fixed-newstyle greeting every connection gets. */
+static void encode_greeting(uint8_t greeting[18])
+{
+  wire_encode_greeting(greeting, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+}
+
 void hs_greet(struct conn *c)
 {
   uint8_t greeting[18];
-  wire_encode_greeting(greeting, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+  encode_greeting(greeting);
   ssize_t n = send(c->fd, greeting, sizeof greeting,
                    MSG_DONTWAIT | MSG_NOSIGNAL);
   c->greeted = n > 0 ? (size_t)n : 0;
@@ -492,7 +498,7 @@ int hs_run(struct conn *c)
   uint8_t greeting[18];
   uint32_t cflags;
 
-  wire_encode_greeting(greeting, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+  encode_greeting(greeting);
   if ((c->greeted < sizeof greeting &&
        transport_write_full(c->t, greeting + c->greeted,
                             sizeof greeting - c->greeted, 0) == -1) ||

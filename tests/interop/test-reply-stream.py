@@ -87,6 +87,13 @@ def run(export, tcp=False):
                    p[1].to_bytearray() != model[p[2]:p[2] + p[3]]:
                     bad.append("read of %d at %d" % (p[3], p[2]))
 
+        def wait_clear(off, n, writes_only):
+            """Reaps until no request in flight (only writes, if
+            writes_only) overlaps [off, off+n)."""
+            while any(p[2] < off + n and off < p[2] + p[3] and
+                      (p[1] is None or not writes_only) for p in pending):
+                reap()
+
         for i in range(600):
             if time.monotonic() > end:
                 break
@@ -101,9 +108,7 @@ def run(export, tcp=False):
                 # overlap it, so wait for those that do.
                 n = rnd.choice((1, 4095, 70000, 300 * 1024 + 3, MiB + 1))
                 off = rnd.randrange(0, SIZE - n)
-                while any(p[2] < off + n and off < p[2] + p[3]
-                          for p in pending):
-                    reap()
+                wait_clear(off, n, writes_only=False)
                 data = os.urandom(n)
                 model[off:off + n] = data
                 pending.append((h.aio_pwrite(nbd.Buffer.from_bytearray(
@@ -111,9 +116,7 @@ def run(export, tcp=False):
                 writes += 1
             n = rnd.choice((4096, 300 * 1024, MiB, 2 * MiB))
             off = rnd.randrange(0, SIZE - n)
-            while any(p[1] is None and p[2] < off + n and off < p[2] + p[3]
-                      for p in pending):
-                reap()
+            wait_clear(off, n, writes_only=True)
             buf = nbd.Buffer(n)
             pending.append((h.aio_pread(buf, off), buf, off, n))
             while len(pending) >= 16:
