@@ -10,6 +10,13 @@
  * waiting in transport_wait() too, because gnutls_record_uncork(WAIT)
  * would spin on GNUTLS_E_AGAIN.
  *
+ * tls_pull reads ahead: GnuTLS asks for a record's 5-byte header and then
+ * for its body, two recv calls per 16 KiB record, so each recv also fills
+ * a read-ahead buffer that the next pulls are served from.  Only what
+ * tls_pull hands to GnuTLS leaves that buffer: it holds ciphertext, never
+ * data.  It is freed whenever it is empty and the socket has nothing more,
+ * so an idle connection holds none.
+ *
  * Plain-text injection (nbdkit CVE-2021-3716): the plain transport does no
  * read-ahead, and from the handshake on every byte of the socket is read
  * by GnuTLS through tls_pull.  Bytes a peer sends in clear text before its
@@ -45,6 +52,9 @@
  * GnuTLS keeps of a large payload. */
 #define TLS_CORK_MAX (256 * 1024)
 
+/* tls_pull's read-ahead buffer: a few full records. */
+#define TLS_READAHEAD (64 * 1024)
+
 /* The largest TLS record's plain text. */
 #define TLS_RECORD_MAX 16384
 
@@ -66,6 +76,10 @@ struct tls_conn {
   unsigned nvdata;
   int recv_errno;                             /* set by tls_pull only */
   int send_errno;                             /* set by tls_push only */
+  /* tls_pull's read-ahead: ciphertext [ra_off, ra_len) of ra (receiver
+   * only; NULL while empty and the socket is drained). */
+  char *ra;
+  size_t ra_off, ra_len;
   size_t corked;                              /* writer only */
   /* tls_try_sendv: ciphertext the socket did not take at once, written
    * out before anything else is pushed (sender only). */
@@ -76,18 +90,49 @@ struct tls_conn {
 
 /* ---- transport functions given to GnuTLS ---- */
 
+static size_t ra_held(const struct tls_conn *conn)
+{
+  return conn->ra_len - conn->ra_off;
+}
+
 static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
 {
   struct transport *t = ptr;
   struct tls_conn *conn = t->priv;
+  size_t n = ra_held(conn) < len ? ra_held(conn) : len;
+  if (n > 0)
+    memcpy(buf, conn->ra + conn->ra_off, n);
+  conn->ra_off += n;
+  if (n == len)
+    return (ssize_t)n;
+  /* The read-ahead is empty: what is asked for, and what follows. */
+  if (!conn->ra && len - n < TLS_READAHEAD)
+    conn->ra = malloc(TLS_READAHEAD);
+  struct iovec iov[2] = { { (char *)buf + n, len - n },
+                          { conn->ra, TLS_READAHEAD } };
+  struct msghdr m = { .msg_iov = iov, .msg_iovlen = conn->ra ? 2 : 1 };
   for (;;) {
-    ssize_t r = recv(t->fd, buf, len, MSG_DONTWAIT);
-    if (r >= 0)
-      return r;
+    ssize_t r = recvmsg(t->fd, &m, MSG_DONTWAIT);
+    if (r >= 0) {
+      size_t got = (size_t)r;
+      if (got > len - n) {
+        conn->ra_off = 0;
+        conn->ra_len = got - (len - n);
+        got = len - n;
+      }
+      return (ssize_t)(n + got);
+    }
     if (errno == EINTR)
       continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK)
-      conn->recv_errno = errno;
+    int err = errno;
+    free(conn->ra);                     /* empty; held again when needed */
+    conn->ra = NULL;
+    conn->ra_off = conn->ra_len = 0;
+    if (n > 0)
+      return (ssize_t)n;
+    if (err != EAGAIN && err != EWOULDBLOCK)
+      conn->recv_errno = err;
+    errno = err;
     return -1;      /* GnuTLS reads errno: EAGAIN -> GNUTLS_E_AGAIN */
   }
 }
@@ -179,6 +224,8 @@ static ssize_t tls_push(gnutls_transport_ptr_t ptr, const giovec_t *iov,
 static int tls_pull_timeout(gnutls_transport_ptr_t ptr, unsigned ms)
 {
   struct transport *t = ptr;
+  if (ra_held(t->priv) > 0)
+    return 1;
   struct pollfd p = { .fd = t->fd, .events = POLLIN };
   int timeout = ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : (int)ms;
   if (t->deadline) {
@@ -292,6 +339,7 @@ static int handshake_loop(struct transport *t)
 
 static void conn_free(struct tls_conn *conn)
 {
+  free(conn->ra);
   free(conn->spill);
   if (conn->s)
     gnutls_deinit(conn->s);
@@ -517,6 +565,15 @@ static int fill_peer(struct tls_conn *conn, struct tls_peer *p)
 
 /* ---- the TLS transport ---- */
 
+/* Decrypted bytes, or else ciphertext read ahead (readable at once, though
+ * perhaps not yet a whole record). */
+static size_t tls_pending(struct transport *t)
+{
+  struct tls_conn *conn = t->priv;
+  size_t n = gnutls_record_check_pending(conn->s);
+  return n ? n : ra_held(conn);
+}
+
 static bool needs_poll(const struct transport *t)
 {
   return t->deadline != 0 || t->wake_fd >= 0;
@@ -529,7 +586,7 @@ static ssize_t tls_recv(struct transport *t, void *buf, size_t len)
   for (;;) {
     /* Decrypted data already held is returned without waiting, as a plain
      * socket would; otherwise deadline and wake_fd come first. */
-    if (needs_poll(t) && gnutls_record_check_pending(conn->s) == 0 &&
+    if (needs_poll(t) && tls_pending(t) == 0 &&
         transport_wait(t, POLLIN) == -1)
       return -1;
     ssize_t r = gnutls_record_recv(conn->s, buf, len);
@@ -720,12 +777,6 @@ static void tls_close(struct transport *t)
   if (t->fd >= 0)
     close(t->fd);
   free(t);
-}
-
-static size_t tls_pending(struct transport *t)
-{
-  struct tls_conn *conn = t->priv;
-  return gnutls_record_check_pending(conn->s);
 }
 
 static const struct transport_ops tls_ops = {

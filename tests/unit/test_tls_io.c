@@ -282,18 +282,27 @@ static void *do_recv(void *arg)
   return NULL;
 }
 
+/* A PSK session pair under the test deadline, and a pipe for a wake fd. */
+static void psk_pair_with_wake(struct side *srv, struct side *cli,
+                               int wake[2])
+{
+  struct tls_creds *sc = server_creds(NULL, "psk", false);
+  struct tls_creds *cc = client_psk("psk", "alice");
+  assert_true(run_pair(sc, cc, NULL, srv, cli));
+  tls_creds_unref(sc);            /* sessions keep their own reference */
+  tls_creds_unref(cc);
+  assert_int_equal(pipe(wake), 0);
+  srv->t->deadline = cli->t->deadline = monotonic_ns() + TEST_DEADLINE;
+}
+
 /* wake_fd cancels a blocked recv, a deadline ends one; neither breaks the
  * session. */
 static void test_recv_wake_and_deadline(void **state)
 {
   (void)state;
-  struct tls_creds *sc = server_creds(NULL, "psk", false);
-  struct tls_creds *cc = client_psk("psk", "alice");
   struct side srv, cli;
   int wake[2];
-  assert_true(run_pair(sc, cc, NULL, &srv, &cli));
-  assert_int_equal(pipe(wake), 0);
-  srv.t->deadline = cli.t->deadline = monotonic_ns() + TEST_DEADLINE;
+  psk_pair_with_wake(&srv, &cli, wake);
   srv.t->wake_fd = wake[0];
 
   struct blocked_recv b = { srv.t, 0, 0 };
@@ -326,8 +335,50 @@ static void test_recv_wake_and_deadline(void **state)
   close(wake[0]);
   close(wake[1]);
   close_pair(&srv, &cli);
-  tls_creds_unref(sc);
-  tls_creds_unref(cc);
+}
+
+/* tls_pull reads ahead: records that arrived together are taken from the
+ * socket at once, count as pending, and come out of recv without waiting,
+ * even with the socket empty and the wake fd readable (as a plain socket's
+ * queued bytes would; a reader that waited on the socket would hang, or
+ * here return ECANCELED). */
+static void test_readahead_pending(void **state)
+{
+  (void)state;
+  struct side srv, cli;
+  int wake[2];
+  psk_pair_with_wake(&srv, &cli, wake);
+
+  enum { N = 8, LEN = 64 };
+  char m[LEN], want[LEN];
+  for (int i = 0; i < N; i++) {           /* one record each */
+    memset(m, 'a' + i, LEN);
+    assert_int_equal(transport_write_full(cli.t, m, LEN, 0), 0);
+  }
+  assert_int_equal(transport_read_msg(srv.t, m, LEN), 0);
+  memset(want, 'a', LEN);
+  assert_memory_equal(m, want, LEN);
+  assert_true(srv.t->ops->pending(srv.t) > 0);
+  struct pollfd p = { .fd = srv.t->fd, .events = POLLIN };
+  assert_int_equal(poll(&p, 1, 0), 0);    /* all of it was read ahead */
+
+  srv.t->wake_fd = wake[0];
+  assert_int_equal(write(wake[1], "w", 1), 1);
+  for (int i = 1; i < N; i++) {
+    assert_int_equal(transport_read_msg(srv.t, m, LEN), 0);
+    memset(want, 'a' + i, LEN);
+    assert_memory_equal(m, want, LEN);
+  }
+  assert_int_equal(srv.t->ops->pending(srv.t), 0);
+  errno = 0;
+  assert_int_equal(transport_read_msg(srv.t, m, LEN), -1);
+  assert_int_equal(errno, ECANCELED);     /* now it waits, and is woken */
+
+  srv.t->wake_fd = -1;
+  small_roundtrip(srv.t, cli.t);
+  close(wake[0]);
+  close(wake[1]);
+  close_pair(&srv, &cli);
 }
 
 /* Clear text sent before the ClientHello is parsed as TLS (and refused),
@@ -527,6 +578,7 @@ int main(void)
     cmocka_unit_test(test_truncation),
     cmocka_unit_test(test_handshake_deadline),
     cmocka_unit_test(test_recv_wake_and_deadline),
+    cmocka_unit_test(test_readahead_pending),
     cmocka_unit_test(test_plaintext_injection),
     cmocka_unit_test(test_gnutls_cli_psk),
     cmocka_unit_test(test_gnutls_cli_x509),
