@@ -82,6 +82,13 @@ trap 'exit 130' INT TERM
 LOGDIR=$W/logs PKI=$W/pki PSK_DIR=$W/psk DISK=$W/disk.img SRC=$W/src.img
 RESULTS=$W/results.tsv
 mkdir -p "$LOGDIR" "$PSK_DIR"
+# The source and one image per server are in /dev/shm at once.
+need=$(( SIZE * ($(wc -w <<<"$SERVERS") + 1) ))
+have=$(df --output=avail -B1 /dev/shm | tail -1)
+if [ "$need" -gt "$have" ]; then
+  echo "bench: /dev/shm has $(numfmt --to=iec "$have") free, the run needs $(numfmt --to=iec "$need") (BENCH_SIZE x (servers + 1))" >&2
+  exit 1
+fi
 : >"$RESULTS"
 started=$(date +%s)
 
@@ -147,40 +154,72 @@ meta cmd_holdconns "build/bench/holdconns -n $CONNS -t $HOLD_TIMEOUT \$URI"
 meta cmd_scale "build/bench/holdconns -n $SCALE_CONNS -t $SCALE_TIMEOUT \$URI & nbdcopy -- \$W/src.img \$URI"
 meta cmd_snbd_copy "snbd-copy \$W/src.img \$URI; snbd-copy \$URI null:"
 
-run_row() {
+# All servers of a transport run at once, each on its own image, so the
+# runs can go in rounds: round r does one run of each workload on every
+# server before round r + 1 starts, and a slow spell of this shared
+# machine falls on all servers alike instead of on one server's runs.
+# Memory is measured first, on each fresh server; the 10,000-connection
+# test last.
+declare -A S_PID S_URI S_SOCK FAILED
+use_server() {
+  SERVER=$1 SRV_PID=${S_PID[$1]} SRV_URI=${S_URI[$1]} _sock=${S_SOCK[$1]}
+}
+
+start_all() {
   local why
-  if why=$(server_na "$SERVER" "$TRANSPORT"); then
-    rec_na all "$why"; return 0
-  fi
-  if ! server_start "$SERVER" "$TRANSPORT"; then
-    rec_na all "did not start: $(tail -1 "$LOGDIR/$SERVER-$TRANSPORT.log" 2>/dev/null)"
-    return 0
-  fi
-  rec cmd "$SRV_CMD"
-  rec uri "$(scrub "$SRV_URI")"
-  log "$TRANSPORT $SERVER: memory, $CONNS idle connections"
-  wl_memory || true
-  log "$TRANSPORT $SERVER: sequential copies"
-  wl_seq || true
-  log "$TRANSPORT $SERVER: 4 KiB random I/O"
-  wl_rand || true
-  log "$TRANSPORT $SERVER: handshakes"
-  wl_handshakes || true
-  if [ "$SERVER" = snbd ] && [ "$TRANSPORT" = tcp ] && [ "$SCALE_CONNS" -gt 0 ]; then
-    log "$TRANSPORT $SERVER: $SCALE_CONNS idle connections and a copy"
+  STARTED=()
+  for SERVER in $SERVERS; do
+    if why=$(server_na "$SERVER" "$TRANSPORT"); then
+      rec_na all "$why"; continue
+    fi
+    DISK=$W/disk-$SERVER.img
+    if ! server_start "$SERVER" "$TRANSPORT"; then
+      rec_na all "did not start: $(tail -1 "$LOGDIR/$SERVER-$TRANSPORT.log" 2>/dev/null)"
+      rm -f "$DISK"
+      continue
+    fi
+    S_PID[$SERVER]=$SRV_PID S_URI[$SERVER]=$SRV_URI S_SOCK[$SERVER]=$_sock
+    STARTED+=("$SERVER")
+    rec cmd "$SRV_CMD"
+    rec uri "$(scrub "$SRV_URI")"
+    log "$TRANSPORT $SERVER: memory, $CONNS idle connections"
+    wl_memory || true
+  done
+}
+
+stop_all() {
+  for SERVER in "${STARTED[@]}"; do
+    use_server "$SERVER"
+    server_stop
+    rm -f "$W/disk-$SERVER.img"
+  done
+}
+
+run_transport() {
+  local round step
+  start_all
+  for ((round = 1; round <= RUNS; round++)); do
+    for step in seq rand handshakes snbd_copy; do
+      log "$TRANSPORT round $round/$RUNS: $step"
+      for SERVER in "${STARTED[@]}"; do
+        [ "$step" != snbd_copy ] || [ "$SERVER" = snbd ] || continue
+        [ -z "${FAILED[$SERVER:$TRANSPORT:$step]:-}" ] || continue
+        use_server "$SERVER"
+        "wl_$step" || FAILED[$SERVER:$TRANSPORT:$step]=1
+      done
+    done
+  done
+  if [ "$TRANSPORT" = tcp ] && [ "$SCALE_CONNS" -gt 0 ] && [ -n "${S_PID[snbd]:-}" ]; then
+    use_server snbd
+    log "$TRANSPORT snbd: $SCALE_CONNS idle connections and a copy"
     wl_scale || true
   fi
-  if [ "$SERVER" = snbd ]; then
-    log "$TRANSPORT $SERVER: snbd-copy against nbdcopy"
-    wl_snbd_copy || true
-  fi
-  server_stop
+  stop_all
 }
 
 for TRANSPORT in $TRANSPORTS; do
-  for SERVER in $SERVERS; do
-    run_row
-  done
+  S_PID=() S_URI=() S_SOCK=()
+  run_transport
 done
 
 meta elapsed "$(( $(date +%s) - started )) s"

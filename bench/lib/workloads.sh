@@ -4,10 +4,11 @@
 #   rec METRIC VALUE          one line "server transport metric value"
 #   rec_na METRIC REASON      why a figure is missing
 # into $RESULTS (tab separated, one line per run; report.py takes the
-# median).  Every client runs under `timeout`; every background process
+# median).  wl_seq, wl_rand, wl_handshakes and wl_snbd_copy do one run
+# each: bench/run.sh calls them in rounds across the servers.  Every client runs under `timeout`; every background process
 # is tracked and stopped by PID.
 #
-# Needs: SERVER TRANSPORT (current row), RUNS, SIZE, RAND_SECONDS,
+# Needs: SERVER TRANSPORT SRV_PID SRV_URI (current server), SIZE, RAND_SECONDS,
 # HS_SECONDS, CONNS, COPY_TIMEOUT, HOLD_TIMEOUT, SCALE_CONNS, SCALE_TIMEOUT,
 # BIN (bench programs),
 # SRC (the data file), W, PY, RESULTS, SNBD_COPY.
@@ -80,26 +81,24 @@ copy_once() {
   C_RSS=$(cat "$peak" 2>/dev/null || tree_rss_kib "$SRV_PID")
 }
 
-# nbdcopy 2 GiB in (from the random file) and back out to null:, RUNS
-# times; MiB/s each way, CPU per GiB (both ways together), peak RSS.
+# One round of nbdcopy: SIZE bytes in (from the random file) and back out
+# to null:; MiB/s each way, CPU per GiB (both ways together), peak RSS.
 wl_seq() {
-  local r w_srv w_cli gib
+  local w_srv w_cli gib
   gib=$(calc 's / 1073741824' "s=$SIZE")
-  for ((r = 1; r <= RUNS; r++)); do
-    if ! copy_once "nbdcopy write" nbdcopy -- "$SRC" "$SRV_URI"; then
-      rec_na seq "$C_WHY"; return 1
-    fi
-    rec seq_write_mibs "$C_MIBS"; rec rss_copy_kib "$C_RSS"
-    rec nc_write_cli_cpu "$C_CLI"
-    w_srv=$C_SRV w_cli=$C_CLI
-    if ! copy_once "nbdcopy read" nbdcopy -- "$SRV_URI" null:; then
-      rec_na seq "$C_WHY"; return 1
-    fi
-    rec seq_read_mibs "$C_MIBS"; rec rss_copy_kib "$C_RSS"
-    rec nc_read_cli_cpu "$C_CLI"
-    rec srv_cpu_per_gib "$(calc '(a + b) / (2 * g)' "a=$w_srv" "b=$C_SRV" "g=$gib")"
-    rec cli_cpu_per_gib "$(calc '(a + b) / (2 * g)' "a=$w_cli" "b=$C_CLI" "g=$gib")"
-  done
+  if ! copy_once "nbdcopy write" nbdcopy -- "$SRC" "$SRV_URI"; then
+    rec_na seq "$C_WHY"; return 1
+  fi
+  rec seq_write_mibs "$C_MIBS"; rec rss_copy_kib "$C_RSS"
+  rec nc_write_cli_cpu "$C_CLI"
+  w_srv=$C_SRV w_cli=$C_CLI
+  if ! copy_once "nbdcopy read" nbdcopy -- "$SRV_URI" null:; then
+    rec_na seq "$C_WHY"; return 1
+  fi
+  rec seq_read_mibs "$C_MIBS"; rec rss_copy_kib "$C_RSS"
+  rec nc_read_cli_cpu "$C_CLI"
+  rec srv_cpu_per_gib "$(calc '(a + b) / (2 * g)' "a=$w_srv" "b=$C_SRV" "g=$gib")"
+  rec cli_cpu_per_gib "$(calc '(a + b) / (2 * g)' "a=$w_cli" "b=$C_CLI" "g=$gib")"
 }
 
 # One random-I/O run: fio's nbd engine in clear text, bench/randio over
@@ -129,40 +128,35 @@ print(j["iops"], j["total_ios"])' "$out" "$mode") ||
   [ "${R_OPS:-0}" -gt 0 ] || { R_WHY="no request completed"; return 1; }
 }
 
-# 4 KiB random read and write at depth 32; IOPS, and server CPU per
-# request (both modes together).
+# One round of 4 KiB random read and write at depth 32; IOPS, and server
+# CPU per request (both modes together).
 wl_rand() {
-  local r mode cpu ops
-  for ((r = 1; r <= RUNS; r++)); do
-    cpu=0 ops=0
-    for mode in read write; do
-      cpu_mark
-      if ! _rand_once "$mode"; then rec_na "rand$mode" "$R_WHY"; return 1; fi
-      cpu=$(calc 'a + b' "a=$cpu" "b=$(cpu_since_mark)")
-      ops=$((ops + ${R_OPS%.*}))
-      rec "rand${mode}_iops" "$R_IOPS"
-    done
-    rec srv_us_per_req "$(calc 'c * 1e6 / n' "c=$cpu" "n=$ops")"
+  local mode cpu=0 ops=0
+  for mode in read write; do
+    cpu_mark
+    if ! _rand_once "$mode"; then rec_na "rand$mode" "$R_WHY"; return 1; fi
+    cpu=$(calc 'a + b' "a=$cpu" "b=$(cpu_since_mark)")
+    ops=$((ops + ${R_OPS%.*}))
+    rec "rand${mode}_iops" "$R_IOPS"
   done
+  rec srv_us_per_req "$(calc 'c * 1e6 / n' "c=$cpu" "n=$ops")"
 }
 
-# Handshakes per second, and the CPU each side spent per handshake (the
-# client's own cost bounds the rate: the loop runs one at a time).
+# One handshake loop: handshakes per second, and the CPU each side spent
+# per handshake (the client's own cost bounds the rate: the loop runs one
+# at a time).
 wl_handshakes() {
-  local r out=$W/hs.out rc n srv
-  for ((r = 1; r <= RUNS; r++)); do
-    rc=0
-    cpu_mark
-    timed $((${HS_SECONDS%.*} + 60)) "$out" "$BIN/handshakes" -t "$HS_SECONDS" \
-      "$SRV_URI" || rc=$?
-    if [ "$rc" -ne 0 ]; then rec_na handshakes "$(_why "$out" "$rc")"; return 1; fi
-    srv=$(cpu_since_mark)
-    n=$(sed -n 's/^handshakes=\([0-9]*\).*/\1/p' "$out")
-    [ "${n:-0}" -gt 0 ] || { rec_na handshakes "no handshake completed"; return 1; }
-    rec handshakes_per_s "$(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' "$out")"
-    rec srv_ms_per_hs "$(calc 'c * 1000 / n' "c=$srv" "n=$n")"
-    rec cli_ms_per_hs "$(calc 'c * 1000 / n' "c=$T_CPU" "n=$n")"
-  done
+  local out=$W/hs.out rc=0 n srv
+  cpu_mark
+  timed $((${HS_SECONDS%.*} + 60)) "$out" "$BIN/handshakes" -t "$HS_SECONDS" \
+    "$SRV_URI" || rc=$?
+  if [ "$rc" -ne 0 ]; then rec_na handshakes "$(_why "$out" "$rc")"; return 1; fi
+  srv=$(cpu_since_mark)
+  n=$(sed -n 's/^handshakes=\([0-9]*\).*/\1/p' "$out")
+  [ "${n:-0}" -gt 0 ] || { rec_na handshakes "no handshake completed"; return 1; }
+  rec handshakes_per_s "$(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' "$out")"
+  rec srv_ms_per_hs "$(calc 'c * 1000 / n' "c=$srv" "n=$n")"
+  rec cli_ms_per_hs "$(calc 'c * 1000 / n' "c=$T_CPU" "n=$n")"
 }
 
 # Idle RSS, then CONNS idle connections held open: memory per connection
@@ -224,22 +218,19 @@ wl_scale() {
   wait_no_children "$SRV_PID" 30 || true
 }
 
-# snbd-copy against nbdcopy on the same server, both directions: the
-# nbdcopy figures are wl_seq's (a file in, out to null:), snbd-copy does
-# the same (null: discards, as nbdcopy's does).
+# One round of snbd-copy against nbdcopy on the same server, both
+# directions: the nbdcopy figures are wl_seq's (a file in, out to null:),
+# snbd-copy does the same (null: discards, as nbdcopy's does).
 wl_snbd_copy() {
-  local r
   if [ ! -x "$SNBD_COPY" ]; then
     rec_na snbd_copy "snbd-copy not built ($SNBD_COPY missing)"; return 1
   fi
-  for ((r = 1; r <= RUNS; r++)); do
-    if ! copy_once "snbd-copy write" "$SNBD_COPY" "$SRC" "$SRV_URI"; then
-      rec_na snbd_copy "$C_WHY"; return 1
-    fi
-    rec sc_write_mibs "$C_MIBS"; rec sc_write_cli_cpu "$C_CLI"
-    if ! copy_once "snbd-copy read" "$SNBD_COPY" "$SRV_URI" null:; then
-      rec_na snbd_copy "$C_WHY"; return 1
-    fi
-    rec sc_read_mibs "$C_MIBS"; rec sc_read_cli_cpu "$C_CLI"
-  done
+  if ! copy_once "snbd-copy write" "$SNBD_COPY" "$SRC" "$SRV_URI"; then
+    rec_na snbd_copy "$C_WHY"; return 1
+  fi
+  rec sc_write_mibs "$C_MIBS"; rec sc_write_cli_cpu "$C_CLI"
+  if ! copy_once "snbd-copy read" "$SNBD_COPY" "$SRV_URI" null:; then
+    rec_na snbd_copy "$C_WHY"; return 1
+  fi
+  rec sc_read_mibs "$C_MIBS"; rec sc_read_cli_cpu "$C_CLI"
 }
