@@ -19,7 +19,7 @@
 #   BENCH_SERVERS="snbd nbdkit-memory nbdkit-file qemu-nbd nbd-server nbdkit-null"
 #                         (snbd-memory: snbd's memory backend, also known)
 #   BENCH_TRANSPORTS="tcp unix x509 psk"
-#   BENCH_OUT=bench/RESULTS.md
+#   BENCH_OUT=bench/RESULTS.md  (and every raw figure in bench/RESULTS.tsv)
 #   BENCH_QUICK=1         smoke test: 64M copies, 1 run, 1 s loops,
 #                         50 connections, short limits (figures meaningless)
 set -euo pipefail
@@ -158,8 +158,8 @@ meta cmd_snbd_copy "snbd-copy \$W/src.img \$URI; snbd-copy \$URI null:"
 # runs can go in rounds: round r does one run of each workload on every
 # server before round r + 1 starts, and a slow spell of this shared
 # machine falls on all servers alike instead of on one server's runs.
-# Memory is measured first, on each fresh server; the 10,000-connection
-# test last.
+# Memory is measured first, on each fresh server, then an unrecorded
+# write fills its export (wl_warm); the 10,000-connection test comes last.
 declare -A S_PID S_URI S_SOCK FAILED
 use_server() {
   SERVER=$1 SRV_PID=${S_PID[$1]} SRV_URI=${S_URI[$1]} _sock=${S_SOCK[$1]}
@@ -182,8 +182,9 @@ start_all() {
     STARTED+=("$SERVER")
     rec cmd "$SRV_CMD"
     rec uri "$(scrub "$SRV_URI")"
-    log "$TRANSPORT $SERVER: memory, $CONNS idle connections"
+    log "$TRANSPORT $SERVER: memory, $CONNS idle connections; a warm-up write"
     wl_memory || true
+    wl_warm || FAILED[$SERVER:$TRANSPORT:seq]=1
   done
 }
 
@@ -226,6 +227,8 @@ meta elapsed "$(( $(date +%s) - started )) s"
 meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 log "done in $(( $(date +%s) - started )) s; writing $OUT"
 "$PY" "$top/bench/report.py" "$RESULTS" "$OUT"
+# Every run's raw figure, in the order measured, beside the report.
+cp "$RESULTS" "${OUT%.md}.tsv"
 # A failed snbd figure fails `make bench`; an anchor's is only reported.
 if grep -q $'^snbd[^\t]*\t[^\t]*\tna:' "$RESULTS"; then
   echo "bench: some snbd figures are missing (see the notes in $OUT)" >&2

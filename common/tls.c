@@ -10,12 +10,14 @@
  * waiting in transport_wait() too, because gnutls_record_uncork(WAIT)
  * would spin on GNUTLS_E_AGAIN.
  *
- * tls_pull reads ahead: GnuTLS asks for a record's 5-byte header and then
- * for its body, two recv calls per 16 KiB record, so each recv also fills
- * a read-ahead buffer that the next pulls are served from.  Only what
+ * tls_pull reads ahead once transport_readahead() says so (after the NBD
+ * handshake): GnuTLS asks for a record's 5-byte header and then for its
+ * body, two recv calls per 16 KiB record, so each recv also fills a
+ * read-ahead buffer that the next pulls are served from.  Only what
  * tls_pull hands to GnuTLS leaves that buffer: it holds ciphertext, never
- * data.  It is freed whenever it is empty and the socket has nothing more,
- * so an idle connection holds none.
+ * data.  It is taken only while data flows (the last plain recv got all
+ * it asked for) and freed whenever it is empty and the socket has nothing
+ * more, so an idle connection holds none.
  *
  * Plain-text injection (nbdkit CVE-2021-3716): the plain transport does no
  * read-ahead, and from the handshake on every byte of the socket is read
@@ -76,10 +78,12 @@ struct tls_conn {
   unsigned nvdata;
   int recv_errno;                             /* set by tls_pull only */
   int send_errno;                             /* set by tls_push only */
-  /* tls_pull's read-ahead: ciphertext [ra_off, ra_len) of ra (receiver
-   * only; NULL while empty and the socket is drained). */
+  /* tls_pull's read-ahead (receiver only): ciphertext [ra_off, ra_len)
+   * of ra, NULL while empty and the socket is drained; allowed once
+   * ra_on, taken when ra_flowing (the last recv without it was full). */
   char *ra;
   size_t ra_off, ra_len;
+  bool ra_on, ra_flowing;
   size_t corked;                              /* writer only */
   /* tls_try_sendv: ciphertext the socket did not take at once, written
    * out before anything else is pushed (sender only). */
@@ -106,7 +110,7 @@ static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
   if (n == len)
     return (ssize_t)n;
   /* The read-ahead is empty: what is asked for, and what follows. */
-  if (!conn->ra && len - n < TLS_READAHEAD)
+  if (!conn->ra && conn->ra_flowing && len - n < TLS_READAHEAD)
     conn->ra = malloc(TLS_READAHEAD);
   struct iovec iov[2] = { { (char *)buf + n, len - n },
                           { conn->ra, TLS_READAHEAD } };
@@ -115,6 +119,8 @@ static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
     ssize_t r = recvmsg(t->fd, &m, MSG_DONTWAIT);
     if (r >= 0) {
       size_t got = (size_t)r;
+      if (!conn->ra)
+        conn->ra_flowing = conn->ra_on && got == len - n;
       if (got > len - n) {
         conn->ra_off = 0;
         conn->ra_len = got - (len - n);
@@ -128,6 +134,7 @@ static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
     free(conn->ra);                     /* empty; held again when needed */
     conn->ra = NULL;
     conn->ra_off = conn->ra_len = 0;
+    conn->ra_flowing = false;
     if (n > 0)
       return (ssize_t)n;
     if (err != EAGAIN && err != EWOULDBLOCK)
@@ -779,6 +786,12 @@ static void tls_close(struct transport *t)
   free(t);
 }
 
+static void tls_readahead(struct transport *t)
+{
+  struct tls_conn *conn = t->priv;
+  conn->ra_on = true;
+}
+
 static const struct transport_ops tls_ops = {
   .name = "tls",
   .recv = tls_recv,
@@ -788,6 +801,7 @@ static const struct transport_ops tls_ops = {
   .pending = tls_pending,
   .try_sendv = tls_try_sendv,
   .send_pending = tls_send_pending,
+  .readahead = tls_readahead,
 };
 
 /* ---- handshakes ---- */

@@ -236,6 +236,13 @@ static size_t plain_pending(struct transport *t)
   return p->len - p->pos;
 }
 
+static void plain_readahead(struct transport *t)
+{
+  struct plain *p = t->priv;
+  if (!p->buf)
+    p->buf = malloc(READAHEAD_SIZE);   /* without it: plain reads */
+}
+
 static const struct transport_ops plain_ops = {
   .name = "plain",
   .recv = plain_recv,
@@ -247,6 +254,7 @@ static const struct transport_ops plain_ops = {
   .sendfile = plain_sendfile,
   .take_buffered = plain_take_buffered,
   .recv_kernel = plain_recv_fd,
+  .readahead = plain_readahead,
 };
 
 struct transport *transport_plain_new(int fd)
@@ -268,11 +276,8 @@ struct transport *transport_plain_new(int fd)
 
 void transport_readahead(struct transport *t)
 {
-  if (t->ops != &plain_ops)
-    return;                 /* GnuTLS buffers whole records already */
-  struct plain *p = t->priv;
-  if (!p->buf)
-    p->buf = malloc(READAHEAD_SIZE);   /* without it: plain reads */
+  if (t->ops->readahead)
+    t->ops->readahead(t);
 }
 
 int transport_read_full(struct transport *t, void *buf, size_t len)

@@ -59,6 +59,9 @@ struct transport_ops {
    * socket into buf with the kernel alone writing it. */
   size_t (*take_buffered)(struct transport *t, const void **p, size_t max);
   ssize_t (*recv_kernel)(struct transport *t, void *buf, size_t len);
+  /* Optional: from now on, read ahead of what recv asks for (see
+   * transport_readahead). */
+  void (*readahead)(struct transport *t);
 };
 
 struct transport {
@@ -70,8 +73,9 @@ struct transport {
 };
 
 struct transport *transport_plain_new(int fd);
-/* Lets a plain transport read ahead (a no-op for TLS).  Only once the
- * handshake is over: see transport.c. */
+/* Lets the transport read ahead of what recv asks for: plain buffers the
+ * socket, TLS reads several records per recv.  Only once the handshake
+ * (and any STARTTLS) is over: see transport.c. */
 void transport_readahead(struct transport *t);
 
 /* Helpers over the ops. */

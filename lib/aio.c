@@ -21,6 +21,7 @@ int xmit_start(struct snbd_handle *h)
 {
   sigset_t all, old;
   h->t->deadline = 0;
+  transport_readahead(h->t);        /* past STARTTLS: safe to read ahead */
   h->state = H_READY;
   /* Signals belong to the application's threads, not ours. */
   sigfillset(&all);

@@ -81,6 +81,17 @@ copy_once() {
   C_RSS=$(cat "$peak" 2>/dev/null || tree_rss_kib "$SRV_PID")
 }
 
+# The unrecorded first write on a fresh server: it allocates the export
+# (tmpfs pages of an image, a memory server's arrays), which on this kind
+# of VM also means the host backing memory the guest had not touched, and
+# ran at a quarter of the later rounds' speed.  The rounds then measure
+# every server in the same, steady state.
+wl_warm() {
+  local out=$W/warm.out rc=0
+  timed "$COPY_TIMEOUT" "$out" nbdcopy -- "$SRC" "$SRV_URI" || rc=$?
+  [ "$rc" -eq 0 ] || { rec_na seq "warm-up write failed: $(_why "$out" "$rc")"; return 1; }
+}
+
 # One round of nbdcopy: SIZE bytes in (from the random file) and back out
 # to null:; MiB/s each way, CPU per GiB (both ways together), peak RSS.
 wl_seq() {
