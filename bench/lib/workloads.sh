@@ -133,7 +133,7 @@ print(j["iops"], j["total_ios"])' "$out" "$mode") ||
     timed "$to" "$out" "$BIN/randio" "${w[@]}" -d 32 -b 4096 \
       -t "$RAND_SECONDS" "$SRV_URI" || rc=$?
     [ "$rc" -eq 0 ] || { R_WHY="randio: $(_why "$out" "$rc")"; return 1; }
-    R_OPS=$(sed -n 's/.*ops=\([0-9]*\) .*/\1/p' "$out")
+    R_OPS=$(sed -n 's/^ops=\([0-9]*\) .*/\1/p' "$out")
     R_IOPS=$(sed -n 's/.* iops=\([0-9.]*\).*/\1/p' "$out")
   fi
   [ "${R_OPS:-0}" -gt 0 ] || { R_WHY="no request completed"; return 1; }
