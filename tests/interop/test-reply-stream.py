@@ -37,14 +37,15 @@ def free_port():
 
 
 def listening(sock, port):
-    """The Unix socket exists and, if port, the TCP port takes
-    connections (the server may open them in either order)."""
-    if not os.path.exists(sock):
-        return False
-    if port is None:
-        return True
+    """The Unix socket and, if port, the TCP port take connections (the
+    socket file exists from bind, before listen: a slow server, e.g.
+    under valgrind, refuses in between)."""
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(1)
+            s.connect(sock)
+        if port is not None:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
         return True
     except OSError:
         return False
