@@ -600,7 +600,11 @@ static ssize_t tls_recv(struct transport *t, void *buf, size_t len)
     if (r >= 0)
       return r;                 /* 0: the peer's close_notify */
     if (r == GNUTLS_E_AGAIN) {
-      if (!needs_poll(t) && transport_wait(t, POLLIN) == -1)
+      /* Not only an empty socket: GnuTLS also asks to be called again
+       * after a post-handshake message (a TLS 1.3 KeyUpdate), maybe with
+       * records behind it read ahead. */
+      if (!needs_poll(t) && tls_pending(t) == 0 &&
+          transport_wait(t, POLLIN) == -1)
         return -1;
       continue;
     }
@@ -790,6 +794,13 @@ static void tls_readahead(struct transport *t)
 {
   struct tls_conn *conn = t->priv;
   conn->ra_on = true;
+}
+
+static const struct transport_ops tls_ops;
+
+void *tls_session(struct transport *t)
+{
+  return t->ops == &tls_ops ? ((struct tls_conn *)t->priv)->s : NULL;
 }
 
 static const struct transport_ops tls_ops = {

@@ -139,6 +139,10 @@ struct transport *tls_client_handshake(struct tls_creds *c,
                                        const char *hostname,
                                        struct tls_peer *peer);
 
+/* The gnutls_session_t of a TLS transport, for tests that need GnuTLS
+ * itself (a TLS 1.3 KeyUpdate, say); NULL for any other transport. */
+void *tls_session(struct transport *t);
+
 /* Once per process, before threads (gnutls_global_init is refcounted).
  * Safe to call again: later calls return the first result. */
 int tls_global_init(void);

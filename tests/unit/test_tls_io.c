@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <gnutls/gnutls.h>
+
 #include "log.h"
 #include "tls_fixture.h"
 
@@ -394,6 +396,69 @@ static void test_readahead_pending(void **state)
   close_pair(&srv, &cli);
 }
 
+struct read_msgs {
+  struct transport *t;
+  int n;
+  int ok;
+};
+
+/* Reads n 64-byte messages of 'a' + i. */
+static void *read_msgs(void *arg)
+{
+  struct read_msgs *r = arg;
+  char m[64], want[64];
+  for (int i = 0; i < r->n; i++) {
+    if (transport_read_msg(r->t, m, sizeof m) == -1)
+      return NULL;
+    memset(want, 'a' + i, sizeof want);
+    if (memcmp(m, want, sizeof m) != 0)
+      return NULL;
+  }
+  r->ok = 1;
+  return NULL;
+}
+
+/* A TLS 1.3 KeyUpdate among records read ahead, on the blocking path (no
+ * deadline, no wake fd): GnuTLS handles it inside gnutls_record_recv and
+ * answers GNUTLS_E_AGAIN, with the records after it already read ahead
+ * and the socket empty; recv must go on with those rather than wait on
+ * the socket for data that will never come. */
+static void test_readahead_key_update(void **state)
+{
+  (void)state;
+  struct side srv, cli;
+  int wake[2];
+  psk_pair_with_wake(&srv, &cli, wake);
+  srv.t->deadline = 0;
+  transport_readahead(srv.t);
+
+  enum { N = 6, LEN = 64 };
+  char m[LEN];
+  for (int i = 0; i < N; i++) {
+    if (i == 1)
+      assert_int_equal(gnutls_session_key_update(tls_session(cli.t), 0), 0);
+    memset(m, 'a' + i, LEN);
+    assert_int_equal(transport_write_full(cli.t, m, LEN, 0), 0);
+  }
+  struct read_msgs r = { srv.t, N, 0 };
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, read_msgs, &r), 0);
+  struct timespec limit;
+  clock_gettime(CLOCK_REALTIME, &limit);
+  limit.tv_sec += 5;
+  if (pthread_timedjoin_np(th, NULL, &limit) != 0) {
+    shutdown(srv.t->fd, SHUT_RDWR);       /* unblock it, then fail */
+    pthread_join(th, NULL);
+    fail_msg("recv waited on the socket with records read ahead");
+  }
+  assert_true(r.ok);
+
+  small_roundtrip(srv.t, cli.t);          /* new keys both ways */
+  close(wake[0]);
+  close(wake[1]);
+  close_pair(&srv, &cli);
+}
+
 /* Clear text sent before the ClientHello is parsed as TLS (and refused),
  * never returned as data (nbdkit CVE-2021-3716). */
 static void test_plaintext_injection(void **state)
@@ -592,6 +657,7 @@ int main(void)
     cmocka_unit_test(test_handshake_deadline),
     cmocka_unit_test(test_recv_wake_and_deadline),
     cmocka_unit_test(test_readahead_pending),
+    cmocka_unit_test(test_readahead_key_update),
     cmocka_unit_test(test_plaintext_injection),
     cmocka_unit_test(test_gnutls_cli_psk),
     cmocka_unit_test(test_gnutls_cli_x509),
