@@ -351,11 +351,13 @@ static void req_run(void *arg)
     cmd_block_status(c, r);
     goto done;
   case NBD_CMD_WRITE:
-    if (q->written) {           /* the data went in without FUA */
+    if (q->written) {
+      /* The data went in without FUA: a flush stands in for the one a
+       * backend with native FUA would have done (fua_done below covers
+       * the others). */
       errno = q->write_err;
       rc = q->write_err ? -1 : 0;
-      if (rc == 0 && (r->flags & NBD_CMD_FLAG_FUA) &&
-          (be->caps & BACKEND_CAN_FLUSH))
+      if (rc == 0 && be_fua(be, r->flags) && (be->caps & BACKEND_CAN_FLUSH))
         rc = be->ops->flush(be);
     }
     else
