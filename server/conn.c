@@ -150,7 +150,7 @@ static void *conn_thread(void *arg)
   return NULL;
 }
 
-void conn_start(struct server *s, int fd, bool is_local, const char *peer)
+void conn_start(struct server *s, int fd, bool tcp_loopback, const char *peer)
 {
   struct conn *c = calloc(1, sizeof *c);
   if (!c || !(c->t = transport_plain_new(fd))) {
@@ -161,7 +161,7 @@ void conn_start(struct server *s, int fd, bool is_local, const char *peer)
   }
   c->srv = s;
   c->fd = fd;
-  c->is_local = is_local;
+  c->tcp_loopback = tcp_loopback;
   c->started = monotonic_ns();
   snprintf(c->peer, sizeof c->peer, "%s", peer);
   pthread_mutex_init(&c->lock, NULL);

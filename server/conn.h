@@ -17,7 +17,7 @@ struct conn {
   int fd;                       /* the socket; constant for the conn's life */
   struct tls_creds *creds;      /* ref taken at accept; NULL without TLS */
   char peer[128];               /* for logs */
-  bool is_local;                /* loopback or Unix socket */
+  bool tcp_loopback;            /* TCP peer on this host (xmit.c) */
   int64_t started;              /* monotonic ns */
   size_t greeted;               /* greeting bytes sent by hs_greet */
 

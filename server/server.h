@@ -83,7 +83,8 @@ int exports_close(struct server *s);
 uint16_t export_eflags(const struct export *e, bool structured);
 
 /* conn.c */
-void conn_start(struct server *s, int fd, bool is_local, const char *peer);
+void conn_start(struct server *s, int fd, bool tcp_loopback,
+                const char *peer);
 void conns_shutdown_wait(struct server *s, int seconds);
 
 /* pool.c: a shared pool of worker threads */

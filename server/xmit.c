@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 
 #include "conn.h"
@@ -167,27 +168,64 @@ static int read_structured(struct conn *c, const struct nbd_req *r,
 }
 
 /* Large READs from a backend whose data is a file that cannot fail a
- * read (BACKEND_SENDFILE), over a transport with sendfile: the file's
- * pages go to the socket without a buffer or a copy.  A file cut short
- * by someone else ends the connection (the header is already out), where
- * pread would have answered EIO.  Small reads gain less than they lose
- * by not sharing a send with other replies. */
+ * read (BACKEND_SENDFILE), over a plain socket, skip the read buffer.
+ * Small reads gain less than they lose by not sharing a send with other
+ * replies.
+ *
+ * Usually the file's pages go to the socket with sendfile, no copy: a
+ * NIC reads them by DMA, a Unix socket peer copies them once.  To a TCP
+ * peer on this host the data is copied into the socket from the file's
+ * mapping instead: there the receiving CPU is ours too, and a stream of
+ * page-cache pages cost it more than the copy costs us (docs/design.md
+ * "Loopback TCP").  Only for ranges wholly in memory: reading a hole
+ * through a shared tmpfs mapping would allocate its pages.  Only the
+ * kernel reads the mapping, so a page the file lost since fails the send
+ * with EFAULT instead of raising SIGBUS.  Either way a file cut short by
+ * someone else ends the connection (the header is already out), where
+ * pread would have answered EIO. */
 #define SENDFILE_MIN (128 * 1024)
 
-static bool read_by_sendfile(struct conn *c, const struct nbd_req *r)
+/* Every page of the range is in memory (mincore: not a hole, not
+ * swapped out).  lseek(SEEK_HOLE) would say the same, but walks the file
+ * to the next hole, however far. */
+static bool all_in_memory(const struct backend *be, uint64_t off, uint32_t len)
+{
+  const uint64_t page = 4096;
+  unsigned char vec[256];
+  uint64_t start = off & ~(page - 1), end = off + len;
+  while (start < end) {
+    uint64_t n = (end - start + page - 1) / page;
+    if (n > sizeof vec)
+      n = sizeof vec;
+    if (mincore(be->map + start, (size_t)(n * page), vec) == -1)
+      return false;
+    for (uint64_t i = 0; i < n; i++)
+      if (!(vec[i] & 1))
+        return false;
+    start += n * page;
+  }
+  return true;
+}
+
+static bool read_without_buffer(struct conn *c, const struct nbd_req *r)
 {
   struct backend *be = c->exp->be;
   if (r->count < SENDFILE_MIN || !(be->caps & BACKEND_SENDFILE) ||
       !c->t->ops->sendfile ||
       (c->structured && (be->caps & BACKEND_CHEAP_EXTENTS)))
     return false;
-  struct reply *rp = reply_new(r, 1, 28);
+  bool copy = c->tcp_loopback && be->map &&
+              all_in_memory(be, r->offset, r->count);
+  struct reply *rp = reply_new(r, 2, 28);
   if (rp) {
     if (c->structured)
       data_chunk(rp, r, NBD_REPLY_FLAG_DONE, r->offset, r->count);
     else
       wire_encode_simple_reply(reply_hdr(rp, 16), 0, r->cookie);
-    reply_file(rp, be->data_fd, r->offset, r->count);
+    if (copy)
+      reply_data(rp, be->map + r->offset, r->count);
+    else
+      reply_file(rp, be->data_fd, r->offset, r->count);
   }
   reply_queue(c, r, rp);
   return true;
@@ -196,7 +234,7 @@ static bool read_by_sendfile(struct conn *c, const struct nbd_req *r)
 static void cmd_read(struct conn *c, const struct nbd_req *r)
 {
   struct backend *be = c->exp->be;
-  if (read_by_sendfile(c, r))
+  if (read_without_buffer(c, r))
     return;
   /* Not zeroed: bytes only leave this buffer after a successful read
    * filled them (holes go out as OFFSET_HOLE, failures send no payload),

@@ -27,6 +27,10 @@ import time
 
 import nbd
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "lib"))
+from nbdraw import tcp_listen_port  # noqa: E402
+
 SLOW = float(os.environ.get("SNBD_TIME_FACTOR") or
              (6 if os.environ.get("SNBD_SERVER_REAL") else 1))
 KiB = 1024
@@ -151,11 +155,14 @@ SANITIZER_MARKS = (b"AddressSanitizer", b"LeakSanitizer",
 
 class Server:
     """$SNBD_SERVER with `exports` on a Unix socket in a private
-    directory (the same path across restarts)."""
+    directory (the same path across restarts); with tcp, clients from
+    nbd() connect over TCP on 127.0.0.1 instead (any free port)."""
 
-    def __init__(self, exports, args=(), env=None, sock_dir=None):
+    def __init__(self, exports, args=(), env=None, sock_dir=None, tcp=False):
         self.exports = list(exports)
         self.args = list(args)
+        self.tcp = tcp
+        self.port = None
         self.env = dict(os.environ, **(env or {}))
         self.dir = sock_dir or tempfile.mkdtemp(
             prefix="srv.", dir=os.environ.get("TMPDIR"))
@@ -167,9 +174,11 @@ class Server:
 
     @property
     def uri(self):
-        return "nbd+unix:///?socket=" + self.sock
+        return self.uri_for("")
 
     def uri_for(self, name):
+        if self.tcp:
+            return "nbd://127.0.0.1:%d/%s" % (self.port, name)
         return "nbd+unix:///%s?socket=%s" % (name, self.sock)
 
     def start(self):
@@ -184,6 +193,7 @@ class Server:
         self.starts += 1
         self.err_path = os.path.join(self.dir, "stderr.%d" % self.starts)
         self.cmd = ([binary, "-U", self.sock, "-P", self.pid_file] +
+                    (["-i", "127.0.0.1", "-p", "0"] if self.tcp else []) +
                     self.args + self.exports)
         with open(self.err_path, "wb") as errf:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
@@ -192,6 +202,8 @@ class Server:
         self.pid = self.proc.pid
         wait_until("the server to listen (%s)" % " ".join(self.cmd),
                    self._ready, 20)
+        if self.tcp:
+            self.port = tcp_listen_port(self.pid)
         return self
 
     def _ready(self):

@@ -781,6 +781,27 @@ SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer",
                    "runtime error:", "UndefinedBehaviorSanitizer")
 
 
+def tcp_listen_port(pid):
+    """The port process `pid` listens on over TCP, from /proc: the inodes
+    of its socket fds matched against /proc/net/tcp (LISTEN)."""
+    inodes = set()
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            m = re.match(r"socket:\[(\d+)\]",
+                         os.readlink(os.path.join(fd_dir, fd)))
+        except OSError:
+            continue
+        if m:
+            inodes.add(m.group(1))
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                return int(fields[1].split(":")[1], 16)
+    raise TestFailure("cannot find the server's TCP port")
+
+
 class Server:
     """$SNBD_SERVER on a private Unix socket (and, with tcp=True, an
     ephemeral loopback port), run for one `with` block."""
@@ -829,7 +850,7 @@ class Server:
             raise TestFailure("server not accepting after 15 s: %s" %
                               " ".join(cmd))
         if self.tcp:
-            self.port = self._find_tcp_port()
+            self.port = tcp_listen_port(self.pid)
         return self
 
     def accepts(self):
@@ -843,26 +864,6 @@ class Server:
             return False
         finally:
             s.close()
-
-    def _find_tcp_port(self):
-        """The port of our listening TCP socket, from /proc: the inodes of
-        the server's socket fds matched against /proc/net/tcp (LISTEN)."""
-        inodes = set()
-        fd_dir = "/proc/%d/fd" % self.pid
-        for fd in os.listdir(fd_dir):
-            try:
-                m = re.match(r"socket:\[(\d+)\]",
-                             os.readlink(os.path.join(fd_dir, fd)))
-            except OSError:
-                continue
-            if m:
-                inodes.add(m.group(1))
-        with open("/proc/net/tcp") as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and fields[9] in inodes:
-                    return int(fields[1].split(":")[1], 16)
-        raise TestFailure("cannot find the server's TCP port")
 
     def __enter__(self):
         return self.start()
