@@ -130,6 +130,11 @@ void xmit_op_part_done(struct snbd_handle *h, struct op *op)
 {
   if (--op->parts_left > 0)
     return;
+  /* A READ that succeeded had every byte covered (reply.c chunk_done);
+   * one that failed may hold part of a reply: never stale or partial
+   * data (SECURITY.md 25). */
+  if (op->error && op->rbuf)
+    memset(op->rbuf, 0, op->rlen);
   op->done = true;
   if (op->cb) {
     xmit_unlink_op(h, op);

@@ -205,16 +205,25 @@ static struct op *new_op(struct snbd_handle *h, const struct cmd *c)
   op->user_data = c->ud;
   op->extent_cb = c->ecb;
   op->extent_user_data = c->eud;
+  op->rbuf = c->rbuf;
+  op->rlen = c->count;
   op->next = h->ops[BUCKET((uint64_t)op->cookie)];
   h->ops[BUCKET((uint64_t)op->cookie)] = op;
   h->nr_ops++;
   return op;
 }
 
-static int64_t submit(struct snbd_handle *h, struct cmd *c)
+/* A READ buffer is zeroed when the command fails, never filled twice
+ * when it succeeds (SECURITY.md 25: no stale data after an error). */
+static int64_t refuse(struct cmd *c)
 {
   if (c->rbuf)
-    memset(c->rbuf, 0, c->count);   /* never stale data (SECURITY.md 25) */
+    memset(c->rbuf, 0, c->count);
+  return -1;
+}
+
+static int64_t submit(struct snbd_handle *h, struct cmd *c)
+{
   if ((c->type == NBD_CMD_READ && !c->rbuf) ||
       (c->type == NBD_CMD_WRITE && !c->wbuf)) {
     lib_error(EINVAL, "no buffer given");
@@ -224,7 +233,7 @@ static int64_t submit(struct snbd_handle *h, struct cmd *c)
   struct op *op = new_op(h, c);
   pthread_mutex_unlock(&h->lock);
   if (!op)
-    return -1;
+    return refuse(c);
   uint64_t limit = part_limit(h, c), done = 0;
   int sent = 0;
   do {
@@ -257,7 +266,7 @@ static int64_t submit(struct snbd_handle *h, struct cmd *c)
     xmit_unlink_op(h, op);
     pthread_mutex_unlock(&h->lock);
     xmit_free_op(op);
-    return -1;
+    return refuse(c);
   }
   xmit_op_part_done(h, op);
   pthread_mutex_unlock(&h->lock);
@@ -342,10 +351,8 @@ int snbd_aio_in_flight(struct snbd_handle *h)
 static int64_t aio(struct snbd_handle *h, struct cmd *c, uint32_t flags)
 {
   if (flags > 0xffff) {
-    if (c->rbuf)
-      memset(c->rbuf, 0, c->count);
     lib_error(EINVAL, "unknown flags 0x%x", (unsigned)flags);
-    return -1;
+    return refuse(c);
   }
   c->flags = (uint16_t)flags;
   if (c->type == NBD_CMD_BLOCK_STATUS) {

@@ -55,6 +55,8 @@ struct op {
   void *user_data;
   snbd_extent_cb extent_cb;
   void *extent_user_data;
+  void *rbuf;               /* READ: the caller's buffer, zeroed if it fails */
+  size_t rlen;
 };
 
 /* An interval list of what a structured READ reply has covered so far:

@@ -159,8 +159,9 @@ typedef int (*snbd_extent_cb)(void *user_data, const char *context,
                               size_t nr_ext, int *error);
 
 /* Synchronous commands.  Requests larger than the server's maximum block
- * size are split; a read buffer is zeroed before anything else, so it
- * never holds stale data after a failure.  offset and count must respect
+ * size are split.  A read that fails (or is refused) leaves its buffer
+ * all zeroes, so it never holds stale or partial data; one that succeeds
+ * is written once, with the data.  offset and count must respect
  * the server's minimum block size and the export size (else EINVAL). */
 int snbd_pread(struct snbd_handle *h, void *buf, size_t count,
                uint64_t offset, uint32_t flags);
