@@ -26,6 +26,7 @@ struct endpoint {
   bool can_zero, can_flush, can_multi_conn, has_extents;
   atomic_bool fast_zero;       /* cleared after the server says ENOTSUP */
   uint32_t min_block, max_block;
+  uint64_t run_start, run_end; /* EP_FILE: a data run SEEK_HOLE found */
 };
 
 struct copy_opts {
@@ -40,7 +41,7 @@ struct copy {
   struct endpoint src, dst;
   uint64_t total;              /* bytes to copy; src size (0 for a pipe) */
   uint64_t unit;               /* work handed to a worker at a time */
-  pthread_mutex_t lock;        /* guards next, err */
+  pthread_mutex_t lock;        /* guards next, err, the endpoints' runs */
   uint64_t next;               /* next offset to hand out */
   char *err;                   /* first error, NULL if none */
   atomic_bool stop;            /* an error or a signal: wind down */
