@@ -6,12 +6,66 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "transport.h"
+
+bool sockaddr_is_local(const struct sockaddr_storage *ss)
+{
+  if (ss->ss_family == AF_UNIX)
+    return true;
+  if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+    return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+    return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
+           (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) &&
+            in6->sin6_addr.s6_addr[12] == 127);
+  }
+  return false;
+}
+
+static bool same_host(const struct sockaddr_storage *a,
+                      const struct sockaddr_storage *b)
+{
+  if (a->ss_family != b->ss_family)
+    return false;
+  if (a->ss_family == AF_INET)
+    return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+           ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+  return a->ss_family == AF_INET6 &&
+         IN6_ARE_ADDR_EQUAL(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                            &((const struct sockaddr_in6 *)b)->sin6_addr);
+}
+
+/* On loopback, data a socket holds unsent goes out when the peer's ACKs
+ * come in, on the peer's CPU, which then runs both ends of the stack.
+ * Holding at most one 64 KiB segment (loopback's GSO size) unsent makes
+ * the sender push its own data.  A remote peer's ACKs arrive on the NIC's
+ * interrupt, so its sockets keep the default. */
+bool tcp_tune_for_peer(int fd)
+{
+  struct sockaddr_storage peer, me;
+  socklen_t pl = sizeof peer, ml = sizeof me;
+  if (getpeername(fd, (struct sockaddr *)&peer, &pl) == -1 ||
+      (peer.ss_family != AF_INET && peer.ss_family != AF_INET6))
+    return false;
+  if (!sockaddr_is_local(&peer) &&
+      (getsockname(fd, (struct sockaddr *)&me, &ml) == -1 ||
+       !same_host(&peer, &me)))
+    return false;
+  int lowat = 64 * 1024;
+  setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
+  return true;
+}
 
 int64_t monotonic_ns(void)
 {

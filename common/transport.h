@@ -99,4 +99,13 @@ int transport_wait(struct transport *t, short events);
 
 int64_t monotonic_ns(void);
 
+struct sockaddr_storage;
+/* A loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104) or a Unix
+ * socket's. */
+bool sockaddr_is_local(const struct sockaddr_storage *ss);
+/* For a connected TCP socket whose peer is on this host (a loopback
+ * address, or the socket's own address): keeps at most 64 KiB unsent
+ * (docs/design.md "Loopback TCP") and returns true. */
+bool tcp_tune_for_peer(int fd);
+
 #endif

@@ -162,43 +162,6 @@ int listen_activation(struct listener *out, int max, int *nout)
   return n;
 }
 
-static bool sockaddr_is_local(const struct sockaddr_storage *ss)
-{
-  if (ss->ss_family == AF_UNIX)
-    return true;
-  if (ss->ss_family == AF_INET) {
-    const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
-    return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-  }
-  if (ss->ss_family == AF_INET6) {
-    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
-    return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
-           (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) &&
-            in6->sin6_addr.s6_addr[12] == 127);
-  }
-  return false;
-}
-
-/* A TCP peer on this host: a loopback address, or the address the
- * connection came in on (a host reaching its own address goes through
- * loopback too). */
-static bool tcp_peer_on_this_host(int fd, const struct sockaddr_storage *peer)
-{
-  struct sockaddr_storage me;
-  socklen_t sl = sizeof me;
-  if (sockaddr_is_local(peer))
-    return true;
-  if (getsockname(fd, (struct sockaddr *)&me, &sl) == -1 ||
-      me.ss_family != peer->ss_family)
-    return false;
-  if (me.ss_family == AF_INET)
-    return ((const struct sockaddr_in *)&me)->sin_addr.s_addr ==
-           ((const struct sockaddr_in *)peer)->sin_addr.s_addr;
-  return me.ss_family == AF_INET6 &&
-         IN6_ARE_ADDR_EQUAL(&((const struct sockaddr_in6 *)&me)->sin6_addr,
-                            &((const struct sockaddr_in6 *)peer)->sin6_addr);
-}
-
 static void describe_peer(const struct sockaddr_storage *ss, socklen_t len,
                           char *buf, size_t size)
 {
@@ -227,17 +190,7 @@ void serve_fd(struct server *s, int fd)
   if (ss.ss_family != AF_UNIX) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    tcp_loopback = tcp_peer_on_this_host(fd, &ss);
-    /* On loopback, replies the socket holds unsent go out when the
-     * client's ACKs come in, on the client's CPU, which then runs both
-     * ends of the stack.  Holding at most one 64 KiB segment (loopback's
-     * GSO size) unsent makes the server push its own replies
-     * (docs/design.md "Loopback TCP").  A remote peer's ACKs arrive on
-     * the NIC's interrupt, so its sockets keep the default. */
-    if (tcp_loopback) {
-      int lowat = 64 * 1024;
-      setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
-    }
+    tcp_loopback = tcp_tune_for_peer(fd);
   }
   else {
     /* A Unix socket's default send buffer (208 KiB) is smaller than one

@@ -3,14 +3,18 @@
  * (a WRITE payload received into a mapping of the file), and sendfile
  * with and without blocking (READ data).  The claim that matters most:
  * a page of the mapping the kernel cannot provide fails the call with
- * EFAULT, never a SIGBUS. */
+ * EFAULT, never a SIGBUS.  Also which sockets count as a peer on this
+ * host (tcp_tune_for_peer). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,6 +269,66 @@ static void test_recv_waits_when_nonblocking(void **state)
   transport_close(t);
 }
 
+static int lowat(int fd)
+{
+  int v = -1;
+  socklen_t l = sizeof v;
+  assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, &l), 0);
+  return v;
+}
+
+/* Both ends of a TCP connection on 127.0.0.1 are tuned (64 KiB unsent at
+ * most); a Unix socket is not TCP; an address is local by its range. */
+static void test_tcp_tune_for_peer(void **state)
+{
+  (void)state;
+  int ls = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = { .sin_family = AF_INET,
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+  socklen_t al = sizeof a;
+  assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(listen(ls, 1), 0);
+  assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &al), 0);
+  int c = socket(AF_INET, SOCK_STREAM, 0);
+  assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof a), 0);
+  int s = accept(ls, NULL, NULL);
+  assert_true(s >= 0);
+  int before = lowat(s);
+  assert_int_not_equal(before, 64 * 1024);
+  assert_true(tcp_tune_for_peer(s));
+  assert_true(tcp_tune_for_peer(c));
+  assert_int_equal(lowat(s), 64 * 1024);
+  assert_int_equal(lowat(c), 64 * 1024);
+  assert_false(tcp_tune_for_peer(ls));      /* listening: no peer */
+  close(s);
+  close(c);
+  close(ls);
+
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  assert_false(tcp_tune_for_peer(sv[0]));
+  close(sv[0]);
+  close(sv[1]);
+
+  struct sockaddr_storage ss;
+  struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+  memset(&ss, 0, sizeof ss);
+  in->sin_family = AF_INET;
+  in->sin_addr.s_addr = htonl(0x7f000002);            /* 127.0.0.2 */
+  assert_true(sockaddr_is_local(&ss));
+  in->sin_addr.s_addr = htonl(0xc0a80001);            /* 192.168.0.1 */
+  assert_false(sockaddr_is_local(&ss));
+  memset(&ss, 0, sizeof ss);
+  in6->sin6_family = AF_INET6;
+  in6->sin6_addr = in6addr_loopback;
+  assert_true(sockaddr_is_local(&ss));
+  assert_int_equal(inet_pton(AF_INET6, "::ffff:127.1.2.3", &in6->sin6_addr), 1);
+  assert_true(sockaddr_is_local(&ss));
+  assert_int_equal(inet_pton(AF_INET6, "2001:db8::1", &in6->sin6_addr), 1);
+  assert_false(sockaddr_is_local(&ss));
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -272,6 +336,7 @@ int main(void)
     cmocka_unit_test(test_recv_kernel_efault),
     cmocka_unit_test(test_sendfile),
     cmocka_unit_test(test_recv_waits_when_nonblocking),
+    cmocka_unit_test(test_tcp_tune_for_peer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
