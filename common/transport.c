@@ -110,7 +110,7 @@ int transport_wait(struct transport *t, short events)
 }
 
 /* Without a deadline or wake fd, block in the syscall itself; otherwise
- * poll first so neither can be missed. */
+ * never block in it, and wait with poll so neither can be missed. */
 static bool needs_poll(const struct transport *t)
 {
   return t->deadline != 0 || t->wake_fd >= 0;
@@ -129,9 +129,15 @@ struct plain {
 static ssize_t plain_recv_fd(struct transport *t, void *buf, size_t len)
 {
   for (;;) {
-    if (needs_poll(t) && transport_wait(t, POLLIN) == -1)
+    /* A wake fd is polled first, so it is never missed; with only a
+     * deadline, data already there is taken without a poll. */
+    if (t->wake_fd >= 0 && transport_wait(t, POLLIN) == -1)
       return -1;
-    ssize_t r = recv(t->fd, buf, len, 0);
+    if (t->deadline && monotonic_ns() >= t->deadline) {
+      errno = ETIMEDOUT;
+      return -1;
+    }
+    ssize_t r = recv(t->fd, buf, len, needs_poll(t) ? MSG_DONTWAIT : 0);
     if (r >= 0)
       return r;
     if (errno == EINTR)

@@ -10,6 +10,7 @@
 #include "server.h"
 #include "tls.h"
 #include "transport.h"
+#include "wire.h"
 
 struct conn {
   struct server *srv;
@@ -29,6 +30,7 @@ struct conn {
   struct tls_peer tls_peer;
   unsigned noptions;
   uint64_t discarded;           /* option bytes thrown away so far */
+  struct wire_buf hs_out;       /* replies to the option being answered */
   /* -- reset at STARTTLS -- */
   bool structured;
   const struct export *meta_export; /* export SET_META_CONTEXT named */

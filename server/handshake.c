@@ -26,17 +26,30 @@ typedef int (*opt_handler)(struct conn *c, uint32_t opt,
 
 /* ---- replies ---- */
 
+/* The replies to one option are gathered and sent together once it is
+ * answered (hs_flush): one send and one wake-up of the client instead of
+ * one per reply (NBD_OPT_GO: two or more NBD_REP_INFO, then the ACK). */
 static int hs_reply(struct conn *c, uint32_t opt, uint32_t type,
                     const void *payload, size_t len)
 {
   uint8_t hdr[20];
-  struct iovec iov[2] = { { hdr, sizeof hdr }, { (void *)payload, len } };
   wire_encode_opt_reply(hdr, opt, type, (uint32_t)len);
-  if (transport_sendv(c->t, iov, len ? 2 : 1, 0) == -1) {
-    log_debug("%s: sending %s: %m", c->peer, nbd_rep_name(type));
-    return HS_CLOSE;
+  wire_put_bytes(&c->hs_out, hdr, sizeof hdr);
+  if (len)
+    wire_put_bytes(&c->hs_out, payload, len);
+  return c->hs_out.oom ? HS_CLOSE : HS_CONTINUE;
+}
+
+static int hs_flush(struct conn *c)
+{
+  int rc = HS_CONTINUE;
+  if (c->hs_out.len &&
+      transport_write_full(c->t, c->hs_out.data, c->hs_out.len, 0) == -1) {
+    log_debug("%s: sending option replies: %m", c->peer);
+    rc = HS_CLOSE;
   }
-  return HS_CONTINUE;
+  wire_buf_reset(&c->hs_out);
+  return rc;
 }
 
 static int hs_ack(struct conn *c, uint32_t opt)
@@ -308,7 +321,7 @@ static int opt_starttls(struct conn *c, uint32_t opt, const uint8_t *data,
 {
   (void)data;
   (void)len;
-  if (hs_ack(c, opt) != HS_CONTINUE)
+  if (hs_ack(c, opt) != HS_CONTINUE || hs_flush(c) != HS_CONTINUE)
     return HS_CLOSE;
   /* The plain transport reads nothing ahead, so whatever the client sent
    * after the STARTTLS option is still in the socket and can only be read
@@ -418,6 +431,8 @@ static int hs_option(struct conn *c)
   int wake = c->t->wake_fd;
   c->t->wake_fd = -1;
   int rc = hs_dispatch(c, &h);
+  if (hs_flush(c) != HS_CONTINUE)
+    rc = HS_CLOSE;
   c->t->wake_fd = wake;     /* c->t may be the new TLS transport */
   return rc;
 }
@@ -517,11 +532,10 @@ int hs_run(struct conn *c)
   }
   c->fixed = cflags & NBD_FLAG_C_FIXED_NEWSTYLE;
   c->no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
-  for (;;) {
-    int rc = hs_option(c);
-    if (rc == HS_GO)
-      return 0;
-    if (rc == HS_CLOSE)
-      return -1;
-  }
+  int rc;
+  do
+    rc = hs_option(c);
+  while (rc == HS_CONTINUE);
+  wire_buf_free(&c->hs_out);
+  return rc == HS_GO ? 0 : -1;
 }
