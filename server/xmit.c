@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "conn.h"
 #include "log.h"
@@ -190,7 +191,7 @@ static int read_structured(struct conn *c, const struct nbd_req *r,
  * to the next hole, however far. */
 static bool all_in_memory(const struct backend *be, uint64_t off, uint32_t len)
 {
-  const uint64_t page = 4096;
+  const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
   unsigned char vec[256];
   uint64_t start = off & ~(page - 1), end = off + len;
   while (start < end) {
