@@ -5,13 +5,14 @@
 #   rec_na METRIC REASON      why a figure is missing
 # into $RESULTS (tab separated, one line per run; report.py takes the
 # median).  wl_seq, wl_rand, wl_handshakes and wl_snbd_copy do one run
-# each: bench/run.sh calls them in rounds across the servers.  Every client runs under `timeout`; every background process
-# is tracked and stopped by PID.
+# each: bench/run.sh calls them in rounds across the servers.  Every
+# client runs under `timeout`; every background process is tracked and
+# stopped by PID.
 #
-# Needs: SERVER TRANSPORT SRV_PID SRV_URI (current server), SIZE, RAND_SECONDS,
-# HS_SECONDS, CONNS, COPY_TIMEOUT, HOLD_TIMEOUT, SCALE_CONNS, SCALE_TIMEOUT,
-# BIN (bench programs),
-# SRC (the data file), W, PY, RESULTS, SNBD_COPY.
+# Needs: SERVER TRANSPORT SRV_PID SRV_URI (current server), SIZE,
+# RAND_SECONDS, HS_SECONDS, CONNS, COPY_TIMEOUT, HOLD_TIMEOUT, SCALE_CONNS,
+# SCALE_TIMEOUT, BIN (bench programs), SRC (the data file), W, PY,
+# RESULTS, SNBD_COPY.
 
 rec() { printf '%s\t%s\t%s\t%s\n' "$SERVER" "$TRANSPORT" "$1" "$2" >>"$RESULTS"; }
 

@@ -297,6 +297,14 @@ static void psk_pair_with_wake(struct side *srv, struct side *cli,
   srv->t->deadline = cli->t->deadline = monotonic_ns() + TEST_DEADLINE;
 }
 
+static void close_pair_with_wake(struct side *srv, struct side *cli,
+                                 int wake[2])
+{
+  close(wake[0]);
+  close(wake[1]);
+  close_pair(srv, cli);
+}
+
 /* wake_fd cancels a blocked recv, a deadline ends one; neither breaks the
  * session. */
 static void test_recv_wake_and_deadline(void **state)
@@ -334,9 +342,7 @@ static void test_recv_wake_and_deadline(void **state)
   cli.t->deadline = monotonic_ns() + TEST_DEADLINE;
   small_roundtrip(srv.t, cli.t);
 
-  close(wake[0]);
-  close(wake[1]);
-  close_pair(&srv, &cli);
+  close_pair_with_wake(&srv, &cli, wake);
 }
 
 /* Once transport_readahead() allows it, tls_pull reads ahead: records that
@@ -391,9 +397,7 @@ static void test_readahead_pending(void **state)
 
   srv.t->wake_fd = -1;
   small_roundtrip(srv.t, cli.t);
-  close(wake[0]);
-  close(wake[1]);
-  close_pair(&srv, &cli);
+  close_pair_with_wake(&srv, &cli, wake);
 }
 
 /* A TLS 1.3 KeyUpdate among records read ahead, on the blocking path (no
@@ -433,9 +437,7 @@ static void test_readahead_key_update(void **state)
   assert_true(r.ok);
 
   small_roundtrip(srv.t, cli.t);          /* new keys both ways */
-  close(wake[0]);
-  close(wake[1]);
-  close_pair(&srv, &cli);
+  close_pair_with_wake(&srv, &cli, wake);
 }
 
 /* Clear text sent before the ClientHello is parsed as TLS (and refused),
