@@ -50,16 +50,20 @@ static bool same_host(const struct sockaddr_storage *a,
  * Holding at most one 64 KiB segment (loopback's GSO size) unsent makes
  * the sender push its own data.  A remote peer's ACKs arrive on the NIC's
  * interrupt, so its sockets keep the default. */
-bool tcp_tune_for_peer(int fd)
+bool tcp_tune_for_peer(int fd, const struct sockaddr_storage *peer)
 {
-  struct sockaddr_storage peer, me;
-  socklen_t pl = sizeof peer, ml = sizeof me;
-  if (getpeername(fd, (struct sockaddr *)&peer, &pl) == -1 ||
-      (peer.ss_family != AF_INET && peer.ss_family != AF_INET6))
+  struct sockaddr_storage got, me;
+  socklen_t gl = sizeof got, ml = sizeof me;
+  if (!peer) {
+    if (getpeername(fd, (struct sockaddr *)&got, &gl) == -1)
+      return false;
+    peer = &got;
+  }
+  if (peer->ss_family != AF_INET && peer->ss_family != AF_INET6)
     return false;
-  if (!sockaddr_is_local(&peer) &&
+  if (!sockaddr_is_local(peer) &&
       (getsockname(fd, (struct sockaddr *)&me, &ml) == -1 ||
-       !same_host(&peer, &me)))
+       !same_host(peer, &me)))
     return false;
   int lowat = 64 * 1024;
   setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);

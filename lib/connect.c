@@ -118,7 +118,7 @@ static int tcp_socket(const char *host, const char *port)
   /* doc/proto.md "Protocol phases": disable Nagle. */
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  tcp_tune_for_peer(fd);    /* WRITE payloads to a server on this host */
+  tcp_tune_for_peer(fd, NULL);  /* WRITE payloads to a server on this host */
   return fd;
 }
 

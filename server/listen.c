@@ -190,7 +190,7 @@ void serve_fd(struct server *s, int fd)
   if (ss.ss_family != AF_UNIX) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    tcp_loopback = tcp_tune_for_peer(fd);
+    tcp_loopback = tcp_tune_for_peer(fd, &ss);
   }
   else {
     /* A Unix socket's default send buffer (208 KiB) is smaller than one

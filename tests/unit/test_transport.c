@@ -278,7 +278,8 @@ static int lowat(int fd)
 }
 
 /* Both ends of a TCP connection on 127.0.0.1 are tuned (64 KiB unsent at
- * most); a Unix socket is not TCP; an address is local by its range. */
+ * most), whether the peer's address is looked up or given; a remote peer
+ * is not; a Unix socket is not TCP; an address is local by its range. */
 static void test_tcp_tune_for_peer(void **state)
 {
   (void)state;
@@ -291,22 +292,28 @@ static void test_tcp_tune_for_peer(void **state)
   assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &al), 0);
   int c = socket(AF_INET, SOCK_STREAM, 0);
   assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof a), 0);
-  int s = accept(ls, NULL, NULL);
+  struct sockaddr_storage peer;
+  socklen_t pl = sizeof peer;
+  int s = accept(ls, (struct sockaddr *)&peer, &pl);
   assert_true(s >= 0);
   int before = lowat(s);
   assert_int_not_equal(before, 64 * 1024);
-  assert_true(tcp_tune_for_peer(s));
-  assert_true(tcp_tune_for_peer(c));
+  struct sockaddr_storage far = peer;         /* a peer on another host */
+  ((struct sockaddr_in *)&far)->sin_addr.s_addr = htonl(0xc0a80001);
+  assert_false(tcp_tune_for_peer(s, &far));
+  assert_int_equal(lowat(s), before);
+  assert_true(tcp_tune_for_peer(s, &peer));
+  assert_true(tcp_tune_for_peer(c, NULL));
   assert_int_equal(lowat(s), 64 * 1024);
   assert_int_equal(lowat(c), 64 * 1024);
-  assert_false(tcp_tune_for_peer(ls));      /* listening: no peer */
+  assert_false(tcp_tune_for_peer(ls, NULL));      /* listening: no peer */
   close(s);
   close(c);
   close(ls);
 
   int sv[2];
   assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-  assert_false(tcp_tune_for_peer(sv[0]));
+  assert_false(tcp_tune_for_peer(sv[0], NULL));
   close(sv[0]);
   close(sv[1]);
 
