@@ -93,6 +93,60 @@ int transport_sendv(struct transport *t, const struct iovec *iov, int iovcnt,
 int transport_discard(struct transport *t, uint64_t len);
 void transport_close(struct transport *t);
 
+/* What a transport can do, and its optional operations, for code outside
+ * common/ (which never tests or calls the op pointers itself).  Calling an
+ * optional operation the transport lacks is a bug: ask first. */
+static inline size_t transport_pending(struct transport *t)
+{
+  return t->ops->pending(t);
+}
+static inline ssize_t transport_recv(struct transport *t, void *buf,
+                                     size_t len)
+{
+  return t->ops->recv(t, buf, len);
+}
+static inline int transport_shutdown(struct transport *t)
+{
+  return t->ops->shutdown(t);
+}
+static inline bool transport_can_try_send(const struct transport *t)
+{
+  return t->ops->try_sendv != NULL;
+}
+static inline ssize_t transport_try_sendv(struct transport *t,
+                                          const struct iovec *iov, int iovcnt)
+{
+  return t->ops->try_sendv(t, iov, iovcnt);
+}
+/* True if bytes taken by try_sendv are still buffered in the transport. */
+static inline bool transport_send_pending(struct transport *t)
+{
+  return t->ops->send_pending && t->ops->send_pending(t);
+}
+static inline bool transport_can_sendfile(const struct transport *t)
+{
+  return t->ops->sendfile != NULL;
+}
+static inline ssize_t transport_sendfile(struct transport *t, int fd,
+                                         uint64_t off, size_t len, bool block)
+{
+  return t->ops->sendfile(t, fd, off, len, block);
+}
+static inline bool transport_can_recv_kernel(const struct transport *t)
+{
+  return t->ops->recv_kernel != NULL;
+}
+static inline size_t transport_take_buffered(struct transport *t,
+                                             const void **p, size_t max)
+{
+  return t->ops->take_buffered(t, p, max);
+}
+static inline ssize_t transport_recv_kernel(struct transport *t, void *buf,
+                                            size_t len)
+{
+  return t->ops->recv_kernel(t, buf, len);
+}
+
 /* Wait for fd to become ready for events (POLLIN/POLLOUT), honouring
  * t->deadline and t->wake_fd.  0 ready, -1 error (ETIMEDOUT, ECANCELED). */
 int transport_wait(struct transport *t, short events);

@@ -63,7 +63,7 @@ int xmit_disconnect(struct snbd_handle *h)
   pthread_mutex_unlock(&h->lock);
   pthread_mutex_lock(&h->send_lock);
   if (transport_write_full(h->t, req, sizeof req, 0) == 0)
-    h->t->ops->shutdown(h->t);
+    transport_shutdown(h->t);
   pthread_mutex_unlock(&h->send_lock);
   pthread_mutex_lock(&h->lock);
   struct timespec until;
@@ -132,7 +132,7 @@ void xmit_op_part_done(struct snbd_handle *h, struct op *op)
     return;
   /* A READ that succeeded had every byte covered (reply.c chunk_done);
    * one that failed may hold part of a reply: never stale or partial
-   * data (SECURITY.md 25). */
+   * data (docs/security.md 25). */
   if (op->error && op->rbuf)
     memset(op->rbuf, 0, op->rlen);
   op->done = true;

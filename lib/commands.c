@@ -214,7 +214,7 @@ static struct op *new_op(struct snbd_handle *h, const struct cmd *c)
 }
 
 /* A READ buffer is zeroed when the command fails, never filled twice
- * when it succeeds (SECURITY.md 25: no stale data after an error). */
+ * when it succeeds (docs/security.md 25: no stale data after an error). */
 static int64_t refuse(struct cmd *c)
 {
   if (c->rbuf)

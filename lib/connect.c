@@ -220,7 +220,7 @@ static int replace(char **field, const char *value)
 }
 
 /* Moves what the URI says into the handle.  Local files named by the URI
- * are refused unless the caller allowed them (SECURITY.md 26). */
+ * are refused unless the caller allowed them (docs/security.md 26). */
 static int uri_apply(struct snbd_handle *h, const struct nbd_uri *u)
 {
   if ((u->tls_certificates || u->tls_psk_file) && !h->allow_local_file) {

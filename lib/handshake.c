@@ -116,7 +116,7 @@ static int oldstyle(struct snbd_handle *h)
 }
 
 /* Greeting and client flags.  In require mode a server that is not fixed
- * newstyle cannot do STARTTLS, so the session ends here (SECURITY.md 21,
+ * newstyle cannot do STARTTLS, so the session ends here (docs/security.md 21,
  * libnbd CVE-2019-14842). */
 static int greeting(struct snbd_handle *h)
 {
@@ -245,7 +245,7 @@ int hs_abort(struct snbd_handle *h)
    * just hangs up is fine. */
   if (!h->broken && hs_send_option(h, NBD_OPT_ABORT, NULL, 0) == 0)
     (void)hs_recv_reply(h, NBD_OPT_ABORT, &r, buf, sizeof buf);
-  h->t->ops->shutdown(h->t);
+  transport_shutdown(h->t);
   clear_error();
   h_set_dead(h, ENOTCONN, "the connection was shut down");
   return 0;

@@ -1,5 +1,5 @@
 /* libsnbd: the reader thread.  It reads every reply, checks it against
- * the request it answers before using a byte of it (SECURITY.md 23-25;
+ * the request it answers before using a byte of it (docs/security.md 23-25;
  * doc/proto.md "Simple reply message", "Structured reply chunk message",
  * "Structured reply types"), and completes commands.  Any reply that
  * breaks the protocol ends the connection: the stream can no longer be
@@ -441,7 +441,7 @@ static int read_one(struct snbd_handle *h)
   uint8_t hdr[16];
   ssize_t n;
   do
-    n = h->t->ops->recv(h->t, hdr, sizeof hdr);
+    n = transport_recv(h->t, hdr, sizeof hdr);
   while (n == -1 && errno == EINTR);
   if (n == 0)
     return 1;

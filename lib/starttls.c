@@ -1,8 +1,8 @@
 /* libsnbd: NBD_OPT_STARTTLS and the TLS handshake (doc/proto.md "TLS
  * support").  It is always the first option, so nothing else is ever said
  * in clear text; in require mode any refusal ends the session
- * (SECURITY.md 21) and the certificate and host name are verified
- * (SECURITY.md 22), also over Unix sockets through tls-hostname. */
+ * (docs/security.md 21) and the certificate and host name are verified
+ * (docs/security.md 22), also over Unix sockets through tls-hostname. */
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>

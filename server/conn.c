@@ -1,6 +1,6 @@
 /* snbd-server: connection lifecycle.  One thread per connection reads;
  * the list of live connections lets shutdown wait for them and lets a
- * flood of negotiating connections be trimmed (SECURITY.md 11). */
+ * flood of negotiating connections be trimmed (docs/security.md 11). */
 #include <errno.h>
 #include <malloc.h>
 #include <poll.h>
@@ -122,7 +122,7 @@ static void *conn_thread(void *arg)
     xmit_run(c);
     /* Soft disconnect: close_notify for TLS, then FIN. */
     if (!c->dead)
-      c->t->ops->shutdown(c->t);
+      transport_shutdown(c->t);
   }
   else
     linger_close(c);

@@ -251,7 +251,7 @@ static int opt_list(struct conn *c, uint32_t opt, const uint8_t *data,
   wire_buf_init(&b);
   for (size_t i = 0; i < c->srv->nexports && rc == HS_CONTINUE; i++) {
     const struct export *e = &c->srv->exports[i];
-    /* Exports a client may not use are not listed (SECURITY.md 8). */
+    /* Exports a client may not use are not listed (docs/security.md 8). */
     if (policy_export(&ps, e) != POLICY_OK)
       continue;
     wire_buf_reset(&b);
@@ -385,7 +385,7 @@ static int hs_discard(struct conn *c, uint32_t len)
 }
 
 /* Everything that is refused before the handler runs: payload consumed so
- * the stream stays in step (SECURITY.md 4), then one error reply. */
+ * the stream stays in step (docs/security.md 4), then one error reply. */
 static int hs_refuse(struct conn *c, uint32_t opt, uint32_t len,
                      uint32_t type, const char *msg)
 {

@@ -1,7 +1,7 @@
 /* snbd-server: listening sockets (TCP v4/v6, Unix, systemd socket
  * activation) and the accept loop.  Signals reach the loop through a
  * self-pipe, so the handlers only write(2) (async-signal-safe,
- * SECURITY.md 19). */
+ * docs/security.md 19). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

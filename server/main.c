@@ -440,7 +440,7 @@ int main(int argc, char **argv)
   int why = opt.single ? single_wait(&srv) : accept_loop(&srv, ls, n, on_event);
 
   /* Shutdown: stop accepting, wake every reader, let in-flight requests
-   * finish, flush, exit (SECURITY.md 18). */
+   * finish, flush, exit (docs/security.md 18). */
   for (int i = 0; i < n; i++)
     close(ls[i].fd);
   srv.shutting_down = 1;

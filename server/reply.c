@@ -116,11 +116,6 @@ static void drop_replies(struct conn *c, struct reply *list)
   pthread_cond_broadcast(&c->cond);
 }
 
-static bool send_pending(struct transport *t)
-{
-  return t->ops->send_pending && t->ops->send_pending(t);
-}
-
 /* Sends a batch of replies with as few sendv calls as the iov limit
  * allows; frees them.  Returns the count and payload bytes completed. */
 static void send_batch(struct conn *c, struct reply *batch, bool dead,
@@ -147,13 +142,13 @@ static void send_batch(struct conn *c, struct reply *batch, bool dead,
     }
     if (!failed && rp->file_len) {      /* what is queued, then the file */
       failed = (k > 0 && transport_sendv(c->t, iov, k, 1) == -1) ||
-               c->t->ops->sendfile(c->t, rp->file_fd, rp->file_off,
+               transport_sendfile(c->t, rp->file_fd, rp->file_off,
                                    rp->file_len, true) == -1;
       k = 0;
     }
     /* k == 0 with bytes still buffered by the reader's try_sendv: the
      * reply it queued is empty, and this sendv writes them out. */
-    if (!failed && !next && (k > 0 || send_pending(c->t)))
+    if (!failed && !next && (k > 0 || transport_send_pending(c->t)))
       failed = transport_sendv(c->t, iov, k, 0) == -1;
     /* Buffers of replies already copied into iov must outlive the
      * sendv: free this batch only at the end. */
@@ -290,13 +285,11 @@ static bool queue_at_head(struct conn *c, struct reply *first,
  * work queued: then the caller queues the whole list. */
 static bool try_direct(struct conn *c, struct reply *list, int niov)
 {
-  ssize_t (*try_sendv)(struct transport *, const struct iovec *, int) =
-    c->t->ops->try_sendv;
   struct iovec iov[HELD_IOV];
   size_t total = 0;
 
   pthread_mutex_lock(&c->lock);
-  if (!try_sendv || c->outq || c->writer_busy || c->dead ||
+  if (!transport_can_try_send(c->t) || c->outq || c->writer_busy || c->dead ||
       niov > HELD_IOV || pthread_mutex_trylock(&c->send_lock) != 0) {
     pthread_mutex_unlock(&c->lock);
     return false;
@@ -308,18 +301,19 @@ static bool try_direct(struct conn *c, struct reply *list, int niov)
     k += rp->niov;
   }
   total = iov_len(iov, k);
-  ssize_t w = try_sendv(c->t, iov, k);
+  ssize_t w = transport_try_sendv(c->t, iov, k);
   /* A reply with a file piece comes alone (direct_reply): its file part
    * once all before it went. */
   if (w >= 0 && (size_t)w == total && list->file_len) {
-    ssize_t wf = c->t->ops->sendfile(c->t, list->file_fd, list->file_off,
+    ssize_t wf = transport_sendfile(c->t, list->file_fd, list->file_off,
                                      list->file_len, false);
     w = wf < 0 ? -1 : w + wf;
     total += list->file_len;
   }
   /* TLS may have taken everything but kept some of it buffered: then the
    * last reply stays queued, empty, for the writer to flush. */
-  bool pending = w >= 0 && (size_t)w == total && send_pending(c->t);
+  bool pending = w >= 0 && (size_t)w == total &&
+                 transport_send_pending(c->t);
 
   /* Replies wholly sent are done; the first that is not, and all after
    * it, go to the writer. */

@@ -103,7 +103,7 @@ static void data_chunk(struct reply *rp, const struct nbd_req *r, uint16_t fl,
 }
 
 /* Structured READ: holes of a sparse backend go out as OFFSET_HOLE chunks
- * and only data is read (ARCHITECTURE.md "Structured replies").  On
+ * and only data is read (docs/architecture.md "Structured replies").  On
  * success the reply owns buf. */
 static int read_structured(struct conn *c, const struct nbd_req *r,
                            uint8_t *buf)
@@ -212,7 +212,7 @@ static bool read_without_buffer(struct conn *c, const struct nbd_req *r)
 {
   struct backend *be = c->exp->be;
   if (r->count < SENDFILE_MIN || !(be->caps & BACKEND_SENDFILE) ||
-      !c->t->ops->sendfile ||
+      !transport_can_sendfile(c->t) ||
       (c->structured && (be->caps & BACKEND_CHEAP_EXTENTS)))
     return false;
   bool copy = c->tcp_loopback && be->map &&
@@ -239,7 +239,7 @@ static void cmd_read(struct conn *c, const struct nbd_req *r)
     return;
   /* Not zeroed: bytes only leave this buffer after a successful read
    * filled them (holes go out as OFFSET_HOLE, failures send no payload),
-   * so nothing stale can reach the client (SECURITY.md 17, 25). */
+   * so nothing stale can reach the client (docs/security.md 17, 25). */
   uint8_t *buf = malloc(r->count ? r->count : 1);
   if (!buf) {
     send_error(c, r, ENOMEM, "read");
@@ -319,7 +319,7 @@ static int cmd_zero(struct conn *c, const struct nbd_req *r)
 }
 
 /* BLOCK_STATUS for base:allocation, at most 2^20 descriptors, lengths in
- * 64 bits until encoded (SECURITY.md 15). */
+ * 64 bits until encoded (docs/security.md 15). */
 static void cmd_block_status(struct conn *c, const struct nbd_req *r)
 {
   struct backend *be = c->exp->be;
@@ -497,13 +497,13 @@ static int write_into_map(struct conn *c, const struct nbd_req *r, int *err)
   struct transport *t = c->t;
   struct backend *be = c->exp->be;
   const void *p;
-  size_t done = t->ops->take_buffered(t, &p, r->count);
+  size_t done = transport_take_buffered(t, &p, r->count);
 
   *err = 0;
   if (done > 0 && be->ops->pwrite(be, p, done, r->offset, 0) == -1)
     *err = errno;
   while (*err == 0 && done < r->count) {
-    ssize_t n = t->ops->recv_kernel(t, be->map + r->offset + done,
+    ssize_t n = transport_recv_kernel(t, be->map + r->offset + done,
                                     r->count - done);
     if (n > 0)
       done += (size_t)n;
@@ -573,13 +573,13 @@ void xmit_run(struct conn *c)
       c->big_io = true;         /* conn.c: malloc_trim when idle */
     bool mapped = r.type == NBD_CMD_WRITE && err == 0 && r.count > 0 &&
                   (c->exp->be->caps & BACKEND_RECV_MAP) &&
-                  c->t->ops->recv_kernel;
+                  transport_can_recv_kernel(c->t);
     int write_err = 0;
     if (r.type == NBD_CMD_WRITE) {
       if (err == 0 && !mapped && !(buf = malloc(r.count ? r.count : 1)))
         err = ENOMEM;
       /* A refused write's payload is drained through the transport,
-       * without allocating its claimed length (SECURITY.md 14). */
+       * without allocating its claimed length (docs/security.md 14). */
       /* A payload that has begun is read whole even at shutdown. */
       int wake = c->t->wake_fd;
       c->t->wake_fd = -1;
@@ -611,7 +611,7 @@ void xmit_run(struct conn *c)
        * straight away (never blocking, reply.c), saving two thread
        * hand-offs per request; or, if the next request's header is
        * already buffered, hold the reply to share a send with the next. */
-      bool more = c->t->ops->pending(c->t) >= sizeof(struct nbd_request);
+      bool more = transport_pending(c->t) >= sizeof(struct nbd_request);
       reply_set_direct(true, more);
       req_run(q);
       reply_set_direct(false, false);

@@ -1,4 +1,4 @@
-"""Downgrade attacks (SECURITY.md 21, libnbd CVE-2019-14842): a
+"""Downgrade attacks (docs/security.md 21, libnbd CVE-2019-14842): a
 man-in-the-middle between libsnbd and a TLS-requiring nbdkit strips
 NBD_OPT_STARTTLS, answers it with an error, pretends to be a non-fixed-
 newstyle or oldstyle server, or acknowledges STARTTLS and then talks in

@@ -5,7 +5,7 @@ allowed, structured replies never negotiated, ...).  libsnbd must fail
 cleanly with a message that names the problem, never crash (also run it
 under the sanitizer build: tests/run.sh build-san client), never leave
 stale bytes in a read buffer, and keep the connection only when the
-stream is still in step (SECURITY.md 23-25)."""
+stream is still in step (docs/security.md 23-25)."""
 import os
 import struct
 import sys

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The server is verified by default (SECURITY.md 22, libnbd CVE-2024-7383):
+# The server is verified by default (docs/security.md 22, libnbd CVE-2024-7383):
 # against the given CA or the system CA, by host name, also over a Unix
 # socket (through tls-hostname); turning verification off must be
 # explicit.  Plus TLS "allow" against servers with and without TLS, and

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Crash safety of the file backend (issue 5 "Faults and data safety").
+"""Crash safety of the file backend.
 
 A writer on two connections (the file export advertises CAN_MULTI_CONN,
 so a flush on one covers writes completed on both: proto.md "Flags",

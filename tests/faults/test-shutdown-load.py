@@ -1,6 +1,5 @@
 #!/usr/bin/python3
-"""Graceful shutdown under load (issue 5 "Faults and data safety",
-SECURITY.md 18).
+"""Graceful shutdown under load (docs/security.md 18).
 
 proto.md "Terminating the transmission phase" / NBD_ESHUTDOWN: a server
 shutting down SHOULD let requests in flight finish and answer later ones

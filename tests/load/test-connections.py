@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Many connections against one server (issue 5, misbehaving-peer suite,
+"""Many connections against one server (misbehaving-peer suite,
 "load"), with the server's memory reported and bounded.
 
 One snbd-server (--tls=on: TLS optional, X.509 made with certtool) with a

@@ -1,7 +1,6 @@
 #!/usr/bin/python3
 """Slowloris: clients that hold a negotiation open are dropped at the
-handshake deadline while a normal client is served (SECURITY.md 11,
-issue 5 "load").
+handshake deadline while a normal client is served (docs/security.md 11).
 
 snbd-server --handshake-timeout 3 (TLS optional, X.509) gets 120 peers
 that never finish negotiating, 30 of each kind:

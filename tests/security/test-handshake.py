@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Hostile clients during option haggling (SECURITY.md 3-9, issue 5).
+"""Hostile clients during option haggling (docs/security.md 3-9).
 
 One plain-text server; each case speaks raw bytes to it and asserts the
 exact reply the spec (doc/proto.md "Option types", "Fixed newstyle
@@ -53,7 +53,7 @@ def refusal_or_close(c, opt, what):
     return rep_name(r.type)
 
 
-# ---- option lengths (SECURITY.md 5) ----
+# ---- option lengths (docs/security.md 5) ----
 
 def case_option_length_ffffffff(srv):
     """2^32-1 claimed: never allocated, refused or dropped at once."""
@@ -113,7 +113,7 @@ def case_known_option_too_long(srv):
         still_in_sync(c)
 
 
-# ---- names (SECURITY.md 6) ----
+# ---- names (docs/security.md 6) ----
 
 def case_export_name_4097(srv):
     with fresh(srv) as c:
@@ -213,7 +213,7 @@ def case_nul_in_names(srv):
             c.expect_close("EXPORT_NAME %r" % name)
 
 
-# ---- counts, unknown options, flags (SECURITY.md 5, 9) ----
+# ---- counts, unknown options, flags (docs/security.md 5, 9) ----
 
 def case_1100_options(srv):
     """1024 options are answered; the 1025th drops the client."""
@@ -324,7 +324,7 @@ def case_starttls_notls(srv):
         expect_eq("read", bytes(8), c.read(0, 8))
 
 
-# ---- odd orders (SECURITY.md 9) ----
+# ---- odd orders (docs/security.md 9) ----
 
 def case_info_then_go_elsewhere(srv):
     with fresh(srv) as c:
@@ -462,7 +462,7 @@ def case_info_items(srv):
 
 def case_error_messages_bounded(srv):
     """Error messages and logs never echo client bytes raw or unbounded
-    (SECURITY.md 7)."""
+    (docs/security.md 7)."""
     evil = (b"\x1b[31m%s%n%x\r\n\x07" * 300)[:4096]
     with fresh(srv) as c:
         for opt in (OPT_INFO, OPT_GO):

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Peers that hang up at every step (SECURITY.md 12, issue 5).
+"""Peers that hang up at every step (docs/security.md 12).
 
 A plain server (Unix socket and an ephemeral loopback TCP port, for
 resets) and a TLS-required one.  Each case leaves the server with a

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""SIGTERM with clients attached (SECURITY.md 18, issue 2 "SIGTERM").
+"""SIGTERM with clients attached (docs/security.md 18).
 
 proto.md: during option haggling a server being shut down "SHOULD error
 further options received (other than an NBD_OPT_ABORT) with

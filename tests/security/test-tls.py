@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Every MUST of the TLS section, from raw sockets (issue 3; SECURITY.md
+"""Every MUST of the TLS section, from raw sockets (docs/security.md
 1, 3, 4, 8).  proto.md "TLS support": FORCEDTLS (--tls=require),
 SELECTIVETLS (--tls=on with a tls-only export), NOTLS (--tls=off), and
 NBD_OPT_STARTTLS ("the server MUST NOT preserve any negotiation state").
@@ -194,7 +194,7 @@ def case_require_refused_payloads_drained_over_tls(srv):
 def case_require_identity_per_export(srv):
     """allow= lists: an export this certificate may not use is not listed,
     not described by INFO (no NBD_REP_INFO), and refused by GO, the META
-    options and EXPORT_NAME (SECURITY.md 8)."""
+    options and EXPORT_NAME (docs/security.md 8)."""
     with tls(srv) as c:
         names = listed(c)
         check("mine" in names and "theirs" not in names, "LIST: %r", names)
@@ -224,7 +224,7 @@ def case_selective_info_go_tls_only(srv):
         for opt in (OPT_INFO, OPT_GO):
             reps = c.option(opt, info_payload("secret", [INFO_NAME,
                                                          INFO_DESCRIPTION]))
-            # no NBD_REP_INFO before it (SECURITY.md 8)
+            # no NBD_REP_INFO before it (docs/security.md 8)
             expect_eq("%s secret in clear" % opt_name(opt),
                       [rep_name(REP_ERR_TLS_REQD)],
                       [rep_name(r.type) for r in reps])

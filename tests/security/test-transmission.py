@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Hostile requests in the transmission phase (SECURITY.md 13-17, issue 5).
+"""Hostile requests in the transmission phase (docs/security.md 13-17).
 
 Each case sends raw requests and asserts the reply doc/proto.md ("Request
 types", "Error values", "Structured reply types") asks for, that the
@@ -46,7 +46,7 @@ def send_cmd(c, cmd, off, length, flags=0):
     return c.cmd(cmd, off, length, flags, data)
 
 
-# ---- ranges (SECURITY.md 13) ----
+# ---- ranges (docs/security.md 13) ----
 
 def case_range_overflow_every_command(srv):
     """offset+length past the end or past 2^64: EINVAL, or ENOSPC for the
@@ -85,7 +85,7 @@ def case_range_overflow_every_command(srv):
 
 def case_write_too_big(srv):
     """WRITE over the 32 MiB maximum: EINVAL with the payload drained, not
-    allocated (SECURITY.md 14); READ over it: EINVAL."""
+    allocated (docs/security.md 14); READ over it: EINVAL."""
     for c in both_modes(srv):
         with c:
             srv.reset_peak_rss()
@@ -150,7 +150,7 @@ def case_unknown_command(srv):
             c.disconnect()
 
 
-# ---- flags (SECURITY.md 16) ----
+# ---- flags (docs/security.md 16) ----
 
 def case_flags_not_negotiated(srv):
     with srv.client(structured=False) as c:
@@ -237,7 +237,7 @@ def case_read_only(srv):
             c.disconnect()
 
 
-# ---- structured replies and block status (SECURITY.md 15, 17) ----
+# ---- structured replies and block status (docs/security.md 15, 17) ----
 
 def case_sparse_read_offset_hole(srv):
     """A structured READ over a hole answers OFFSET_HOLE for it; with DF,
@@ -420,7 +420,7 @@ def case_disc_with_requests_in_flight(srv):
 
 def case_stalled_reader_does_not_starve_others(srv):
     """A client that sends reads and never reads the replies must not hold
-    up other clients' requests (SECURITY.md 11: one peer cannot lock out
+    up other clients' requests (docs/security.md 11: one peer cannot lock out
     the others)."""
     with srv.client(structured=False) as a:
         a.send(b"".join(request_bytes(CMD_READ, 0, 4 * MiB, cookie=i)
@@ -442,7 +442,7 @@ def case_stalled_reader_does_not_starve_others(srv):
 
 def case_zero_covers_whole_range(srv):
     """WRITE_ZEROES zeroes exactly the range asked, unaligned or 4 GiB
-    long, on memory and file exports (SECURITY.md 17: no silent partial
+    long, on memory and file exports (docs/security.md 17: no silent partial
     success)."""
     for name, base in (("", 10 * MiB), ("f", 0)):
         with srv.client(name) as c:

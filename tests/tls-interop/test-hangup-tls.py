@@ -1,5 +1,5 @@
 """A TLS client that stops reading or vanishes while snbd-server is sending
-it a lot (SECURITY.md 12 and 18, over TLS): the server's senders must
+it a lot (docs/security.md 12 and 18, over TLS): the server's senders must
 wait, not spin, must notice the hang-up, keep serving others, and still
 shut down promptly on SIGTERM.  (An earlier build spun in its TLS send
 loop at 100% CPU after such a client was killed, and then ignored

@@ -1,4 +1,4 @@
-"""Slowloris against snbd-server with TLS required (SECURITY.md 11, QEMU
+"""Slowloris against snbd-server with TLS required (docs/security.md 11, QEMU
 CVE-2024-7409): with --handshake-timeout 2, connections that are silent,
 trickle a byte every 0.4 s, stall half-way through a ClientHello, or stall
 after the server's TLS flight are all closed at about 2 s after they

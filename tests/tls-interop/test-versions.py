@@ -1,4 +1,4 @@
-"""TLS protocol versions as gnutls-cli sees snbd-server (SECURITY.md 2):
+"""TLS protocol versions as gnutls-cli sees snbd-server (docs/security.md 2):
 a client offering only TLS 1.0 or only TLS 1.1 fails, and the server log
 names the peer and says why; TLS 1.2 only and the default (TLS 1.3) work,
 with X.509 and with PSK.  gnutls-cli reaches the server's STARTTLS through

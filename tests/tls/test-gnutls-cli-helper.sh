@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # snbd-server's TLS as a real, independent TLS client sees it: gnutls-cli,
 # run through NBD_OPT_STARTTLS by tests/tls/starttls_proxy.py.
-#  - TLS 1.0 and 1.1 are refused by default (SECURITY.md 2: GnuTLS's NORMAL
+#  - TLS 1.0 and 1.1 are refused by default (docs/security.md 2: GnuTLS's NORMAL
 #    on Debian 12 still allows them), TLS 1.2 and 1.3 work;
 #  - a client with the PSK priority nbdkit and libnbd use (NORMAL order,
 #    which puts CHACHA20 before AES-128-GCM) still gets AES-128-GCM: a
@@ -10,7 +10,7 @@
 #    X25519 (the server's order) although NORMAL puts AES-256-GCM and
 #    SECP256R1 first;
 #  - clear text sent right after NBD_OPT_STARTTLS fails the handshake
-#    (SECURITY.md 1, CVE-2021-3716).
+#    (docs/security.md 1, CVE-2021-3716).
 . "$SNBD_SRC/tests/lib/common.sh"
 . "$SNBD_SRC/tests/lib/tls.sh"
 require gnutls-cli certtool psktool

@@ -1,6 +1,6 @@
 /* libsnbd's API without a server: settings and their checks, errors per
  * thread, and URIs that name local files (refused unless the caller
- * allows it, SECURITY.md 26). */
+ * allows it, docs/security.md 26). */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>

@@ -615,7 +615,7 @@ static void test_gnutls_cli_x509(void **state)
   assert_string_equal(cs.s.peer.cn, "client1");
   assert_int_equal(cs.last_recv, 0);
 
-  /* TLS 1.1 and 1.0 are refused (SECURITY.md 2) */
+  /* TLS 1.1 and 1.0 are refused (docs/security.md 2) */
   const char *vers[] = { "NORMAL:-VERS-ALL:+VERS-TLS1.1",
                          "NORMAL:-VERS-ALL:+VERS-TLS1.0" };
   for (int i = 0; i < 2; i++) {
