@@ -13,6 +13,9 @@ PKGS=(
   # real peers and tools used by the tests
   gnutls-bin libnbd-bin libnbd-dev python3-libnbd nbdkit qemu-utils nbd-server fio
   python3 procps iproute2 coreutils util-linux xxd bc
+  # Ceph RBD backend: librbd/librados headers, and a single-node test
+  # cluster (tests/lib/ceph-cluster.sh); qemu-nbd's rbd driver for the bench
+  librbd-dev librados-dev ceph-mon ceph-osd ceph-common qemu-block-extra
 )
 
 missing=()
