@@ -45,16 +45,20 @@
 #    modules costs seconds of CPU.  `ceph -s` therefore reports HEALTH_WARN
 #    (no mgr) and PG states as unknown; nothing here relies on them.
 #  - The OSD uses memstore (osd data in memory, memstore_device_bytes 3 GiB,
-#    far above what the tests write: a full memstore makes writes fail).
-#    Memstore writes its whole content to files in its data directory when
+#    far above what the tests write: on a full OSD, writes wait until
+#    rados_osd_op_timeout and then fail with ETIMEDOUT, never ENOSPC;
+#    measured with 256 MiB, full after 293 MiB).  CEPH_CLUSTER_MEMSTORE_BYTES
+#    overrides the size, for a test of a full cluster.
+#  - Memstore writes its whole content to files in its data directory when
 #    the store is unmounted and reads it back on mount, so a clean stop
 #    keeps the data.  Ceph 16.2's default osd_fast_shutdown=true skips that
 #    unmount (the OSD exits at once), so it is turned off here.  Measured
-#    on this 2-core machine: stop-osd takes about 1 s, start-osd about
-#    3 s, and an image written before stop-osd reads back identical after
-#    start-osd (tests/rbd/test-ceph-cluster.sh checks it every run).  A
-#    SIGKILLed OSD (after the stop bound) would lose its data; stop-osd
-#    fails loudly in that case.
+#    on this 2-core machine (shared, load 2-8): start takes 18-25 s,
+#    stop-osd 1-5 s, start-osd 5-13 s, and an image written before stop-osd
+#    reads back identical after start-osd (tests/rbd/test-ceph-cluster.sh
+#    checks it every run).  Bluestore on a sparse file or SIGSTOP were not
+#    needed.  A SIGKILLed OSD (after the stop bound) would lose its data;
+#    stop-osd fails loudly in that case.
 #  - The daemons run in the foreground (-f) as children started here, so
 #    their pids are known at once and written to DIR/pids/; stopping goes
 #    by those pids only (checked against /proc/PID/cmdline, which names
@@ -148,7 +152,7 @@ keyring = $dir/mon/keyring
 osd_data = $dir/osd
 keyring = $dir/osd/keyring
 osd_objectstore = memstore
-memstore_device_bytes = $((3 << 30))
+memstore_device_bytes = ${CEPH_CLUSTER_MEMSTORE_BYTES:-$((3 << 30))}
 osd_fast_shutdown = false
 
 [client.admin]
