@@ -34,12 +34,13 @@ PY
 }
 
 run_suite() {
-  local build tag logdir name log start rc secs line
+  local build tag logdir name log start rc secs line n=0
   build=$(cd "$1" && pwd)
   tag=$(basename "$build")
   logdir=$build/test-logs
   mkdir -p "$logdir"
   while IFS=$'\t' read -r -a line; do
+    n=$((n + 1))
     name=$tag:${line[0]}
     if [ -n "$pattern" ] && [[ "$name" != *$pattern* ]]; then continue; fi
     log=$logdir/$(echo "${line[0]}" | tr '/' '_').log
@@ -57,6 +58,11 @@ run_suite() {
       tail -n 25 "$log" | sed 's/^/    /'
     fi
   done < <(registered_tests "$build")
+  # A build configured before tests/meson.build existed registers nothing.
+  if [ $n -eq 0 ]; then
+    fail=$((fail + 1)); failed+=("$tag")
+    echo "FAIL $tag: no test registered with Meson (ninja -C $1 reconfigures)"
+  fi
 }
 
 IFS=, read -r -a builds <<<"${1:-build}"
