@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Crash safety of the file backend.
+"""Crash safety of the file backend (docs/security.md 20, 32).
 
 A writer on two connections (the file export advertises CAN_MULTI_CONN,
 so a flush on one covers writes completed on both: proto.md "Flags",

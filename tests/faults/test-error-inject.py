@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Storage errors reach the client as the right NBD error, on the right
-request, and nothing else fails.
+request, and nothing else fails (docs/security.md 17, 31, 32).
 
 The error backend (server/backends/error.c, "error:RATE:ERRNAME:SPEC")
 makes pread, pwrite, flush, trim and zero of SPEC fail with ERRNAME at

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """A file in RAM cut short under the server, and its holes (docs/design.md
-"Zero-copy file I/O").
+"Zero-copy file I/O"; docs/security.md 17, 32).
 
 On tmpfs the server receives WRITE payloads into a shared mapping of the
 file and sends large READs without a buffer: with sendfile, or to a TCP

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""A full disk gives ENOSPC, not EIO and not corruption.
+"""A full disk gives ENOSPC, not EIO and not corruption (docs/security.md
+32).
 
 A 32 MiB sparse image lives on an 8 MiB tmpfs.  Writing it from start to
 end, the writes that find no space must fail with NBD_ENOSPC (proto.md

@@ -2,7 +2,8 @@
 # Transmission commands through libnbd on memory, file and read-only
 # exports: FUA, TRIM -> hole in block status, WRITE_ZEROES with NO_HOLE and
 # FAST_ZERO, DF, OFFSET_HOLE reads, CACHE, out-of-range and bad-flag
-# errors, EPERM on read-only, requests in flight, multi-conn.  The checks
+# errors, EPERM on read-only, requests in flight, multi-conn
+# (docs/security.md 20).  The checks
 # are in nbdsh_commands.py.
 . "$SNBD_SRC/tests/lib/common.sh"
 require_server

@@ -1,4 +1,4 @@
-"""Replies never interleave (docs/design.md, reply.c): many large READs in
+"""Replies never interleave (docs/design.md, reply.c; docs/security.md 31): many large READs in
 flight, so replies are cut short by a full socket and finished by the
 writer thread while the reader keeps sending others, mixed with error
 replies (which always go through the writer) and with WRITEs of odd sizes

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Secure by default (docs/architecture.md "TLS policy"): clear text beyond
+# Secure by default (docs/architecture.md "TLS policy", docs/security.md 30): clear text beyond
 # loopback must be asked for with --tls=off; TLS modes need credentials;
 # credentials alone mean FORCEDTLS.  No test here listens beyond loopback:
 # the refusals happen before anything is bound.

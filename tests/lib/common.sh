@@ -5,8 +5,9 @@
 #   require nbdinfo
 #   serve memory:1M -- 'nbdinfo "$uri" >info.txt'
 #
-# tests/run.sh exports SNBD_SRC, SNBD_BUILD, SNBD_SERVER, PYTHON and runs
-# each test in a fresh $TMPDIR (also the cwd).  Exit 77 means "skipped".
+# tests/lib/run-one.sh (behind both tests/run.sh and `meson test`) exports
+# SNBD_SRC, SNBD_BUILD, SNBD_SERVER, PYTHON and runs each test in a fresh
+# $TMPDIR (also the cwd).  Exit 77 means "skipped".
 #
 # Helpers:
 #   fail MSG...             print MSG and exit 1
@@ -31,9 +32,9 @@
 
 set -euo pipefail
 
-: "${SNBD_SRC:?run tests through tests/run.sh}"
-: "${SNBD_SERVER:?run tests through tests/run.sh}"
-: "${TMPDIR:?run tests through tests/run.sh}"
+: "${SNBD_SRC:?run tests through tests/run.sh or meson test}"
+: "${SNBD_SERVER:?run tests through tests/run.sh or meson test}"
+: "${TMPDIR:?run tests through tests/run.sh or meson test}"
 PYTHON=${PYTHON:-/usr/bin/python3}
 # Importing tests/interop/nbdcheck.py must not litter the source tree.
 export PYTHON PYTHONDONTWRITEBYTECODE=1

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Many connections against one server (misbehaving-peer suite,
-"load"), with the server's memory reported and bounded.
+"load"), with the server's memory reported and bounded
+(docs/security.md 33).
 
 One snbd-server (--tls=on: TLS optional, X.509 made with certtool) with a
 2 GiB memory export that is almost empty:

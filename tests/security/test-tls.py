@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Every MUST of the TLS section, from raw sockets (docs/security.md
-1, 3, 4, 8).  proto.md "TLS support": FORCEDTLS (--tls=require),
+1, 3, 4, 8, 14, 27).  proto.md "TLS support": FORCEDTLS (--tls=require),
 SELECTIVETLS (--tls=on with a tls-only export), NOTLS (--tls=off), and
 NBD_OPT_STARTTLS ("the server MUST NOT preserve any negotiation state").
 X.509 only: Python 3.11's ssl module cannot do PSK.
@@ -177,7 +177,7 @@ def case_require_pipelined_over_tls(srv):
 
 def case_require_refused_payloads_drained_over_tls(srv):
     """Refused option and WRITE payloads are read through TLS, so the TLS
-    stream stays in step (the nbdkit bug STYLE.md names)."""
+    stream stays in step (docs/security.md 4)."""
     with tls(srv) as c:
         c.expect_option(REP_ERR_UNSUP, 0x1234, b"u" * MiB)
         c.expect_option(REP_ERR_INVALID, OPT_LIST, b"l" * 1000)

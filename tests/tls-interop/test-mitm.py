@@ -1,7 +1,8 @@
 """A man in the middle between a real client (libnbd: python3-libnbd and
 nbdinfo; qemu-img) and snbd-server in require mode (FORCEDTLS) tries to
 keep the session in clear text (proto.md "TLS support", "Security
-considerations": a downgrade attack).  Modes of the proxy:
+considerations": a downgrade attack; docs/security.md 27).  Modes of the
+proxy:
 
   strip    the client's NBD_OPT_STARTTLS never reaches the server; the
            proxy answers it with NBD_REP_ERR_UNSUP (as a NOTLS server

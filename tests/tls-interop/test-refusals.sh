@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# TLS refusals with real clients (nbdinfo, qemu-img), each checked on both
+# TLS refusals with real clients (docs/security.md 28, and 8 for part B:
+# exports an identity may not use are not listed), each checked on both
 # sides: the client fails, and the server log names the peer and the
 # reason.  Every refusal has a matching success with the right credentials
 # in the same run, so a server that refuses everything fails too.

@@ -1,5 +1,5 @@
 """SIGHUP reloads snbd-server's TLS credentials (certificates, CRL, PSK
-file): new connections get the new ones, sessions already open go on with
+file; docs/security.md 29): new connections get the new ones, sessions already open go on with
 theirs, and a reload that fails keeps the old credentials and says why.
 
   rotate     the server certificate moves from CA A to CA B and alice's

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SELECTIVETLS (--tls=on) with real clients: a plain export and a tls-only
-# one (proto.md "TLS support", SELECTIVETLS).
+# one (proto.md "TLS support", SELECTIVETLS; docs/security.md 8).
 #  - in clear text: the plain export works (nbdinfo, nbdcopy, qemu-img),
 #    the tls-only one is refused with "TLS required" and is not in --list;
 #  - with TLS (PSK, and X.509 over TCP): both work and both are listed;
