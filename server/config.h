@@ -6,7 +6,6 @@
 
 #include "server.h"
 
-#define SNBD_VERSION "0.1.0"
 #define MAX_BINDS 16
 
 struct options {
