@@ -269,49 +269,34 @@ static void raise_fd_limit(void)
               (unsigned long long)rl.rlim_cur, srv.max_connections);
 }
 
-int main(int argc, char **argv)
+/* Everything before serving: logging, TLS, signals, exports, worker
+ * threads.  Exits on failure. */
+static void start_up(void)
 {
-  tune_malloc();
-  parse_args(argc, argv);
   log_init("snbd-server", (enum log_target)opt.log_to, opt.verbose);
   if (tls_global_init() == -1 || signals_init() == -1 ||
       pipe2(srv.wake_pipe, O_CLOEXEC) == -1) {
     log_error("start-up: %m");
-    return EXIT_FAILURE;
+    exit(EXIT_FAILURE);
   }
   raise_fd_limit();
   if (exports_open(&srv, opt.read_only) == -1)
-    return EXIT_FAILURE;
+    exit(EXIT_FAILURE);
   if (srv.threads <= 0) {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     srv.threads = ncpu > 2 ? (int)ncpu * 4 : 8;
   }
   if (pool_start(srv.threads) == -1) {
     log_error("cannot start worker threads");
-    return EXIT_FAILURE;
+    exit(EXIT_FAILURE);
   }
+}
 
-  struct listener ls[MAX_LISTENERS];
-  int n = 0;
-  if (opt.single) {
-    check_tls_defaults(ls, 0);
-    single_start(&srv);
-  }
-  else {
-    check_binds();
-    setup_listeners(ls, &n);
-    check_tls_defaults(ls, n);
-    for (int i = 0; i < n; i++)
-      log_debug("listening on %s", ls[i].desc);
-  }
-  write_pid_file();
-  if (opt.run)
-    start_run(ls, n);
-
-  int why = opt.single ? single_wait(&srv) : accept_loop(&srv, ls, n, on_event);
-
-  /* Shutdown: stop accepting, wake every reader, let in-flight requests
-   * finish, flush, exit (docs/security.md 18). */
+/* Stop accepting, wake every reader, let in-flight requests finish,
+ * flush (docs/security.md 18).  why: what ended the serving loop.
+ * Returns the exit status. */
+static int shut_down(struct listener *ls, int n, int why)
+{
   for (int i = 0; i < n; i++)
     close(ls[i].fd);
   srv.shutting_down = 1;
@@ -330,8 +315,34 @@ int main(int argc, char **argv)
   }
   if (srv.creds)
     tls_creds_unref(srv.creds);
+  bool run = opt.run != NULL;
   config_free(&srv, &opt);
-  if (opt.run)
+  if (run)
     return run_status ? run_status : flush_failed ? EXIT_FAILURE : 0;
   return why == -1 || flush_failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv)
+{
+  tune_malloc();
+  parse_args(argc, argv);
+  start_up();
+  struct listener ls[MAX_LISTENERS];
+  int n = 0;
+  if (opt.single) {
+    check_tls_defaults(ls, 0);
+    single_start(&srv);
+  }
+  else {
+    check_binds();
+    setup_listeners(ls, &n);
+    check_tls_defaults(ls, n);
+    for (int i = 0; i < n; i++)
+      log_debug("listening on %s", ls[i].desc);
+  }
+  write_pid_file();
+  if (opt.run)
+    start_run(ls, n);
+  int why = opt.single ? single_wait(&srv) : accept_loop(&srv, ls, n, on_event);
+  return shut_down(ls, n, why);
 }
