@@ -1,11 +1,16 @@
-/* snbd-server: option values and the INI config file (inih). */
+/* snbd-server: its options (one table for the command line, the config
+ * file's [server] keys and --help) and the INI config file (inih). */
 #include <errno.h>
+#include <getopt.h>
 #include <ini.h>
 #include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "cleanup.h"
 #include "config.h"
 #include "log.h"
 
@@ -39,6 +44,24 @@ static int parse_flag(const char *key, const char *v, bool *out)
   return 0;
 }
 
+/* v must be one of names (NULL-terminated); *out is its index. */
+static int parse_enum(const char *key, const char *v,
+                      const char *const *names, int *out)
+{
+  size_t n = 0;
+  for (; names[n]; n++)
+    if (v && !strcmp(v, names[n])) {
+      *out = (int)n;
+      return 0;
+    }
+  char list[128] = "";
+  for (size_t i = 0; i < n; i++)
+    snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+             i == 0 ? "" : i == n - 1 ? " or " : ", ", names[i]);
+  set_error(EINVAL, "%s: expected %s", key, list);
+  return -1;
+}
+
 static int set_str(char **dst, const char *v)
 {
   free(*dst);
@@ -50,88 +73,128 @@ static int set_str(char **dst, const char *v)
   return 0;
 }
 
-static int add_binds(struct options *o, const char *v)
+static int add_binds(struct server *s, struct options *o, const char *v)
 {
-  char *copy = strdup(v), *save = NULL;
-  if (!copy)
+  (void)s;
+  CLEANUP_FREE char *copy = strdup(v ? v : "");
+  char *save = NULL;
+  if (!copy) {
+    set_error(ENOMEM, "strdup");
     return -1;
+  }
   for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
     if (o->nbind == MAX_BINDS) {
-      free(copy);
       set_error(EINVAL, "more than %d listen addresses", MAX_BINDS);
       return -1;
     }
     o->bind[o->nbind++] = strdup(t);
   }
-  free(copy);
   return 0;
+}
+
+/* TLS_MODE_* in table order; --tls also records that the mode was chosen
+ * rather than defaulted (main.c decides the default from the
+ * credentials). */
+static const char *const tls_modes[] = { "off", "on", "require", NULL };
+
+static int set_tls(struct server *s, struct options *o, const char *v)
+{
+  (void)o;
+  int mode;
+  if (parse_enum("tls", v, tls_modes, &mode) == -1)
+    return -1;
+  s->tls_mode = (enum tls_mode)mode;
+  s->tls_mode_set = true;
+  return 0;
+}
+
+/* LOG_TO_* in table order. */
+static const char *const log_targets[] = { "stderr", "syslog", NULL };
+
+/* Where a row's value goes: a field of struct server or struct options,
+ * checked at compile time to have the type the row's kind writes. */
+#define IN_server true
+#define IN_options false
+#define FIELD(st, f, T) .in_server = IN_##st, \
+  .off = offsetof(struct st, f) + 0 * sizeof(_Generic(((struct st *)0)->f, T: 1))
+
+/* Every server option, in --help order.  Adding an option is one row: it
+ * becomes --NAME (and -LETTER), a [server] key, and a --help entry. */
+const struct config_opt config_opts[] = {
+  { "port", 'p', CFG_INT, FIELD(options, port, int), .min = 0, .max = 65535,
+    .arg = " PORT", .help = "TCP port (default 10809; 0 picks a free one)" },
+  { "bind", 'i', CFG_FN, .set = add_binds, .example = "192.0.2.1,::1",
+    .arg = " ADDR", .help = "listen address, repeatable\n"
+                            "(default 127.0.0.1 and ::1)" },
+  { "unix", 'U', CFG_STR, FIELD(options, unix_path, char *), .arg = " PATH",
+    .help = "listen on a Unix socket ('-' makes a private\n"
+            "one); with -U and no -i/-p, Unix only" },
+  { "single", 's', CFG_FLAG, FIELD(options, single, bool),
+    .help = "serve one client on stdin/stdout, then exit" },
+  { "run", 0, CFG_STR, FIELD(options, run, char *), .arg = " CMD",
+    .help = "run CMD with $uri, $unixsocket, $port set;\n"
+            "exit with its status when it ends" },
+  { "read-only", 'r', CFG_FLAG, FIELD(options, read_only, bool),
+    .alias = "readonly", .help = "every export read-only" },
+  { "config", 'c', CFG_CLI, .arg = " FILE",
+    .help = "INI file: [server] and [export NAME] sections" },
+  { "threads", 't', CFG_INT, FIELD(server, threads, int), .min = 1,
+    .max = 1024, .arg = " N", .help = "worker threads" },
+  { "tls", 0, CFG_FN, .set = set_tls, .example = "on",
+    .arg = "=off|on|require", .help = "TLS mode (default: require when "
+    "credentials\nare given, else off)" },
+  { "tls-certificates", 0, CFG_STR, FIELD(server, tls_certs, char *),
+    .arg = " DIR", .help = "ca-cert.pem, server-cert.pem, server-key.pem,\n"
+                           "optional ca-crl.pem" },
+  { "tls-psk", 0, CFG_STR, FIELD(server, tls_psk, char *), .arg = " FILE",
+    .help = "PSK file made by psktool" },
+  { "tls-verify-peer", 0, CFG_FLAG, FIELD(server, tls_verify_peer, bool),
+    .help = "require a client certificate" },
+  { "tls-priority", 0, CFG_STR, FIELD(server, tls_priority, char *),
+    .arg = " STRING", .help = "GnuTLS priority (default: TLS 1.2 minimum)" },
+  { "handshake-timeout", 0, CFG_INT, FIELD(server, handshake_timeout, int),
+    .min = 1, .max = 3600, .arg = " S",
+    .help = "seconds to finish negotiating (default 10)" },
+  { "max-negotiating", 0, CFG_INT, FIELD(server, max_negotiating, int),
+    .min = 1, .max = 1000000, .arg = " N",
+    .help = "connections negotiating at once (default 256)" },
+  { "max-connections", 0, CFG_INT, FIELD(server, max_connections, int),
+    .min = 1, .max = 1000000, .arg = " N",
+    .help = "connections at once (default 16384)" },
+  { "pid-file", 'P', CFG_STR, FIELD(options, pid_file, char *),
+    .arg = " FILE", .help = "write the PID once listening" },
+  { "verbose", 'v', CFG_FLAG, FIELD(options, verbose, bool),
+    .help = "debug messages" },
+  { "log", 0, CFG_ENUM, FIELD(options, log_to, int), .names = log_targets,
+    .arg = "=stderr|syslog", .help = "where messages go (default stderr)" },
+  { "version", 'V', CFG_CLI, .help = "print the version" },
+  { "help", 'h', CFG_CLI, .help = "this help" },
+};
+#define NOPTS (sizeof config_opts / sizeof config_opts[0])
+const size_t config_nopts = NOPTS;
+
+static int set_value(const struct config_opt *r, struct server *s,
+                     struct options *o, const char *v)
+{
+  void *p = (r->in_server ? (char *)s : (char *)o) + r->off;
+  switch (r->kind) {
+  case CFG_INT: return parse_int(r->name, v, r->min, r->max, p);
+  case CFG_STR: return set_str(p, v);
+  case CFG_FLAG: return parse_flag(r->name, v, p);
+  case CFG_ENUM: return parse_enum(r->name, v, r->names, p);
+  case CFG_FN: return r->set(s, o, v);
+  case CFG_CLI: break;
+  }
+  set_error(EINVAL, "unknown option \"%s\"", r->name);
+  return -1;
 }
 
 int config_set(struct server *s, struct options *o, const char *key,
                const char *v)
 {
-  if (!strcmp(key, "port"))
-    return parse_int(key, v, 0, 65535, &o->port);
-  if (!strcmp(key, "bind"))
-    return add_binds(o, v ? v : "");
-  if (!strcmp(key, "unix"))
-    return set_str(&o->unix_path, v);
-  if (!strcmp(key, "run"))
-    return set_str(&o->run, v);
-  if (!strcmp(key, "pid-file"))
-    return set_str(&o->pid_file, v);
-  if (!strcmp(key, "threads"))
-    return parse_int(key, v, 1, 1024, &s->threads);
-  if (!strcmp(key, "handshake-timeout"))
-    return parse_int(key, v, 1, 3600, &s->handshake_timeout);
-  if (!strcmp(key, "max-negotiating"))
-    return parse_int(key, v, 1, 1000000, &s->max_negotiating);
-  if (!strcmp(key, "max-connections"))
-    return parse_int(key, v, 1, 1000000, &s->max_connections);
-  if (!strcmp(key, "read-only"))
-    return parse_flag(key, v, &o->read_only);
-  if (!strcmp(key, "single"))
-    return parse_flag(key, v, &o->single);
-  if (!strcmp(key, "verbose")) {
-    bool b;
-    if (parse_flag(key, v, &b) == -1)
-      return -1;
-    o->verbose = b;
-    return 0;
-  }
-  if (!strcmp(key, "log")) {
-    if (v && !strcmp(v, "syslog"))
-      o->log_syslog = true;
-    else if (v && !strcmp(v, "stderr"))
-      o->log_syslog = false;
-    else {
-      set_error(EINVAL, "log: expected stderr or syslog");
-      return -1;
-    }
-    return 0;
-  }
-  if (!strcmp(key, "tls")) {
-    if (v && !strcmp(v, "off"))
-      s->tls_mode = TLS_MODE_OFF;
-    else if (v && !strcmp(v, "on"))
-      s->tls_mode = TLS_MODE_ON;
-    else if (v && !strcmp(v, "require"))
-      s->tls_mode = TLS_MODE_REQUIRE;
-    else {
-      set_error(EINVAL, "tls: expected off, on or require");
-      return -1;
-    }
-    s->tls_mode_set = true;
-    return 0;
-  }
-  if (!strcmp(key, "tls-certificates"))
-    return set_str(&s->tls_certs, v);
-  if (!strcmp(key, "tls-psk"))
-    return set_str(&s->tls_psk, v);
-  if (!strcmp(key, "tls-priority"))
-    return set_str(&s->tls_priority, v);
-  if (!strcmp(key, "tls-verify-peer"))
-    return parse_flag(key, v, &s->tls_verify_peer);
+  for (size_t i = 0; i < config_nopts; i++)
+    if (!strcmp(key, config_opts[i].name))
+      return set_value(&config_opts[i], s, o, v);
   set_error(EINVAL, "unknown option \"%s\"", key);
   return -1;
 }
@@ -201,22 +264,27 @@ int config_load(struct server *s, struct options *o, const char *path)
 
 int config_merge_exports(struct server *s, struct export *v, size_t n)
 {
-  for (size_t i = 0; i < n; i++) {
-    for (size_t j = 0; j < s->nexports; j++)
-      if (!strcmp(s->exports[j].name, v[i].name)) {
+  size_t ncmd = s->nexports;
+  if (n == 0) {
+    free(v);
+    return 0;
+  }
+  struct export *nv = realloc(s->exports, (ncmd + n) * sizeof *nv);
+  if (!nv) {
+    set_error(ENOMEM, "realloc");
+    return -1;
+  }
+  memcpy(nv + ncmd, v, n * sizeof *v);
+  free(v);
+  s->exports = nv;
+  s->nexports = ncmd + n;
+  for (size_t i = ncmd; i < ncmd + n; i++)
+    for (size_t j = 0; j < ncmd; j++)
+      if (!strcmp(nv[j].name, nv[i].name)) {
         set_error(EINVAL, "export \"%s\" is both on the command line and "
-                  "in the config file", v[i].name);
+                  "in the config file", nv[i].name);
         return -1;
       }
-    struct export *nv = realloc(s->exports, (s->nexports + 1) * sizeof *nv);
-    if (!nv) {
-      set_error(ENOMEM, "realloc");
-      return -1;
-    }
-    s->exports = nv;
-    s->exports[s->nexports++] = v[i];
-  }
-  free(v);
   return 0;
 }
 
@@ -231,4 +299,118 @@ void config_free(struct server *s, struct options *o)
   free(s->tls_certs);
   free(s->tls_psk);
   free(s->tls_priority);
+}
+
+/* ---- The command line ---- */
+
+void config_usage(FILE *f)
+{
+  fprintf(f,
+"Usage: snbd-server [OPTIONS] EXPORT...\n"
+"Serve block devices over NBD (fixed newstyle, TLS by default when\n"
+"credentials are given).\n\n"
+"EXPORT is [NAME=]BACKEND[,KEY=VALUE...]\n"
+"  BACKEND: memory:SIZE (sparse RAM, e.g. memory:1G) | file:PATH\n"
+"  KEYS:    readonly, description=TEXT, tls-only, allow=ID[;ID...]\n"
+"           (ID: an X.509 subject DN, cn=NAME, or psk:USERNAME)\n"
+"  The first EXPORT is also the default export (empty name).\n\n");
+  for (size_t i = 0; i < config_nopts; i++) {
+    const struct config_opt *r = &config_opts[i];
+    char left[64], letter[5] = "    ";
+    if (r->letter)
+      snprintf(letter, sizeof letter, "-%c, ", r->letter);
+    snprintf(left, sizeof left, "  %s--%s%s", letter, r->name,
+             r->arg ? r->arg : "");
+    fprintf(f, "%-28s ", left);
+    for (const char *h = r->help; *h; h++)
+      if (*h == '\n')
+        fprintf(f, "\n%29s", "");
+      else
+        fputc(*h, f);
+    fputc('\n', f);
+  }
+}
+
+/* getopt_long's value for row i: its letter, or a number past them. */
+static int opt_val(size_t i)
+{
+  return config_opts[i].letter ? config_opts[i].letter : 256 + (int)i;
+}
+
+/* getopt_long's tables, made from config_opts: long options (aliases
+ * too) into lo, which has room for 2 * config_nopts + 1; the short
+ * option string into shorts, room for 2 * config_nopts + 1. */
+static void getopt_tables(struct option *lo, char *shorts)
+{
+  for (size_t i = 0; i < config_nopts; i++) {
+    const struct config_opt *r = &config_opts[i];
+    int has_arg = r->kind == CFG_FLAG || (r->kind == CFG_CLI && !r->arg)
+                  ? no_argument : required_argument;
+    *lo++ = (struct option){ r->name, has_arg, NULL, opt_val(i) };
+    if (r->alias)
+      *lo++ = (struct option){ r->alias, has_arg, NULL, opt_val(i) };
+    if (r->letter) {
+      *shorts++ = r->letter;
+      if (has_arg == required_argument)
+        *shorts++ = ':';
+    }
+  }
+  *lo = (struct option){ NULL, 0, NULL, 0 };
+  *shorts = '\0';
+}
+
+/* The command line's value for getopt_long's c.  Exits for --version,
+ * --help and an option getopt_long did not know. */
+static int apply(struct server *s, struct options *o, int c, const char *v)
+{
+  for (size_t i = 0; i < config_nopts; i++) {
+    if (opt_val(i) != c)
+      continue;
+    if (c == 'V') {
+      printf("snbd-server %s\n", SNBD_VERSION);
+      exit(EXIT_SUCCESS);
+    }
+    if (c == 'h') {
+      config_usage(stdout);
+      exit(EXIT_SUCCESS);
+    }
+    if (c == 'c')
+      return 0;       /* read before everything else */
+    return set_value(&config_opts[i], s, o, v);
+  }
+  config_usage(stderr);
+  exit(EXIT_FAILURE);
+}
+
+int config_parse_args(struct server *s, struct options *o, int argc,
+                      char **argv)
+{
+  struct option lo[2 * NOPTS + 1];
+  char shorts[2 * NOPTS + 1];
+  getopt_tables(lo, shorts);
+  /* -c first, so the command line can override the file. */
+  int c;
+  opterr = 0;
+  optind = 0;
+  while ((c = getopt_long(argc, argv, shorts, lo, NULL)) != -1)
+    if (c == 'c' && config_load(s, o, optarg) == -1)
+      return -1;
+  opterr = 1;
+  optind = 0;
+  struct export *cfg_exports = s->exports;
+  size_t ncfg = s->nexports;
+  s->exports = NULL;
+  s->nexports = 0;
+  while ((c = getopt_long(argc, argv, shorts, lo, NULL)) != -1)
+    if (apply(s, o, c, optarg) == -1)
+      goto err;
+  for (int i = optind; i < argc; i++)
+    if (export_parse(s, argv[i]) == -1)
+      goto err;
+  /* Command-line exports first (the first is the default), then the
+   * config file's. */
+  return config_merge_exports(s, cfg_exports, ncfg);
+err:
+  config_merge_exports(s, cfg_exports, ncfg);   /* s owns them again */
+  return -1;
 }

@@ -1,15 +1,12 @@
-/* snbd-server: command line, config file, start-up and shutdown. */
+/* snbd-server: start-up and shutdown (options: config.c). */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
-#include <ini.h>
 #include <limits.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -36,142 +33,17 @@ static pid_t run_pid = -1;
 static int run_status;
 static char *private_dir;        /* -U - */
 
-static void usage(FILE *f)
-{
-  fprintf(f,
-"Usage: snbd-server [OPTIONS] EXPORT...\n"
-"Serve block devices over NBD (fixed newstyle, TLS by default when\n"
-"credentials are given).\n\n"
-"EXPORT is [NAME=]BACKEND[,KEY=VALUE...]\n"
-"  BACKEND: memory:SIZE (sparse RAM, e.g. memory:1G) | file:PATH\n"
-"  KEYS:    readonly, description=TEXT, tls-only, allow=ID[;ID...]\n"
-"           (ID: an X.509 subject DN, cn=NAME, or psk:USERNAME)\n"
-"  The first EXPORT is also the default export (empty name).\n\n"
-"  -p, --port PORT            TCP port (default 10809; 0 picks a free one)\n"
-"  -i, --bind ADDR            listen address, repeatable\n"
-"                             (default 127.0.0.1 and ::1)\n"
-"  -U, --unix PATH            listen on a Unix socket ('-' makes a private\n"
-"                             one); with -U and no -i/-p, Unix only\n"
-"  -s, --single               serve one client on stdin/stdout, then exit\n"
-"      --run CMD              run CMD with $uri, $unixsocket, $port set;\n"
-"                             exit with its status when it ends\n"
-"  -r, --read-only            every export read-only\n"
-"  -c, --config FILE          INI file: [server] and [export NAME] sections\n"
-"  -t, --threads N            worker threads\n"
-"      --tls=off|on|require   TLS mode (default: require when credentials\n"
-"                             are given, else off)\n"
-"      --tls-certificates DIR ca-cert.pem, server-cert.pem, server-key.pem,\n"
-"                             optional ca-crl.pem\n"
-"      --tls-psk FILE         PSK file made by psktool\n"
-"      --tls-verify-peer      require a client certificate\n"
-"      --tls-priority STRING  GnuTLS priority (default: TLS 1.2 minimum)\n"
-"      --handshake-timeout S  seconds to finish negotiating (default 10)\n"
-"      --max-negotiating N    connections negotiating at once (default 256)\n"
-"      --max-connections N    connections at once (default 16384)\n"
-"  -P, --pid-file FILE        write the PID once listening\n"
-"  -v, --verbose              debug messages\n"
-"      --log=stderr|syslog    where messages go (default stderr)\n"
-"  -V, --version              print the version\n"
-"  -h, --help                 this help\n");
-}
-
-enum { OPT_RUN = 256, OPT_TLS, OPT_TLS_CERTS, OPT_TLS_PSK, OPT_TLS_VERIFY,
-       OPT_TLS_PRIORITY, OPT_HS_TIMEOUT, OPT_MAX_NEG, OPT_MAX_CONN, OPT_LOG };
-
-static const struct option long_opts[] = {
-  { "port", required_argument, NULL, 'p' },
-  { "bind", required_argument, NULL, 'i' },
-  { "unix", required_argument, NULL, 'U' },
-  { "single", no_argument, NULL, 's' },
-  { "run", required_argument, NULL, OPT_RUN },
-  { "read-only", no_argument, NULL, 'r' },
-  { "readonly", no_argument, NULL, 'r' },
-  { "config", required_argument, NULL, 'c' },
-  { "threads", required_argument, NULL, 't' },
-  { "tls", required_argument, NULL, OPT_TLS },
-  { "tls-certificates", required_argument, NULL, OPT_TLS_CERTS },
-  { "tls-psk", required_argument, NULL, OPT_TLS_PSK },
-  { "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY },
-  { "tls-priority", required_argument, NULL, OPT_TLS_PRIORITY },
-  { "handshake-timeout", required_argument, NULL, OPT_HS_TIMEOUT },
-  { "max-negotiating", required_argument, NULL, OPT_MAX_NEG },
-  { "max-connections", required_argument, NULL, OPT_MAX_CONN },
-  { "pid-file", required_argument, NULL, 'P' },
-  { "verbose", no_argument, NULL, 'v' },
-  { "log", required_argument, NULL, OPT_LOG },
-  { "version", no_argument, NULL, 'V' },
-  { "help", no_argument, NULL, 'h' },
-  { NULL, 0, NULL, 0 },
-};
-static const char short_opts[] = "p:i:U:src:t:P:vVh";
-
-/* Long option name -> its value, shared by the command line and the
- * [server] section of the config file (config_key in config.c). */
-static int apply(int c, const char *arg)
-{
-  switch (c) {
-  case 'p': return config_set(&srv, &opt, "port", arg);
-  case 'i': return config_set(&srv, &opt, "bind", arg);
-  case 'U': return config_set(&srv, &opt, "unix", arg);
-  case 's': opt.single = true; return 0;
-  case OPT_RUN: return config_set(&srv, &opt, "run", arg);
-  case 'r': opt.read_only = true; return 0;
-  case 'c': return 0;   /* read before everything else */
-  case 't': return config_set(&srv, &opt, "threads", arg);
-  case OPT_TLS: return config_set(&srv, &opt, "tls", arg);
-  case OPT_TLS_CERTS: return config_set(&srv, &opt, "tls-certificates", arg);
-  case OPT_TLS_PSK: return config_set(&srv, &opt, "tls-psk", arg);
-  case OPT_TLS_VERIFY: return config_set(&srv, &opt, "tls-verify-peer", "1");
-  case OPT_TLS_PRIORITY: return config_set(&srv, &opt, "tls-priority", arg);
-  case OPT_HS_TIMEOUT:
-    return config_set(&srv, &opt, "handshake-timeout", arg);
-  case OPT_MAX_NEG: return config_set(&srv, &opt, "max-negotiating", arg);
-  case OPT_MAX_CONN: return config_set(&srv, &opt, "max-connections", arg);
-  case 'P': return config_set(&srv, &opt, "pid-file", arg);
-  case 'v': opt.verbose = 1; return 0;
-  case OPT_LOG: return config_set(&srv, &opt, "log", arg);
-  case 'V': printf("snbd-server %s\n", SNBD_VERSION); exit(EXIT_SUCCESS);
-  case 'h': usage(stdout); exit(EXIT_SUCCESS);
-  default: usage(stderr); exit(EXIT_FAILURE);
-  }
-}
-
+/* The command line (and the config file it names); exits on an error. */
 static void parse_args(int argc, char **argv)
 {
-  /* -c first, so the command line can override the file. */
-  int c;
-  opterr = 0;
-  while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1)
-    if (c == 'c' && config_load(&srv, &opt, optarg) == -1) {
-      fprintf(stderr, "snbd-server: %s\n", get_error());
-      exit(EXIT_FAILURE);
-    }
-  opterr = 1;
-  optind = 1;
-  struct export *cfg_exports = srv.exports;
-  size_t ncfg = srv.nexports;
-  srv.exports = NULL;
-  srv.nexports = 0;
-  while ((c = getopt_long(argc, argv, short_opts, long_opts, NULL)) != -1)
-    if (apply(c, optarg) == -1) {
-      fprintf(stderr, "snbd-server: %s\n", get_error());
-      exit(EXIT_FAILURE);
-    }
-  for (int i = optind; i < argc; i++)
-    if (export_parse(&srv, argv[i]) == -1) {
-      fprintf(stderr, "snbd-server: %s\n", get_error());
-      exit(EXIT_FAILURE);
-    }
-  /* Command-line exports first (the first is the default), then the
-   * config file's. */
-  if (config_merge_exports(&srv, cfg_exports, ncfg) == -1) {
+  if (config_parse_args(&srv, &opt, argc, argv) == -1) {
     fprintf(stderr, "snbd-server: %s\n", get_error());
     exit(EXIT_FAILURE);
   }
   if (srv.nexports == 0) {
     fprintf(stderr, "snbd-server: no export given (try: snbd-server "
                     "memory:1G)\n");
-    usage(stderr);
+    config_usage(stderr);
     exit(EXIT_FAILURE);
   }
 }
@@ -397,50 +269,34 @@ static void raise_fd_limit(void)
               (unsigned long long)rl.rlim_cur, srv.max_connections);
 }
 
-int main(int argc, char **argv)
+/* Everything before serving: logging, TLS, signals, exports, worker
+ * threads.  Exits on failure. */
+static void start_up(void)
 {
-  tune_malloc();
-  parse_args(argc, argv);
-  log_init("snbd-server", opt.log_syslog ? LOG_TO_SYSLOG : LOG_TO_STDERR,
-           opt.verbose);
+  log_init("snbd-server", (enum log_target)opt.log_to, opt.verbose);
   if (tls_global_init() == -1 || signals_init() == -1 ||
       pipe2(srv.wake_pipe, O_CLOEXEC) == -1) {
     log_error("start-up: %m");
-    return EXIT_FAILURE;
+    exit(EXIT_FAILURE);
   }
   raise_fd_limit();
   if (exports_open(&srv, opt.read_only) == -1)
-    return EXIT_FAILURE;
+    exit(EXIT_FAILURE);
   if (srv.threads <= 0) {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     srv.threads = ncpu > 2 ? (int)ncpu * 4 : 8;
   }
   if (pool_start(srv.threads) == -1) {
     log_error("cannot start worker threads");
-    return EXIT_FAILURE;
+    exit(EXIT_FAILURE);
   }
+}
 
-  struct listener ls[MAX_LISTENERS];
-  int n = 0;
-  if (opt.single) {
-    check_tls_defaults(ls, 0);
-    single_start(&srv);
-  }
-  else {
-    check_binds();
-    setup_listeners(ls, &n);
-    check_tls_defaults(ls, n);
-    for (int i = 0; i < n; i++)
-      log_debug("listening on %s", ls[i].desc);
-  }
-  write_pid_file();
-  if (opt.run)
-    start_run(ls, n);
-
-  int why = opt.single ? single_wait(&srv) : accept_loop(&srv, ls, n, on_event);
-
-  /* Shutdown: stop accepting, wake every reader, let in-flight requests
-   * finish, flush, exit (docs/security.md 18). */
+/* Stop accepting, wake every reader, let in-flight requests finish,
+ * flush (docs/security.md 18).  why: what ended the serving loop.
+ * Returns the exit status. */
+static int shut_down(struct listener *ls, int n, int why)
+{
   for (int i = 0; i < n; i++)
     close(ls[i].fd);
   srv.shutting_down = 1;
@@ -459,8 +315,34 @@ int main(int argc, char **argv)
   }
   if (srv.creds)
     tls_creds_unref(srv.creds);
+  bool run = opt.run != NULL;
   config_free(&srv, &opt);
-  if (opt.run)
+  if (run)
     return run_status ? run_status : flush_failed ? EXIT_FAILURE : 0;
   return why == -1 || flush_failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv)
+{
+  tune_malloc();
+  parse_args(argc, argv);
+  start_up();
+  struct listener ls[MAX_LISTENERS];
+  int n = 0;
+  if (opt.single) {
+    check_tls_defaults(ls, 0);
+    single_start(&srv);
+  }
+  else {
+    check_binds();
+    setup_listeners(ls, &n);
+    check_tls_defaults(ls, n);
+    for (int i = 0; i < n; i++)
+      log_debug("listening on %s", ls[i].desc);
+  }
+  write_pid_file();
+  if (opt.run)
+    start_run(ls, n);
+  int why = opt.single ? single_wait(&srv) : accept_loop(&srv, ls, n, on_event);
+  return shut_down(ls, n, why);
 }

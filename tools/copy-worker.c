@@ -2,9 +2,11 @@
  * endpoint and a ring of request slots.  It takes a unit of the source at
  * a time, asks what the unit holds (data, or zeroes), and keeps up to
  * --requests slots busy: read then write for data, one zero request for a
- * run of zeroes.  libsnbd calls back from its reader threads; callbacks
- * only change a slot's state and wake the worker, which issues every
- * command itself and never holds its lock while doing so. */
+ * run of zeroes.  Endpoints are used through their ops (copy.h), never
+ * by kind.  A request ends with a callback, from libsnbd's reader threads
+ * for NBD or before the call returns for a file; callbacks only change a
+ * slot's state and wake the worker, which issues every request itself
+ * and never holds its lock while doing so. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,10 +24,10 @@ struct slot {
   enum slot_state st;
   uint64_t off, len;
   bool zero;                /* write zeroes instead of buf */
-  bool fast;                /* the zero request carried FAST_ZERO */
   int err;
   char *errmsg;
   char *buf;                /* request_size bytes */
+  struct ep_req req;        /* the request in flight */
 };
 
 struct worker {
@@ -36,8 +38,8 @@ struct worker {
   pthread_cond_t cond;
   struct slot slots[MAX_REQUESTS];
   int nslots;
-  struct extent *ext;       /* the current unit */
-  size_t n, next;
+  struct extent_vec ext;    /* the current unit */
+  size_t next;
   uint64_t pos;             /* bytes of ext[next] already handed out */
   bool no_more;
   bool ordered;             /* a pipe destination: write in order */
@@ -49,36 +51,52 @@ static int conn(const struct worker *w, const struct endpoint *e)
   return w->id < e->nconn ? w->id : 0;
 }
 
-/* libsnbd completion callbacks (reader thread). */
-static void slot_done(struct slot *s, int err, enum slot_state next)
+/* A request's end (ep_req.done), from whichever thread finished it: the
+ * slot moves on from reading to ready, from writing to done. */
+static void slot_done(void *ud, int err, const char *msg)
 {
+  struct slot *s = ud;
   struct worker *w = s->w;
   pthread_mutex_lock(&w->lock);
-  if (err && s->zero && s->fast && err == ENOTSUP) {
+  if (err && s->zero && s->req.fast && err == ENOTSUP) {
     /* Not faster than writing: zero it without the flag from now on. */
     atomic_store(&w->c->dst.fast_zero, false);
     s->st = S_READY;
   }
   else {
     s->err = err;
-    if (err && !s->errmsg)
-      s->errmsg = strdup(snbd_get_error());
-    s->st = err ? S_DONE : next;
+    if (err && !s->errmsg && msg)
+      s->errmsg = strdup(msg);
+    s->st = err ? S_DONE : s->st == S_READING ? S_READY : S_DONE;
   }
   pthread_cond_signal(&w->cond);
   pthread_mutex_unlock(&w->lock);
 }
 
-static void read_cb(void *ud, int64_t cookie, int err)
+/* Sets up the slot's request to endpoint e. */
+static struct ep_req *slot_req(struct worker *w, struct slot *s,
+                               const struct endpoint *e)
 {
-  (void)cookie;
-  slot_done(ud, err, S_READY);
+  s->req = (struct ep_req){
+    .conn = conn(w, e), .buf = s->buf, .buflen = w->c->o.request_size,
+    .off = s->off, .len = s->len, .done = slot_done, .ud = s,
+  };
+  return &s->req;
 }
 
-static void write_cb(void *ud, int64_t cookie, int err)
+/* What [off, off+len) of the source holds: asked of it when sparse,
+ * else all data. */
+static int unit_extents(struct worker *w, uint64_t off, uint64_t len)
 {
-  (void)cookie;
-  slot_done(ud, err, S_DONE);
+  struct copy *c = w->c;
+  struct endpoint *e = &c->src;
+  if (c->o.sparse && e->has_extents)
+    return e->ops->extents(c, e, conn(w, e), off, len, &w->ext);
+  if (extent_add(&w->ext, off, len, false) == -1) {
+    copy_fail(c, "out of memory");
+    return -1;
+  }
+  return 0;
 }
 
 /* Hands the worker its next unit of the source; false when none is left.
@@ -88,9 +106,8 @@ static void write_cb(void *ud, int64_t cookie, int err)
 static bool next_unit(struct worker *w)
 {
   struct copy *c = w->c;
-  free(w->ext);
-  w->ext = NULL;
-  w->n = w->next = 0;
+  extent_vec_reset(&w->ext);
+  w->next = 0;
   w->pos = 0;
   pthread_mutex_lock(&c->lock);
   uint64_t off = c->next, len = 0;
@@ -102,7 +119,7 @@ static bool next_unit(struct worker *w)
   if (len == 0)
     return false;
   pthread_mutex_unlock(&w->lock);
-  int r = ep_extents(c, &c->src, conn(w, &c->src), off, len, &w->ext, &w->n);
+  int r = unit_extents(w, off, len);
   pthread_mutex_lock(&w->lock);
   return r == 0;
 }
@@ -111,18 +128,16 @@ static bool next_unit(struct worker *w)
  * buffers of zeroes. */
 static bool zero_in_one(const struct copy *c)
 {
-  return (c->dst.kind == EP_NBD && c->dst.can_zero) ||
-         c->dst.kind == EP_FILE || c->dst.kind == EP_NULL ||
-         c->o.dst_is_zero;
+  return c->dst.can_zero || c->o.dst_is_zero;
 }
 
 static bool next_piece(struct worker *w, struct slot *s)
 {
   struct copy *c = w->c;
-  while (w->next >= w->n)
+  while (w->next >= w->ext.len)
     if (atomic_load(&c->stop) || !next_unit(w))
       return false;
-  const struct extent *x = &w->ext[w->next];
+  const struct extent *x = &w->ext.ptr[w->next];
   uint64_t left = x->len - w->pos;
   s->off = x->off + w->pos;
   s->zero = x->zero;
@@ -141,13 +156,13 @@ static bool all_zero(const char *b, uint64_t n)
   return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
 }
 
-/* Reads the next piece of a pipe source, in order.  A pipe has no
+/* Reads the next piece of a stream source (a pipe), in order.  It has no
  * extents to ask about, so a piece of zeroes is noticed by looking. */
-static bool pipe_piece(struct worker *w, struct slot *s)
+static bool stream_piece(struct worker *w, struct slot *s)
 {
   struct copy *c = w->c;
   pthread_mutex_unlock(&w->lock);
-  int64_t n = ep_pipe_read(c, &c->src, s->buf, c->o.request_size);
+  int64_t n = c->src.ops->read_next(c, &c->src, s->buf, c->o.request_size);
   pthread_mutex_lock(&w->lock);
   if (n <= 0)
     return false;
@@ -155,8 +170,7 @@ static bool pipe_piece(struct worker *w, struct slot *s)
   s->len = (uint64_t)n;
   s->zero = c->o.sparse && all_zero(s->buf, s->len);
   c->next += (uint64_t)n;
-  bool fixed = c->dst.kind == EP_NBD || c->dst.blockdev;  /* files grow */
-  if (fixed && c->next > (uint64_t)c->dst.size) {
+  if (c->dst.ops->fixed_size && c->next > (uint64_t)c->dst.size) {
     copy_fail(c, "the source is larger than the destination (%lld bytes)",
               (long long)c->dst.size);
     return false;
@@ -170,8 +184,8 @@ static bool pipe_piece(struct worker *w, struct slot *s)
 static bool fill(struct worker *w, struct slot *s)
 {
   struct copy *c = w->c;
-  if (c->src.kind == EP_PIPE)
-    return pipe_piece(w, s);
+  if (c->src.ops->stream)
+    return stream_piece(w, s);
   if (!next_piece(w, s))
     return false;
   s->err = 0;
@@ -180,63 +194,29 @@ static bool fill(struct worker *w, struct slot *s)
     return true;
   }
   s->st = S_READING;
+  struct ep_req *r = slot_req(w, s, &c->src);
   pthread_mutex_unlock(&w->lock);
-  if (c->src.kind == EP_NBD) {
-    if (snbd_aio_pread(c->src.h[conn(w, &c->src)], s->buf, s->len, s->off,
-                       read_cb, s, 0) == -1)
-      slot_done(s, snbd_get_errno() ? snbd_get_errno() : EIO, S_READY);
-  }
-  else {
-    int r = ep_file_read(c, &c->src, s->buf, (uint32_t)s->len, s->off);
-    pthread_mutex_lock(&w->lock);
-    s->st = r == 0 ? S_READY : S_FREE;
-    return r == 0;
-  }
+  c->src.ops->read(c, &c->src, r);
   pthread_mutex_lock(&w->lock);
   return true;
-}
-
-static void nbd_write(struct worker *w, struct slot *s)
-{
-  struct copy *c = w->c;
-  struct snbd_handle *h = c->dst.h[conn(w, &c->dst)];
-  int64_t r;
-  if (s->zero && c->dst.can_zero) {
-    s->fast = atomic_load(&c->dst.fast_zero);
-    r = snbd_aio_zero(h, s->len, s->off, write_cb, s,
-                      s->fast ? SNBD_CMD_FLAG_FAST_ZERO : 0);
-  }
-  else {
-    if (s->zero)
-      memset(s->buf, 0, s->len);   /* no zero command: write zeroes */
-    r = snbd_aio_pwrite(h, s->buf, s->len, s->off, write_cb, s, 0);
-  }
-  if (r == -1) {
-    s->fast = false;
-    slot_done(s, snbd_get_errno() ? snbd_get_errno() : EIO, S_DONE);
-  }
 }
 
 /* Writes a ready slot.  Called and returns with w->lock held. */
 static void write_slot(struct worker *w, struct slot *s)
 {
   struct copy *c = w->c;
-  if (s->zero && c->o.dst_is_zero && c->dst.kind != EP_PIPE) {
-    s->st = S_DONE;
+  if (s->zero && c->o.dst_is_zero && !c->dst.ops->stream) {
+    s->st = S_DONE;         /* a stream is given every byte */
     return;
   }
   s->st = S_WRITING;
+  struct ep_req *r = slot_req(w, s, &c->dst);
   pthread_mutex_unlock(&w->lock);
-  int r = 0;
-  if (c->dst.kind == EP_NBD)
-    nbd_write(w, s);
-  else if (s->zero)
-    r = ep_file_zero(c, &c->dst, s->buf, c->o.request_size, s->len, s->off);
+  if (s->zero)
+    c->dst.ops->zero(c, &c->dst, r);
   else
-    r = ep_file_write(c, &c->dst, s->buf, (uint32_t)s->len, s->off);
+    c->dst.ops->write(c, &c->dst, r);
   pthread_mutex_lock(&w->lock);
-  if (c->dst.kind != EP_NBD)
-    s->st = r == 0 ? S_DONE : S_FREE;
 }
 
 static void finish(struct worker *w, struct slot *s)
@@ -320,7 +300,7 @@ static int worker_init(struct copy *c, struct worker *w, int id)
   w->c = c;
   w->id = id;
   w->nslots = c->o.requests;
-  w->ordered = c->dst.kind == EP_PIPE;
+  w->ordered = c->dst.ops->stream;
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->cond, NULL);
   for (int i = 0; i < w->nslots; i++) {
@@ -338,12 +318,10 @@ static void worker_free(struct worker *w)
 {
   for (int i = 0; i < w->nslots; i++)
     free(w->slots[i].buf);
-  free(w->ext);
+  extent_vec_reset(&w->ext);
   pthread_mutex_destroy(&w->lock);
   pthread_cond_destroy(&w->cond);
 }
-
-void copy_progress(struct copy *c, bool final);
 
 int copy_run(struct copy *c)
 {

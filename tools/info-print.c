@@ -9,23 +9,19 @@
 
 int strlist_add(struct strlist *l, const char *s)
 {
-  char **v = realloc(l->v, (l->n + 1) * sizeof *v);
-  if (!v)
+  char *copy = strdup(s);
+  if (!copy || strlist_append(l, copy) == -1) {
+    free(copy);
     return -1;
-  l->v = v;
-  if (!(v[l->n] = strdup(s)))
-    return -1;
-  l->n++;
+  }
   return 0;
 }
 
 void strlist_free(struct strlist *l)
 {
-  for (size_t i = 0; i < l->n; i++)
-    free(l->v[i]);
-  free(l->v);
-  l->v = NULL;
-  l->n = 0;
+  for (size_t i = 0; i < l->len; i++)
+    free(l->ptr[i]);
+  strlist_reset(l);
 }
 
 void export_info_free(struct export_info *e)
@@ -145,9 +141,9 @@ static void text_export(const struct export_info *e)
   printf("  block sizes: minimum %" PRId64 ", preferred %" PRId64
          ", maximum %" PRId64 "\n", e->min, e->pref, e->max);
   printf("  meta contexts:");
-  for (size_t i = 0; i < e->contexts.n; i++)
-    printf(" %s", e->contexts.v[i]);
-  printf("%s\n", e->contexts.n ? "" : " none");
+  for (size_t i = 0; i < e->contexts.len; i++)
+    printf(" %s", e->contexts.ptr[i]);
+  printf("%s\n", e->contexts.len ? "" : " none");
 }
 
 static void json_export(const struct export_info *e, bool last)
@@ -168,9 +164,9 @@ static void json_export(const struct export_info *e, bool last)
            ",\n      \"block_size_preferred\": %" PRId64
            ",\n      \"block_size_maximum\": %" PRId64
            ",\n      \"contexts\": [", e->min, e->pref, e->max);
-    for (size_t i = 0; i < e->contexts.n; i++) {
+    for (size_t i = 0; i < e->contexts.len; i++) {
       printf("%s", i ? ", " : "");
-      json_string(stdout, e->contexts.v[i]);
+      json_string(stdout, e->contexts.ptr[i]);
     }
     printf("]");
   }
@@ -217,10 +213,11 @@ void print_info(const struct conn_info *ci, const struct export_info *e,
 
 /* ---- --map ---- */
 
+DEFINE_VECTOR(extent_list, struct snbd_extent);
+
 struct map {
   uint64_t next, end;       /* next offset to report; export size */
-  struct snbd_extent *v;    /* merged extents */
-  size_t n, cap;
+  struct extent_list v;     /* merged extents */
 };
 
 static int map_cb(void *ud, const char *context, uint64_t offset,
@@ -233,20 +230,13 @@ static int map_cb(void *ud, const char *context, uint64_t offset,
     uint64_t len = ext[i].length;
     if (len > m->end - offset)
       len = m->end - offset;
-    if (m->n && m->v[m->n - 1].flags == ext[i].flags)
-      m->v[m->n - 1].length += len;
-    else {
-      if (m->n == m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 64;
-        void *v = realloc(m->v, cap * sizeof *m->v);
-        if (!v) {
-          *error = ENOMEM;
-          return -1;
-        }
-        m->v = v;
-        m->cap = cap;
-      }
-      m->v[m->n++] = (struct snbd_extent){ len, ext[i].flags };
+    struct snbd_extent *last = m->v.len ? &m->v.ptr[m->v.len - 1] : NULL;
+    if (last && last->flags == ext[i].flags)
+      last->length += len;
+    else if (extent_list_append(&m->v, (struct snbd_extent){
+                                  len, ext[i].flags }) == -1) {
+      *error = ENOMEM;
+      return -1;
     }
     offset += len;
   }
@@ -281,17 +271,18 @@ void map_export(struct snbd_handle *h, const struct export_info *e, bool json)
   }
   uint64_t off = 0;
   printf("%s", json ? "[\n" : "");
-  for (size_t i = 0; i < m.n; i++) {
+  for (size_t i = 0; i < m.v.len; i++) {
+    const struct snbd_extent *x = &m.v.ptr[i];
     if (json)
       printf("  { \"offset\": %" PRIu64 ", \"length\": %" PRIu64
              ", \"type\": %u, \"description\": \"%s\" }%s\n", off,
-             m.v[i].length, m.v[i].flags, alloc_name(m.v[i].flags),
-             i + 1 < m.n ? "," : "");
+             x->length, x->flags, alloc_name(x->flags),
+             i + 1 < m.v.len ? "," : "");
     else
-      printf("%14" PRIu64 " %14" PRIu64 " %4u  %s\n", off, m.v[i].length,
-             m.v[i].flags, alloc_name(m.v[i].flags));
-    off += m.v[i].length;
+      printf("%14" PRIu64 " %14" PRIu64 " %4u  %s\n", off, x->length,
+             x->flags, alloc_name(x->flags));
+    off += x->length;
   }
   printf("%s", json ? "]\n" : "");
-  free(m.v);
+  extent_list_reset(&m.v);
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "snbd/snbd.h"
+#include "vector.h"
 
 struct info_opts {
   const char *uri;
@@ -17,10 +18,7 @@ struct info_opts {
   int tls;                 /* -1: as the URI says */
 };
 
-struct strlist {
-  char **v;
-  size_t n;
-};
+DEFINE_VECTOR(strlist, char *);   /* strings it owns */
 int strlist_add(struct strlist *l, const char *s);
 void strlist_free(struct strlist *l);
 

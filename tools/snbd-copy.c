@@ -1,6 +1,7 @@
 /* snbd-copy SRC DST: copy between NBD exports, files, block devices and
  * pipes, sparsely and with many requests in flight.  A thin program over
- * libsnbd: copy-endpoint.c opens things, copy-worker.c moves data. */
+ * libsnbd: copy-endpoint.c opens things (ep-*.c, one per kind),
+ * copy-worker.c moves data, copy-report.c keeps errors and progress. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -48,23 +49,6 @@ static struct copy copy = {
 };
 static atomic_bool interrupted;
 
-void copy_fail(struct copy *c, const char *fmt, ...)
-{
-  char *msg = NULL;
-  va_list ap;
-  va_start(ap, fmt);
-  if (vasprintf(&msg, fmt, ap) == -1)
-    msg = NULL;
-  va_end(ap);
-  pthread_mutex_lock(&c->lock);
-  if (!c->err)
-    c->err = msg ? msg : strdup("out of memory");
-  else
-    free(msg);
-  pthread_mutex_unlock(&c->lock);
-  atomic_store(&c->stop, true);
-}
-
 /* Signals are taken synchronously by this thread (every other thread has
  * them blocked), so no handler runs in the middle of anything.  The first
  * Ctrl-C stops the copy cleanly; a second one ends the process. */
@@ -83,33 +67,6 @@ static void *signal_thread(void *arg)
     copy_fail(&copy, "interrupted by signal %d", sig);
   }
   return NULL;
-}
-
-void copy_progress(struct copy *c, bool final);
-void copy_progress(struct copy *c, bool final)
-{
-  static int last = -1;
-  if (!c->o.progress)
-    return;
-  uint64_t done = atomic_load(&c->done);
-  int pct = c->total ? (int)(done * 100 / c->total) : 0;
-  if (isatty(STDERR_FILENO)) {
-    char bar[41];
-    int fill = pct * 40 / 100;
-    memset(bar, '#', (size_t)fill);
-    memset(bar + fill, '.', (size_t)(40 - fill));
-    bar[40] = '\0';
-    if (c->total)
-      fprintf(stderr, "\r[%s] %3d%%", bar, pct);
-    else
-      fprintf(stderr, "\r%" PRIu64 " bytes", done);
-    if (final)
-      fputc('\n', stderr);
-  }
-  else if (pct / 10 != last / 10 || (final && pct != last)) {
-    fprintf(stderr, "snbd-copy: %d%%\n", pct);
-    last = pct;
-  }
 }
 
 static uint32_t parse_size(const char *s)
@@ -208,9 +165,7 @@ static void plan(struct copy *c)
   rs -= rs % align;
   c->o.request_size = rs ? rs : align;
   int n = c->o.connections;
-  if ((c->src.kind == EP_NBD && !c->src.can_multi_conn) ||
-      (c->dst.kind == EP_NBD && !c->dst.can_multi_conn) ||
-      c->src.kind == EP_PIPE || c->dst.kind == EP_PIPE)
+  if (!c->src.can_multi_conn || !c->dst.can_multi_conn)
     n = 1;
   c->nworkers = n;
   uint64_t unit = c->total / ((uint64_t)n * 4);
@@ -222,25 +177,30 @@ static void plan(struct copy *c)
 
 static int prepare(struct copy *c)
 {
-  if (c->src.kind != EP_PIPE)
+  bool sized = !c->src.ops->stream;   /* else copied until its end */
+  if (sized)
     c->total = (uint64_t)c->src.size;
-  if (c->src.kind != EP_PIPE && c->dst.size >= 0 && c->dst.kind != EP_PIPE &&
-      !(c->dst.kind == EP_FILE && !c->dst.blockdev) &&
-      (uint64_t)c->dst.size < c->total) {
+  if (sized && c->dst.ops->fixed_size && (uint64_t)c->dst.size < c->total) {
     copy_fail(c, "%s (%" PRId64 " bytes) is smaller than %s (%" PRIu64
               " bytes)", c->dst.name, c->dst.size, c->src.name, c->total);
     return -1;
   }
-  if (c->dst.kind == EP_FILE && !c->dst.blockdev && c->src.kind != EP_PIPE &&
-      ftruncate(c->dst.fd, (off_t)c->total) == -1) {
-    copy_fail(c, "%s: ftruncate: %s", c->dst.name, strerror(errno));
+  if (sized && c->dst.ops->truncate &&
+      c->dst.ops->truncate(c, &c->dst, c->total) == -1)
     return -1;
-  }
   plan(c);
-  if (ep_open_more(c, &c->src, c->nworkers) == -1 ||
-      ep_open_more(c, &c->dst, c->nworkers) == -1)
-    return -1;
+  struct endpoint *es[] = { &c->src, &c->dst };
+  for (size_t i = 0; i < 2; i++)
+    if (es[i]->ops->open_more &&
+        es[i]->ops->open_more(c, es[i], c->nworkers) == -1)
+      return -1;
   return 0;
+}
+
+static void close_endpoint(struct endpoint *e)
+{
+  if (e->ops)                 /* NULL: never opened */
+    e->ops->close(e);
 }
 
 int main(int argc, char *argv[])
@@ -265,10 +225,10 @@ int main(int argc, char *argv[])
   struct copy *c = &copy;
   if (ep_open(c, &c->src, src, true) == 0 &&
       ep_open(c, &c->dst, dst, false) == 0 && prepare(c) == 0 &&
-      copy_run(c) == 0 && c->o.flush)
-    ep_flush(c, &c->dst);
-  ep_close(&c->src);
-  ep_close(&c->dst);
+      copy_run(c) == 0 && c->o.flush && c->dst.ops->flush)
+    c->dst.ops->flush(c, &c->dst);
+  close_endpoint(&c->src);
+  close_endpoint(&c->dst);
   pthread_mutex_lock(&c->lock);
   char *err = c->err;
   pthread_mutex_unlock(&c->lock);

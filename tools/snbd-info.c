@@ -212,20 +212,20 @@ static int collect_export(void *ud, const char *name, const char *desc)
 static int do_list(const struct info_opts *o)
 {
   struct snbd_handle *h = open_uri(o, true);
-  struct strlist names = { 0 };
+  struct strlist names = VECTOR_INIT;
   if (snbd_list_exports(h, collect_export, &names) == -1)
     die_handle("listing exports");
-  struct export_info *e = calloc(names.n ? names.n : 1, sizeof *e);
+  struct export_info *e = calloc(names.len ? names.len : 1, sizeof *e);
   if (!e) {
     perror("snbd-info: calloc");
     return EXIT_FAILURE;
   }
-  for (size_t i = 0; i < names.n; i++) {
-    e[i].name = strdup(names.v[i]);
-    if (snbd_set_export_name(h, names.v[i]) == -1)
+  for (size_t i = 0; i < names.len; i++) {
+    e[i].name = strdup(names.ptr[i]);
+    if (snbd_set_export_name(h, names.ptr[i]) == -1)
       die_handle("snbd_set_export_name");
     if (snbd_opt_info(h) == -1) {
-      fprintf(stderr, "snbd-info: export \"%s\": %s\n", names.v[i],
+      fprintf(stderr, "snbd-info: export \"%s\": %s\n", names.ptr[i],
               snbd_get_error());
       e[i].size = -1;
       continue;
@@ -237,8 +237,8 @@ static int do_list(const struct info_opts *o)
   }
   struct conn_info ci = { 0 };
   conn_describe(h, &ci);
-  print_info(&ci, e, names.n, o->json);
-  for (size_t i = 0; i < names.n; i++)
+  print_info(&ci, e, names.len, o->json);
+  for (size_t i = 0; i < names.len; i++)
     export_info_free(&e[i]);
   free(e);
   strlist_free(&names);

@@ -1,12 +1,19 @@
-/* Option payload parsing: valid, truncated, oversized and hostile input. */
+/* Option payload parsing: valid, truncated, oversized and hostile input.
+ * Also the server's own options (server/config.c): every row of the
+ * option table sets the same thing from the command line and from the
+ * config file. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
+#include "config.h"
+#include "log.h"
 #include "optparse.h"
 #include "snbd/protocol.h"
 #include "wire.h"
@@ -162,6 +169,170 @@ static void test_meta(void **state)
   wire_buf_free(&b);
 }
 
+/* ---- The server's options ---- */
+
+/* The defaults main.c starts from. */
+static void settings_init(struct server *s, struct options *o)
+{
+  *s = (struct server){ .max_inflight = 64, .handshake_timeout = 10,
+                        .max_negotiating = 256, .max_connections = 16384,
+                        .wake_pipe = { -1, -1 } };
+  *o = (struct options){ .port = -1 };
+}
+
+/* Everything an option can set, as text, so two settings compare. */
+static char *settings_text(struct server *s, struct options *o)
+{
+  char *t = NULL, binds[256] = "";
+  for (int i = 0; i < o->nbind; i++)
+    snprintf(binds + strlen(binds), sizeof binds - strlen(binds), "%s;",
+             o->bind[i]);
+#define STR(x) ((x) ? (x) : "(null)")
+  assert_true(asprintf(&t, "port=%d bind=%s unix=%s run=%s pid=%s single=%d "
+      "ro=%d verbose=%d log=%d threads=%d hs=%d neg=%d conns=%d tls=%d/%d "
+      "certs=%s psk=%s prio=%s verify=%d exports=%zu", o->port, binds,
+      STR(o->unix_path), STR(o->run), STR(o->pid_file), o->single,
+      o->read_only, o->verbose, o->log_to, s->threads, s->handshake_timeout,
+      s->max_negotiating, s->max_connections, (int)s->tls_mode,
+      s->tls_mode_set, STR(s->tls_certs), STR(s->tls_psk),
+      STR(s->tls_priority), s->tls_verify_peer, s->nexports) > 0);
+#undef STR
+  config_free(s, o);
+  exports_close(s);
+  return t;
+}
+
+/* A valid value for row r that is not its default. */
+static const char *sample(const struct config_opt *r, char *buf, size_t n)
+{
+  switch (r->kind) {
+  case CFG_INT: snprintf(buf, n, "%d", r->max); return buf;
+  case CFG_STR: snprintf(buf, n, "/sample/%s", r->name); return buf;
+  case CFG_FLAG: return "true";
+  case CFG_ENUM: { size_t i = 0; while (r->names[i + 1]) i++;
+                   return r->names[i]; }
+  case CFG_FN: return r->example;
+  case CFG_CLI: break;
+  }
+  fail();
+  return NULL;
+}
+
+/* The command line, argv[1..] = args (NULL-terminated). */
+static char *from_argv(const char *const *args)
+{
+  struct server s;
+  struct options o;
+  settings_init(&s, &o);
+  char *argv[8] = { (char *)"snbd-server" };
+  int argc = 1;
+  for (; args[argc - 1]; argc++)
+    argv[argc] = (char *)args[argc - 1];
+  argv[argc] = NULL;
+  assert_int_equal(config_parse_args(&s, &o, argc, argv), 0);
+  return settings_text(&s, &o);
+}
+
+static char *write_config(const char *text)
+{
+  char *path = strdup("/tmp/snbd-test-config.XXXXXX");
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+  close(fd);
+  return path;
+}
+
+/* The config file's [server] section, one key. */
+static char *from_config_key(const char *key, const char *value)
+{
+  char text[256];
+  snprintf(text, sizeof text, "[server]\n%s = %s\n", key, value);
+  char *path = write_config(text);
+  struct server s;
+  struct options o;
+  settings_init(&s, &o);
+  assert_int_equal(config_load(&s, &o, path), 0);
+  unlink(path);
+  free(path);
+  return settings_text(&s, &o);
+}
+
+static void test_server_options_round_trip(void **state)
+{
+  (void)state;
+  struct server s0;
+  struct options o0;
+  settings_init(&s0, &o0);
+  char *defaults = settings_text(&s0, &o0);
+  for (size_t i = 0; i < config_nopts; i++) {
+    const struct config_opt *r = &config_opts[i];
+    if (r->kind == CFG_CLI)
+      continue;
+    char buf[64], lopt[64], sopt[3] = { '-', r->letter, 0 };
+    const char *v = sample(r, buf, sizeof buf);
+    bool flag = r->kind == CFG_FLAG;
+    snprintf(lopt, sizeof lopt, "--%s", r->name);
+    char *cfg = from_config_key(r->name, v);
+    char *cli = from_argv((const char *[]){ lopt, flag ? NULL : v, NULL });
+    assert_string_equal(cfg, cli);
+    assert_string_not_equal(cfg, defaults);   /* the row sets something */
+    free(cli);
+    if (r->letter) {
+      cli = from_argv((const char *[]){ sopt, flag ? NULL : v, NULL });
+      assert_string_equal(cfg, cli);
+      free(cli);
+    }
+    if (r->alias) {
+      snprintf(lopt, sizeof lopt, "--%s", r->alias);
+      cli = from_argv((const char *[]){ lopt, flag ? NULL : v, NULL });
+      assert_string_equal(cfg, cli);
+      free(cli);
+    }
+    free(cfg);
+  }
+  free(defaults);
+}
+
+static void test_server_options_rejected(void **state)
+{
+  (void)state;
+  struct server s;
+  struct options o;
+  settings_init(&s, &o);
+  /* command-line only, an alias, and nonsense are not [server] keys */
+  const char *keys[] = { "config", "version", "help", "readonly", "nope" };
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    assert_int_equal(config_set(&s, &o, keys[i], "1"), -1);
+    assert_non_null(strstr(get_error(), "unknown option"));
+  }
+  assert_int_equal(config_set(&s, &o, "port", "65536"), -1);
+  assert_int_equal(config_set(&s, &o, "threads", "0"), -1);
+  assert_int_equal(config_set(&s, &o, "single", "maybe"), -1);
+  assert_int_equal(config_set(&s, &o, "tls", "sometimes"), -1);
+  assert_non_null(strstr(get_error(), "tls: expected off, on or require"));
+  assert_int_equal(config_set(&s, &o, "log", "file"), -1);
+  assert_non_null(strstr(get_error(), "log: expected stderr or syslog"));
+  config_free(&s, &o);
+}
+
+/* -c is read first wherever it is, so the command line wins; the
+ * command line's exports come before the file's. */
+static void test_server_options_precedence(void **state)
+{
+  (void)state;
+  char *path = write_config("[server]\nport = 1\nthreads = 3\n"
+                            "[export disk]\nbackend = memory:1M\n");
+  char *cli = from_argv((const char *[]){ "--port", "2", "memory:2M", "-c",
+                                          path, NULL });
+  unlink(path);
+  free(path);
+  assert_non_null(strstr(cli, "port=2 "));
+  assert_non_null(strstr(cli, "threads=3 "));
+  assert_non_null(strstr(cli, "exports=2"));
+  free(cli);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -169,6 +340,9 @@ int main(void)
     cmocka_unit_test(test_info_malformed),
     cmocka_unit_test(test_info_name_too_long),
     cmocka_unit_test(test_meta),
+    cmocka_unit_test(test_server_options_round_trip),
+    cmocka_unit_test(test_server_options_rejected),
+    cmocka_unit_test(test_server_options_precedence),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
