@@ -17,7 +17,7 @@ static bool is_pow2(uint32_t v)
  * the minimum (or 0xffffffff) and at least min(preferred, export size).
  * Anything else is refused (libnbd CVE-2023-5871 class).  Called once the
  * export size is known. */
-int hs_check_block_sizes(struct snbd_handle *h, uint32_t min, uint32_t pref,
+int info_set_block_sizes(struct snbd_handle *h, uint32_t min, uint32_t pref,
                          uint32_t max)
 {
   const char *why = NULL;
@@ -44,7 +44,7 @@ int hs_check_block_sizes(struct snbd_handle *h, uint32_t min, uint32_t pref,
 /* Export size and transmission flags, from NBD_INFO_EXPORT or the
  * NBD_OPT_EXPORT_NAME reply.  Sizes above INT64_MAX would turn negative
  * in every off_t the caller uses (QEMU CVE-2017-2630 class). */
-int hs_set_export(struct snbd_handle *h, uint64_t size, uint16_t eflags)
+int info_set_export(struct snbd_handle *h, uint64_t size, uint16_t eflags)
 {
   if (size > INT64_MAX) {
     lib_error(EPROTO, "the server sent an export size of %llu bytes, "

@@ -1,9 +1,10 @@
-/* libsnbd: the reader thread.  It reads every reply, checks it against
- * the request it answers before using a byte of it (docs/security.md 23-25;
- * doc/proto.md "Simple reply message", "Structured reply chunk message",
- * "Structured reply types"), and completes commands.  Any reply that
- * breaks the protocol ends the connection: the stream can no longer be
- * trusted to be in step. */
+/* libsnbd, middle layer: the reader thread (started by tx.c).  It reads
+ * every reply, checks it against the request it answers before using a
+ * byte of it (docs/security.md 23-25; doc/proto.md "Simple reply
+ * message", "Structured reply chunk message", "Structured reply types"),
+ * and completes commands through the in-flight table (inflight.c).  Any
+ * reply that breaks the protocol ends the connection: the stream can no
+ * longer be trusted to be in step. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,11 +18,8 @@
 /* Error chunks: u32 error, u16 message length, message, and for
  * ERROR_OFFSET a u64 offset.  Anything longer is refused. */
 #define MAX_ERROR_CHUNK (6 + NBD_MAX_STRING + 8)
-/* A READ reply may be split, but not into more disjoint pieces than this
- * at once (a legitimate server sends them in order, and they merge). */
-#define MAX_COVER_PIECES 4096
 
-int reply_errno(uint32_t e)
+static int reply_errno(uint32_t e)
 {
   switch (e) {
   case NBD_EPERM: return EPERM;
@@ -62,61 +60,6 @@ static int read_or_fatal(struct snbd_handle *h, void *buf, size_t len)
   return 0;
 }
 
-/* ---- What a READ reply has covered ---- */
-
-void cover_free(struct cover *c)
-{
-  free(c->v);
-  c->v = NULL;
-  c->n = c->cap = 0;
-}
-
-/* Adds [start, end): 0, or -1 if it overlaps what is there (doc/proto.md:
- * content chunks MUST NOT overlap) or the list is too fragmented. */
-static int cover_add(struct cover *c, uint64_t start, uint64_t end)
-{
-  size_t lo = 0, hi = c->n;
-  while (lo < hi) {            /* first piece with v.start >= start */
-    size_t mid = lo + (hi - lo) / 2;
-    if (c->v[mid].start < start)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  if (lo > 0 && c->v[lo - 1].end > start)
-    return -1;
-  if (lo < c->n && c->v[lo].start < end)
-    return -1;
-  bool join_prev = lo > 0 && c->v[lo - 1].end == start;
-  bool join_next = lo < c->n && c->v[lo].start == end;
-  if (join_prev && join_next) {
-    c->v[lo - 1].end = c->v[lo].end;
-    memmove(&c->v[lo], &c->v[lo + 1], (c->n - lo - 1) * sizeof c->v[0]);
-    c->n--;
-  }
-  else if (join_prev)
-    c->v[lo - 1].end = end;
-  else if (join_next)
-    c->v[lo].start = start;
-  else {
-    if (c->n >= MAX_COVER_PIECES)
-      return -1;
-    if (c->n == c->cap) {
-      size_t cap = c->cap ? c->cap * 2 : 4;
-      void *v = realloc(c->v, cap * sizeof c->v[0]);
-      if (!v)
-        return -1;
-      c->v = v;
-      c->cap = cap;
-    }
-    memmove(&c->v[lo + 1], &c->v[lo], (c->n - lo) * sizeof c->v[0]);
-    c->v[lo].start = start;
-    c->v[lo].end = end;
-    c->n++;
-  }
-  return 0;
-}
-
 /* ---- Completing requests ---- */
 
 static void req_error(struct snbd_handle *h, struct req *r, int err,
@@ -132,9 +75,9 @@ static void req_error(struct snbd_handle *h, struct req *r, int err,
   va_end(ap);
   pthread_mutex_lock(&h->lock);
   r->failed = true;
-  xmit_op_error(r->op, err, "%s (offset %llu, length %u): %s",
-                nbd_cmd_name(r->type), (unsigned long long)r->offset,
-                r->count, msg);
+  inflight_op_error(r->op, err, "%s (offset %llu, length %u): %s",
+                    nbd_cmd_name(r->type), (unsigned long long)r->offset,
+                    r->count, msg);
   if (err == ESHUTDOWN)
     h->server_shutdown = true;
   pthread_mutex_unlock(&h->lock);
@@ -160,15 +103,15 @@ static void server_error(struct snbd_handle *h, struct req *r, uint32_t e,
 static void finish(struct snbd_handle *h, struct req *r)
 {
   pthread_mutex_lock(&h->lock);
-  xmit_req_done(h, r);
+  inflight_req_done(h, r);
   pthread_mutex_unlock(&h->lock);
-  xmit_complete_ready(h);
+  inflight_complete_ready(h);
 }
 
 static struct req *find(struct snbd_handle *h, uint64_t cookie)
 {
   pthread_mutex_lock(&h->lock);
-  struct req *r = xmit_find_req(h, cookie);
+  struct req *r = inflight_find_req(h, cookie);
   pthread_mutex_unlock(&h->lock);
   if (!r)
     fatal(EPROTO, "the server replied to cookie %llu, which is not in "
@@ -459,20 +402,6 @@ static int read_one(struct snbd_handle *h)
                magic);
 }
 
-/* Fails every request still in flight (caller holds h->lock). */
-static void fail_all(struct snbd_handle *h)
-{
-  for (size_t b = 0; b < HASH_BUCKETS; b++) {
-    while (h->reqs[b]) {
-      struct req *r = h->reqs[b];
-      xmit_op_error(r->op, h->dead_errno ? h->dead_errno : ENOTCONN,
-                    "%s: the connection is closed: %s",
-                    nbd_cmd_name(r->type), h->dead_msg);
-      xmit_req_done(h, r);
-    }
-  }
-}
-
 void *reply_reader(void *arg)
 {
   struct snbd_handle *h = arg;
@@ -494,8 +423,8 @@ void *reply_reader(void *arg)
     h_set_dead(h, get_errno(), msg);
   }
   shutdown(h->t->fd, SHUT_RDWR);   /* senders fail fast from now on */
-  fail_all(h);
+  inflight_fail_all(h);
   pthread_mutex_unlock(&h->lock);
-  xmit_complete_ready(h);
+  inflight_complete_ready(h);
   return NULL;
 }
