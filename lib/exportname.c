@@ -2,6 +2,7 @@
  * transmission for servers that are not fixed newstyle or do not know
  * NBD_OPT_GO (doc/proto.md "Option types"). */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,8 +13,10 @@
  * up (doc/proto.md), so there is no error message to report. */
 int exportname_run(struct snbd_handle *h)
 {
-  uint8_t buf[8 + 2 + 124];
-  size_t len = h->no_zeroes ? 10 : sizeof buf;
+  uint8_t buf[sizeof(struct nbd_export_name_reply)];
+  size_t len = h->no_zeroes ? offsetof(struct nbd_export_name_reply, zeroes)
+                            : sizeof buf;
+  struct wire_export e;
   if (optio_send(h, NBD_OPT_EXPORT_NAME, h->export_name,
                  (uint32_t)strlen(h->export_name)) == -1)
     return -1;
@@ -24,12 +27,8 @@ int exportname_run(struct snbd_handle *h)
                           h->export_name);
     return optio_io_failed(h, "reading the export");
   }
-  struct wire_cursor c = wire_cursor(buf, len);
-  uint64_t size;
-  uint16_t eflags;
-  wire_get_u64(&c, &size);
-  wire_get_u16(&c, &eflags);
-  if (info_set_export(h, size, eflags) == -1)
+  wire_decode_export_name_reply(buf, len, &e);
+  if (info_set_export(h, e.size, e.eflags) == -1)
     return optio_broken(h, EPROTO, "%s", get_error());
   return 0;
 }

@@ -10,8 +10,7 @@
 
 struct go_state {
   bool got_export, got_bs;
-  uint64_t size;
-  uint16_t eflags;
+  struct wire_export export;
   uint32_t bs[3];
 };
 
@@ -19,31 +18,34 @@ struct go_state {
 static int go_info(struct snbd_handle *h, struct go_state *g,
                    const uint8_t *buf, uint32_t len)
 {
-  struct wire_cursor c = wire_cursor(buf, len);
-  uint16_t type;
-  if (!wire_get_u16(&c, &type))
-    return optio_broken(h, EPROTO, "short NBD_REP_INFO reply");
-  switch (type) {
+  struct wire_info info;
+  if (!wire_decode_rep_info(buf, len, &info)) {
+    if (len < 2)
+      return optio_broken(h, EPROTO, "short NBD_REP_INFO reply");
+    return optio_broken(h, EPROTO, "%s of length %u",
+                        info.type == NBD_INFO_EXPORT ? "NBD_INFO_EXPORT"
+                                                     : "NBD_INFO_BLOCK_SIZE",
+                        len);
+  }
+  switch (info.type) {
   case NBD_INFO_EXPORT:
-    if (len != 12)
-      return optio_broken(h, EPROTO, "NBD_INFO_EXPORT of length %u", len);
-    wire_get_u64(&c, &g->size);
-    wire_get_u16(&c, &g->eflags);
+    g->export = info.export;
     g->got_export = true;
     return 0;
   case NBD_INFO_BLOCK_SIZE:
-    if (len != 14)
-      return optio_broken(h, EPROTO, "NBD_INFO_BLOCK_SIZE of length %u", len);
-    for (int i = 0; i < 3; i++)
-      wire_get_u32(&c, &g->bs[i]);
+    g->bs[0] = info.bs_min;
+    g->bs[1] = info.bs_pref;
+    g->bs[2] = info.bs_max;
     g->got_bs = true;
     return 0;
   case NBD_INFO_NAME:
   case NBD_INFO_DESCRIPTION: {
-    char *s = optio_string(h, buf + 2, len - 2u, "export name or description");
+    char *s = optio_string(h, info.str.p, info.str.len,
+                           "export name or description");
     if (!s)
       return -1;
-    char **field = type == NBD_INFO_NAME ? &h->canonical_name : &h->description;
+    char **field = info.type == NBD_INFO_NAME ? &h->canonical_name
+                                              : &h->description;
     free(*field);
     *field = s;
     return 0;
@@ -58,7 +60,7 @@ static int go_ack(struct snbd_handle *h, struct go_state *g, uint32_t opt)
   if (!g->got_export)
     return optio_broken(h, EPROTO, "the server accepted %s without sending "
                         "NBD_INFO_EXPORT", nbd_opt_name(opt));
-  if (info_set_export(h, g->size, g->eflags) == -1)
+  if (info_set_export(h, g->export.size, g->export.eflags) == -1)
     return optio_broken(h, EPROTO, "%s", get_error());
   h->have_bs = false;
   if (g->got_bs &&

@@ -11,13 +11,12 @@
 static int list_entry(struct snbd_handle *h, const uint8_t *buf, uint32_t len,
                       snbd_list_cb cb, void *ud)
 {
-  struct wire_cursor c = wire_cursor(buf, len);
-  uint32_t n;
-  if (!wire_get_u32(&c, &n) || n > len - 4)
+  struct wire_bytes n, d;
+  if (!wire_decode_rep_server(buf, len, &n, &d))
     return optio_broken(h, EPROTO, "invalid NBD_REP_SERVER reply");
-  char *name = optio_string(h, buf + 4, n, "export name");
-  char *desc = name ? optio_string(h, buf + 4 + n, len - 4 - n,
-                                   "export description") : NULL;
+  char *name = optio_string(h, n.p, n.len, "export name");
+  char *desc = name ? optio_string(h, d.p, d.len, "export description")
+                    : NULL;
   int r = -1;
   if (name && desc)
     r = cb ? cb(ud, name, desc) : 0;

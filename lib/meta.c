@@ -36,12 +36,11 @@ static void meta_forget(struct snbd_handle *h)
  * context we asked for, once, with an id not used before. */
 static int add_context(struct snbd_handle *h, const uint8_t *buf, uint32_t len)
 {
-  if (len < 4)
-    return optio_broken(h, EPROTO, "short NBD_REP_META_CONTEXT reply");
-  struct wire_cursor c = wire_cursor(buf, len);
   uint32_t id;
-  wire_get_u32(&c, &id);
-  char *name = optio_string(h, buf + 4, len - 4, "metadata context name");
+  struct wire_bytes n;
+  if (!wire_decode_rep_meta_context(buf, len, &id, &n))
+    return optio_broken(h, EPROTO, "short NBD_REP_META_CONTEXT reply");
+  char *name = optio_string(h, n.p, n.len, "metadata context name");
   if (!name)
     return -1;
   bool wanted = false;
@@ -98,10 +97,12 @@ int meta_set(struct snbd_handle *h)
 static int list_meta_entry(struct snbd_handle *h, const uint8_t *buf,
                            uint32_t len, snbd_context_cb cb, void *ud)
 {
-  if (len < 4)
+  uint32_t id;
+  struct wire_bytes n;
+  if (!wire_decode_rep_meta_context(buf, len, &id, &n))
     return optio_broken(h, EPROTO, "short NBD_REP_META_CONTEXT reply");
   /* The context id is reserved here and must be disregarded. */
-  char *name = optio_string(h, buf + 4, len - 4, "metadata context name");
+  char *name = optio_string(h, n.p, n.len, "metadata context name");
   if (!name)
     return -1;
   int r = cb ? cb(ud, name) : 0;
