@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "cleanup.h"
 #include "internal.h"
 #include "wire.h"
 
@@ -277,16 +278,13 @@ static struct op *lookup(struct snbd_handle *h, int64_t cookie)
 
 static int wait_op(struct snbd_handle *h, int64_t cookie)
 {
-  pthread_mutex_lock(&h->lock);
+  SCOPED_LOCK(&h->lock);
   struct op *op = lookup(h, cookie);
-  int r = -1;
-  if (op) {
-    while (!op->done)
-      pthread_cond_wait(&h->cond, &h->lock);
-    r = retire(h, op);
-  }
-  pthread_mutex_unlock(&h->lock);
-  return r;
+  if (!op)
+    return -1;
+  while (!op->done)
+    pthread_cond_wait(&h->cond, &h->lock);
+  return retire(h, op);
 }
 
 int snbd_aio_wait(struct snbd_handle *h, int64_t cookie)
@@ -298,22 +296,20 @@ int snbd_aio_wait(struct snbd_handle *h, int64_t cookie)
 int snbd_aio_command_completed(struct snbd_handle *h, int64_t cookie)
 {
   API();
-  pthread_mutex_lock(&h->lock);
+  SCOPED_LOCK(&h->lock);
   struct op *op = lookup(h, cookie);
-  int r = -1;
-  if (op)
-    r = op->done ? (retire(h, op) == 0 ? 1 : -1) : 0;
-  pthread_mutex_unlock(&h->lock);
-  return r;
+  if (!op)
+    return -1;
+  if (!op->done)
+    return 0;
+  return retire(h, op) == 0 ? 1 : -1;
 }
 
 int snbd_aio_in_flight(struct snbd_handle *h)
 {
   API();
-  pthread_mutex_lock(&h->lock);
-  int r = (int)h->nr_ops;
-  pthread_mutex_unlock(&h->lock);
-  return r;
+  SCOPED_LOCK(&h->lock);
+  return (int)h->nr_ops;
 }
 
 /* ---- The public commands: asynchronous, and synchronous (the same

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "internal.h"
 
 struct snbd_handle *snbd_create(void)
@@ -120,7 +121,7 @@ int snbd_shutdown(struct snbd_handle *h)
 static int set_string(struct snbd_handle *h, char **field, const char *value,
                       bool nullable)
 {
-  char *copy = NULL;
+  CLEANUP_FREE char *copy = NULL;
   if (!value && !nullable) {
     lib_error(EINVAL, "the value must not be NULL");
     return -1;
@@ -129,16 +130,12 @@ static int set_string(struct snbd_handle *h, char **field, const char *value,
     lib_error(errno, "strdup");
     return -1;
   }
-  pthread_mutex_lock(&h->lock);
+  SCOPED_LOCK(&h->lock);
   if (CHECK_STATE(h, H_CREATED) == -1 &&
-      !(field == &h->export_name && h->state == H_NEGOTIATING)) {
-    pthread_mutex_unlock(&h->lock);
-    free(copy);
+      !(field == &h->export_name && h->state == H_NEGOTIATING))
     return -1;
-  }
   free(*field);
-  *field = copy;
-  pthread_mutex_unlock(&h->lock);
+  *field = TAKE(copy);
   return 0;
 }
 
@@ -241,26 +238,23 @@ int snbd_add_meta_context(struct snbd_handle *h, const char *name)
               "%d bytes", NBD_MAX_STRING);
     return -1;
   }
-  char *copy = strdup(name);
+  CLEANUP_FREE char *copy = strdup(name);
   if (!copy) {
     lib_error(errno, "strdup");
     return -1;
   }
-  pthread_mutex_lock(&h->lock);
-  int r = CHECK_STATE(h, H_CREATED);
-  if (r == 0 && h->nr_want_ctx >= MAX_META_CONTEXTS) {
+  SCOPED_LOCK(&h->lock);
+  if (CHECK_STATE(h, H_CREATED) == -1)
+    return -1;
+  if (h->nr_want_ctx >= MAX_META_CONTEXTS) {
     lib_error(ENOSPC, "at most %d metadata contexts", MAX_META_CONTEXTS);
-    r = -1;
+    return -1;
   }
-  for (int i = 0; r == 0 && i < h->nr_want_ctx; i++)
+  for (int i = 0; i < h->nr_want_ctx; i++)
     if (strcmp(h->want_ctx[i], name) == 0) {
       lib_error(EEXIST, "metadata context %s was already added", name);
-      r = -1;
+      return -1;
     }
-  if (r == 0)
-    h->want_ctx[h->nr_want_ctx++] = copy;
-  else
-    free(copy);
-  pthread_mutex_unlock(&h->lock);
-  return r;
+  h->want_ctx[h->nr_want_ctx++] = TAKE(copy);
+  return 0;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cleanup.h"
 #include "internal.h"
 #include "wire.h"
 
@@ -14,15 +15,13 @@ static int list_entry(struct snbd_handle *h, const uint8_t *buf, uint32_t len,
   struct wire_bytes n, d;
   if (!wire_decode_rep_server(buf, len, &n, &d))
     return optio_broken(h, EPROTO, "invalid NBD_REP_SERVER reply");
-  char *name = optio_string(h, n.p, n.len, "export name");
-  char *desc = name ? optio_string(h, d.p, d.len, "export description")
-                    : NULL;
-  int r = -1;
-  if (name && desc)
-    r = cb ? cb(ud, name, desc) : 0;
-  free(name);
-  free(desc);
-  return r < 0 ? -1 : 0;
+  CLEANUP_FREE char *name = optio_string(h, n.p, n.len, "export name");
+  if (!name)
+    return -1;
+  CLEANUP_FREE char *desc = optio_string(h, d.p, d.len, "export description");
+  if (!desc)
+    return -1;
+  return cb && cb(ud, name, desc) < 0 ? -1 : 0;
 }
 
 int list_run(struct snbd_handle *h, snbd_list_cb cb, void *ud)

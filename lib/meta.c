@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cleanup.h"
 #include "internal.h"
 #include "wire.h"
 
@@ -40,7 +41,8 @@ static int add_context(struct snbd_handle *h, const uint8_t *buf, uint32_t len)
   struct wire_bytes n;
   if (!wire_decode_rep_meta_context(buf, len, &id, &n))
     return optio_broken(h, EPROTO, "short NBD_REP_META_CONTEXT reply");
-  char *name = optio_string(h, n.p, n.len, "metadata context name");
+  CLEANUP_FREE char *name = optio_string(h, n.p, n.len,
+                                         "metadata context name");
   if (!name)
     return -1;
   bool wanted = false;
@@ -52,12 +54,11 @@ static int add_context(struct snbd_handle *h, const uint8_t *buf, uint32_t len)
   if (!wanted || h->nr_ctx >= MAX_META_CONTEXTS) {
     char q[128];
     quote_bytes(q, sizeof q, name, strlen(name));
-    free(name);
     return optio_broken(h, EPROTO, "the server selected metadata context "
                         "\"%s\" (id %u), which was not asked for or is a "
                         "duplicate", q, id);
   }
-  h->ctx[h->nr_ctx].name = name;
+  h->ctx[h->nr_ctx].name = TAKE(name);
   h->ctx[h->nr_ctx].id = id;
   h->nr_ctx++;
   return 0;
@@ -102,12 +103,11 @@ static int list_meta_entry(struct snbd_handle *h, const uint8_t *buf,
   if (!wire_decode_rep_meta_context(buf, len, &id, &n))
     return optio_broken(h, EPROTO, "short NBD_REP_META_CONTEXT reply");
   /* The context id is reserved here and must be disregarded. */
-  char *name = optio_string(h, n.p, n.len, "metadata context name");
+  CLEANUP_FREE char *name = optio_string(h, n.p, n.len,
+                                         "metadata context name");
   if (!name)
     return -1;
-  int r = cb ? cb(ud, name) : 0;
-  free(name);
-  if (r < 0)
+  if (cb && cb(ud, name) < 0)
     return optio_broken(h, ECANCELED, "the context callback failed");
   return 0;
 }

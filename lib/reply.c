@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "cleanup.h"
 #include "internal.h"
 #include "wire.h"
 
@@ -270,19 +271,19 @@ static int block_status(struct snbd_handle *h, struct req *r,
                  "context id %u, %s", id, i == h->nr_ctx ? "which was never "
                  "negotiated" : "twice in one reply");
   r->ctx_seen |= 1u << i;
-  struct snbd_extent *ext = malloc(n * sizeof *ext);
+  CLEANUP_FREE struct snbd_extent *ext = malloc(n * sizeof *ext);
   if (!ext)
     return fatal(ENOMEM, "out of memory for %zu extents", n);
-  int rc = read_extents(h, r, ext, n);
+  if (read_extents(h, r, ext, n) == -1)
+    return -1;
   struct op *op = r->op;
-  if (rc == 0 && !r->failed && op->extent_cb) {
+  if (!r->failed && op->extent_cb) {
     int err = 0;
     if (op->extent_cb(op->extent_user_data, h->ctx[i].name, r->offset, ext,
                       n, &err) < 0)
       req_error(h, r, err ? err : EIO, "the extent callback failed");
   }
-  free(ext);
-  return rc;
+  return 0;
 }
 
 /* Error chunks (doc/proto.md: u32 error, u16 message length, message,
