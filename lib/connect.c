@@ -1,5 +1,6 @@
-/* libsnbd: making the connection (Unix socket, TCP, an open socket, a
- * spawned server, or an NBD URI) and running the handshake over it. */
+/* libsnbd, top layer: making the connection (Unix socket, TCP, an open
+ * socket, a spawned server, or an NBD URI) and running the handshake
+ * (handshake.c) over it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>

@@ -1,8 +1,9 @@
-/* libsnbd: NBD_OPT_STARTTLS and the TLS handshake (doc/proto.md "TLS
- * support").  It is always the first option, so nothing else is ever said
- * in clear text; in require mode any refusal ends the session
- * (docs/security.md 21) and the certificate and host name are verified
- * (docs/security.md 22), also over Unix sockets through tls-hostname. */
+/* libsnbd, handshake step: NBD_OPT_STARTTLS and the TLS handshake
+ * (doc/proto.md "TLS support").  It is always the first option, so
+ * nothing else is ever said in clear text; in require mode any refusal
+ * ends the session (docs/security.md 21) and the certificate and host
+ * name are verified (docs/security.md 22), also over Unix sockets
+ * through tls-hostname. */
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
