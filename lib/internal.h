@@ -14,7 +14,7 @@
  *   data       info.c (export facts, getters)     inflight.c (commands
  *                                                 in flight)
  *                                                 cover.c (READ coverage)
- *   bottom     state.c: handle state and errors, called by every file
+ *   bottom     state.c: handle state and errors, for any file above
  *
  * The handshake runs under h->lock in the calling thread; transmission
  * replies are read by the reader thread (reply.c), which tx.c starts.
