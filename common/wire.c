@@ -231,3 +231,185 @@ void wire_encode_greeting(uint8_t out[18], uint16_t gflags)
   st64(out + 8, NBD_OPTS_MAGIC);
   st16(out + 16, gflags);
 }
+
+/* ---- Client-side decoding ---- */
+
+bool wire_decode_greeting(const uint8_t *in, size_t len, uint64_t *version)
+{
+  struct wire_cursor c = wire_cursor(in, len);
+  uint64_t magic;
+  wire_get_u64(&c, &magic);
+  wire_get_u64(&c, version);
+  return !c.bad && magic == NBD_MAGIC;
+}
+
+bool wire_decode_gflags(const uint8_t *in, size_t len, uint16_t *gflags)
+{
+  struct wire_cursor c = wire_cursor(in, len);
+  return wire_get_u16(&c, gflags) && c.left == 0;
+}
+
+void wire_encode_client_flags(uint8_t out[4], uint32_t cflags)
+{
+  st32(out, cflags);
+}
+
+bool wire_decode_oldstyle_export(const uint8_t *in, size_t len,
+                                 struct wire_export *e)
+{
+  struct wire_cursor c = wire_cursor(in, len);
+  uint32_t flags;
+  wire_get_u64(&c, &e->size);
+  wire_get_u32(&c, &flags);
+  e->eflags = (uint16_t)flags;
+  return !c.bad && len == WIRE_OLDSTYLE_EXPORT;
+}
+
+bool wire_decode_export_name_reply(const uint8_t *in, size_t len,
+                                   struct wire_export *e)
+{
+  struct wire_cursor c = wire_cursor(in, len);
+  wire_get_u64(&c, &e->size);
+  wire_get_u16(&c, &e->eflags);
+  return !c.bad && (len == offsetof(struct nbd_export_name_reply, zeroes) ||
+                    len == sizeof(struct nbd_export_name_reply));
+}
+
+bool wire_decode_rep_info(const uint8_t *in, size_t len, struct wire_info *i)
+{
+  struct wire_cursor c = wire_cursor(in, len);
+  memset(i, 0, sizeof *i);
+  if (!wire_get_u16(&c, &i->type))
+    return false;
+  switch (i->type) {
+  case NBD_INFO_EXPORT:
+    wire_get_u64(&c, &i->export.size);
+    wire_get_u16(&c, &i->export.eflags);
+    return len == sizeof(struct nbd_info_export);
+  case NBD_INFO_BLOCK_SIZE:
+    wire_get_u32(&c, &i->bs_min);
+    wire_get_u32(&c, &i->bs_pref);
+    wire_get_u32(&c, &i->bs_max);
+    return len == sizeof(struct nbd_info_block_size);
+  case NBD_INFO_NAME:
+  case NBD_INFO_DESCRIPTION:
+    i->str = (struct wire_bytes){ .p = c.p, .len = c.left };
+    return true;
+  default:
+    return true;
+  }
+}
+
+bool wire_decode_rep_meta_context(const uint8_t *in, size_t len,
+                                  uint32_t *id, struct wire_bytes *name)
+{
+  struct wire_cursor c = wire_cursor(in, len);
+  bool ok = wire_get_u32(&c, id);
+  *name = (struct wire_bytes){ .p = c.p, .len = ok ? c.left : 0 };
+  return ok;
+}
+
+bool wire_decode_rep_server(const uint8_t *in, size_t len,
+                            struct wire_bytes *name, struct wire_bytes *desc)
+{
+  struct wire_cursor c = wire_cursor(in, len);
+  const char *s;
+  uint32_t n;
+  *desc = (struct wire_bytes){ 0 };
+  bool ok = wire_get_string(&c, &s, &n, UINT32_MAX);
+  *name = (struct wire_bytes){ .p = (const uint8_t *)s, .len = n };
+  if (ok)
+    *desc = (struct wire_bytes){ .p = c.p, .len = c.left };
+  return ok;
+}
+
+bool wire_chunk_length_ok(uint16_t type, uint32_t length)
+{
+  switch (type) {
+  case NBD_REPLY_TYPE_NONE:
+    return length == 0;
+  case NBD_REPLY_TYPE_OFFSET_DATA:
+    return length > WIRE_OFFSET_DATA_HDR;
+  case NBD_REPLY_TYPE_OFFSET_HOLE:
+    return length == WIRE_OFFSET_HOLE_LEN;
+  case NBD_REPLY_TYPE_BLOCK_STATUS: {
+    uint32_t descs = length - WIRE_BLOCK_STATUS_HDR;
+    size_t one = sizeof(struct nbd_block_descriptor);
+    return length >= WIRE_BLOCK_STATUS_HDR + one && descs % one == 0 &&
+           descs / one <= NBD_MAX_BLOCK_STATUS_DESCS;
+  }
+  default:
+    return NBD_REPLY_TYPE_IS_ERR(type) && length >= 6;
+  }
+}
+
+bool wire_decode_offset_data(const uint8_t *in, size_t len,
+                             uint32_t chunk_length,
+                             struct wire_offset_chunk *o)
+{
+  struct wire_cursor c = wire_cursor(in, len);
+  wire_get_u64(&c, &o->offset);
+  o->length = chunk_length > WIRE_OFFSET_DATA_HDR
+              ? chunk_length - WIRE_OFFSET_DATA_HDR : 0;
+  return !c.bad && len == WIRE_OFFSET_DATA_HDR && o->length > 0;
+}
+
+bool wire_decode_offset_hole(const uint8_t *in, size_t len,
+                             struct wire_offset_chunk *o)
+{
+  struct wire_cursor c = wire_cursor(in, len);
+  wire_get_u64(&c, &o->offset);
+  wire_get_u32(&c, &o->length);
+  return !c.bad && c.left == 0;
+}
+
+bool wire_decode_block_status(const uint8_t *in, size_t len,
+                              uint32_t chunk_length, uint32_t *ctx_id,
+                              size_t *n)
+{
+  struct wire_cursor c = wire_cursor(in, len);
+  wire_get_u32(&c, ctx_id);
+  bool ok = !c.bad && c.left == 0 &&
+            wire_chunk_length_ok(NBD_REPLY_TYPE_BLOCK_STATUS, chunk_length);
+  *n = ok ? (chunk_length - WIRE_BLOCK_STATUS_HDR) /
+            sizeof(struct nbd_block_descriptor) : 0;
+  return ok;
+}
+
+bool wire_decode_block_descs(const uint8_t *in, size_t len,
+                             struct wire_extent *out, size_t n)
+{
+  if (len / sizeof(struct nbd_block_descriptor) != n ||
+      len % sizeof(struct nbd_block_descriptor) != 0)
+    return false;
+  struct wire_cursor c = wire_cursor(in, len);
+  for (size_t i = 0; i < n; i++) {
+    wire_get_u32(&c, &out[i].length);
+    wire_get_u32(&c, &out[i].flags);
+  }
+  return !c.bad;
+}
+
+bool wire_decode_error_chunk(const uint8_t *in, size_t len,
+                             struct wire_error_chunk *e)
+{
+  struct wire_cursor c = wire_cursor(in, len);
+  uint16_t msglen;
+  memset(e, 0, sizeof *e);
+  wire_get_u32(&c, &e->error);
+  wire_get_u16(&c, &msglen);
+  e->msg.len = msglen;
+  if (c.bad || msglen > c.left || msglen > NBD_MAX_STRING)
+    return false;
+  e->msg.p = c.p;
+  e->rest = (struct wire_bytes){ .p = c.p + msglen, .len = c.left - msglen };
+  return true;
+}
+
+bool wire_decode_error_offset(const struct wire_error_chunk *e,
+                              uint64_t *offset)
+{
+  struct wire_cursor c = wire_cursor(e->rest.p, e->rest.len);
+  wire_get_u64(&c, offset);
+  return !c.bad && c.left == 0;
+}

@@ -84,6 +84,111 @@ void wire_encode_chunk_hdr(uint8_t out[20], uint16_t flags, uint16_t type,
 void wire_decode_chunk_hdr(const uint8_t in[20], struct nbd_chunk_hdr *h);
 void wire_encode_greeting(uint8_t out[18], uint16_t gflags);
 
+/* ---- Client-side decoding ----
+ * What a server sends a client, decoded to host order (doc/proto.md, the
+ * section named at each).  Each decoder takes the bytes received and
+ * their length and returns false when the length does not fit the
+ * layout.  Strings come back as pointer and length into the input,
+ * unchecked: the caller applies NBD_MAX_STRING and refuses NULs. */
+struct wire_bytes {
+  const uint8_t *p;
+  size_t len;
+};
+struct wire_export {        /* an export's size and transmission flags */
+  uint64_t size;
+  uint16_t eflags;
+};
+
+/* "Newstyle negotiation", "Oldstyle negotiation": every greeting starts
+ * with NBDMAGIC and a second magic saying which style follows (the
+ * caller refuses styles it does not know).  False: not NBDMAGIC. */
+#define WIRE_GREETING_MAGICS offsetof(struct nbd_new_handshake, gflags)
+bool wire_decode_greeting(const uint8_t *in, size_t len, uint64_t *version);
+/* The newstyle greeting's u16 handshake flags, after the magics. */
+bool wire_decode_gflags(const uint8_t *in, size_t len, uint16_t *gflags);
+/* The client's reply to the greeting: u32 client flags. */
+void wire_encode_client_flags(uint8_t out[4], uint32_t cflags);
+/* Oldstyle, after the magics: u64 size, u32 flags (the transmission
+ * flags in the low 16 bits), 124 zero bytes. */
+#define WIRE_OLDSTYLE_EXPORT (8 + 4 + 124)
+bool wire_decode_oldstyle_export(const uint8_t *in, size_t len,
+                                 struct wire_export *e);
+/* The reply to NBD_OPT_EXPORT_NAME (struct nbd_export_name_reply): u64
+ * size, u16 flags, then 124 zero bytes unless NO_ZEROES was agreed. */
+bool wire_decode_export_name_reply(const uint8_t *in, size_t len,
+                                   struct wire_export *e);
+
+/* NBD_REP_INFO ("Option types", NBD_OPT_INFO): u16 type, then per type.
+ * False: shorter than 2 bytes, or NBD_INFO_EXPORT / NBD_INFO_BLOCK_SIZE
+ * of another length than theirs (type is set whenever len >= 2).  Types
+ * not known here decode to the type alone. */
+struct wire_info {
+  uint16_t type;                    /* NBD_INFO_* */
+  struct wire_export export;        /* NBD_INFO_EXPORT */
+  uint32_t bs_min, bs_pref, bs_max; /* NBD_INFO_BLOCK_SIZE */
+  struct wire_bytes str;            /* NBD_INFO_NAME, _DESCRIPTION */
+};
+bool wire_decode_rep_info(const uint8_t *in, size_t len, struct wire_info *i);
+/* NBD_REP_META_CONTEXT: u32 context id, then the name (the rest).
+ * False: shorter than 4 bytes. */
+bool wire_decode_rep_meta_context(const uint8_t *in, size_t len,
+                                  uint32_t *id, struct wire_bytes *name);
+/* NBD_REP_SERVER: u32 name length, the name, then the description (the
+ * rest).  False: shorter than 4 bytes, or a name longer than the rest. */
+bool wire_decode_rep_server(const uint8_t *in, size_t len,
+                            struct wire_bytes *name, struct wire_bytes *desc);
+
+/* "Structured reply types": whether a chunk of this type may carry
+ * length bytes.  NONE: empty; OFFSET_DATA: u64 offset and at least one
+ * byte of data; OFFSET_HOLE: u64 offset, u32 size; BLOCK_STATUS: u32
+ * context id and 1 to NBD_MAX_BLOCK_STATUS_DESCS descriptors; error
+ * types: at least u32 error and u16 message length.  Other types:
+ * false. */
+bool wire_chunk_length_ok(uint16_t type, uint32_t length);
+struct wire_offset_chunk {  /* OFFSET_DATA or OFFSET_HOLE */
+  uint64_t offset;
+  uint32_t length;          /* bytes of data, or of the hole */
+};
+/* OFFSET_DATA: in holds the chunk's first WIRE_OFFSET_DATA_HDR bytes,
+ * the data follows on the wire; o->length is the data's length in a
+ * chunk of chunk_length bytes. */
+#define WIRE_OFFSET_DATA_HDR 8
+bool wire_decode_offset_data(const uint8_t *in, size_t len,
+                             uint32_t chunk_length,
+                             struct wire_offset_chunk *o);
+/* OFFSET_HOLE: exactly WIRE_OFFSET_HOLE_LEN bytes. */
+#define WIRE_OFFSET_HOLE_LEN 12
+bool wire_decode_offset_hole(const uint8_t *in, size_t len,
+                             struct wire_offset_chunk *o);
+/* BLOCK_STATUS: in holds the chunk's first WIRE_BLOCK_STATUS_HDR bytes
+ * (the context id); *n is the number of descriptors that follow in a
+ * chunk of chunk_length bytes. */
+#define WIRE_BLOCK_STATUS_HDR 4
+bool wire_decode_block_status(const uint8_t *in, size_t len,
+                              uint32_t chunk_length, uint32_t *ctx_id,
+                              size_t *n);
+struct wire_extent {        /* struct nbd_block_descriptor */
+  uint32_t length, flags;
+};
+/* n descriptors; false unless len is exactly n descriptors. */
+bool wire_decode_block_descs(const uint8_t *in, size_t len,
+                             struct wire_extent *out, size_t n);
+/* Error chunks: u32 error, u16 message length, the message, then fields
+ * that depend on the type.  False: shorter than 6 bytes, or a message
+ * longer than the bytes after it or than NBD_MAX_STRING (error and
+ * msg.len are still set then, when len >= 6). */
+struct wire_error_chunk {
+  uint32_t error;
+  struct wire_bytes msg;
+  struct wire_bytes rest;   /* the type's own fields, after the message */
+};
+bool wire_decode_error_chunk(const uint8_t *in, size_t len,
+                             struct wire_error_chunk *e);
+/* NBD_REPLY_TYPE_ERROR_OFFSET's u64 offset: false unless exactly 8
+ * bytes follow the message. */
+bool wire_decode_error_offset(const struct wire_error_chunk *e,
+                              uint64_t *offset);
+
 /* Range check that cannot overflow: len > 0 ... is the caller's business;
  * this says whether [off, off+len) lies inside [0, size). */
 static inline bool wire_range_ok(uint64_t off, uint64_t len, uint64_t size)

@@ -1,16 +1,17 @@
-/* libsnbd: issuing commands.  Each public call is checked against what
+/* libsnbd, top layer: issuing commands and collecting their results
+ * (snbd_aio_*, snbd_pread...).  Each public call is checked against what
  * was negotiated (doc/proto.md "Request types", "Block size
  * constraints"), then split into wire requests no larger than the
- * server allows. */
+ * server allows, registered in the in-flight table (inflight.c, so the
+ * reader thread can match replies) and sent under send_lock. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "cleanup.h"
 #include "internal.h"
 #include "wire.h"
-
-#define BUCKET(c) ((size_t)((c) % HASH_BUCKETS))
 
 struct cmd {
   uint16_t type, flags;
@@ -132,26 +133,10 @@ static uint64_t part_limit(struct snbd_handle *h, const struct cmd *c)
 static int add_req(struct snbd_handle *h, struct op *op, const struct cmd *c,
                    uint64_t off, uint32_t len, struct nbd_req *q)
 {
-  struct req *r = calloc(1, sizeof *r);
-  if (!r) {
-    xmit_op_error(op, ENOMEM, "out of memory");
-    return -1;
-  }
-  r->cookie = h->next_wire_cookie++;
-  r->op = op;
-  r->type = c->type;
-  r->flags = c->flags;
-  r->offset = off;
-  r->count = len;
-  if (c->rbuf)
-    r->buf = (char *)c->rbuf + (off - c->offset);
-  r->next = h->reqs[BUCKET(r->cookie)];
-  h->reqs[BUCKET(r->cookie)] = r;
-  h->nr_reqs++;
-  op->parts_left++;
-  *q = (struct nbd_req){ .flags = r->flags, .type = r->type,
-                         .cookie = r->cookie, .offset = off, .count = len };
-  return 0;
+  *q = (struct nbd_req){ .flags = c->flags, .type = c->type, .offset = off,
+                         .count = len };
+  char *buf = c->rbuf ? (char *)c->rbuf + (off - c->offset) : NULL;
+  return inflight_req_add(h, op, q, buf);
 }
 
 /* Sends one request and its payload; a failure kills the connection (the
@@ -193,24 +178,11 @@ static struct op *new_op(struct snbd_handle *h, const struct cmd *c)
   if (check_support(h, c) == -1 || check_flags(h, c) == -1 ||
       check_range(h, c) == -1)
     return NULL;
-  struct op *op = calloc(1, sizeof *op);
-  if (!op) {
-    lib_error(errno, "calloc");
-    return NULL;
-  }
-  op->cookie = h->next_op_cookie++;
-  op->type = c->type;
-  op->parts_left = 1;      /* held until every part is sent */
-  op->cb = c->cb;
-  op->user_data = c->ud;
-  op->extent_cb = c->ecb;
-  op->extent_user_data = c->eud;
-  op->rbuf = c->rbuf;
-  op->rlen = c->count;
-  op->next = h->ops[BUCKET((uint64_t)op->cookie)];
-  h->ops[BUCKET((uint64_t)op->cookie)] = op;
-  h->nr_ops++;
-  return op;
+  struct op init = {
+    .type = c->type, .cb = c->cb, .user_data = c->ud, .extent_cb = c->ecb,
+    .extent_user_data = c->eud, .rbuf = c->rbuf, .rlen = c->count,
+  };
+  return inflight_op_new(h, &init);
 }
 
 /* A READ buffer is zeroed when the command fails, never filled twice
@@ -245,9 +217,9 @@ static int64_t submit(struct snbd_handle *h, struct cmd *c)
     int r = h->state == H_READY
             ? add_req(h, op, c, c->offset + done, (uint32_t)len, &q) : -1;
     if (r == -1 && h->state != H_READY)
-      xmit_op_error(op, h->dead_errno ? h->dead_errno : ENOTCONN,
-                    "the connection is closed: %s",
-                    h->dead_msg ? h->dead_msg : "unknown reason");
+      inflight_op_error(op, h->dead_errno ? h->dead_errno : ENOTCONN,
+                        "the connection is closed: %s",
+                        h->dead_msg ? h->dead_msg : "unknown reason");
     pthread_mutex_unlock(&h->lock);
     if (r == -1)
       break;
@@ -263,14 +235,14 @@ static int64_t submit(struct snbd_handle *h, struct cmd *c)
   if (sent == 0) {            /* nothing went out: plain failure */
     set_error_at(lib_api, op->error ? op->error : EIO, "%s",
                  op->errmsg ? op->errmsg : "the command was not sent");
-    xmit_unlink_op(h, op);
+    inflight_unlink_op(h, op);
     pthread_mutex_unlock(&h->lock);
-    xmit_free_op(op);
+    inflight_free_op(op);
     return refuse(c);
   }
-  xmit_op_part_done(h, op);
+  inflight_op_part_done(h, op);
   pthread_mutex_unlock(&h->lock);
-  xmit_complete_ready(h);
+  inflight_complete_ready(h);
   return cookie;
 }
 
@@ -279,20 +251,20 @@ static int64_t submit(struct snbd_handle *h, struct cmd *c)
 /* Collects a finished op (caller holds h->lock): 0 or -1 with its error. */
 static int retire(struct snbd_handle *h, struct op *op)
 {
-  xmit_unlink_op(h, op);
+  inflight_unlink_op(h, op);
   int r = 0;
   if (op->error) {
     set_error_at(lib_api, op->error, "%s",
                  op->errmsg ? op->errmsg : strerror(op->error));
     r = -1;
   }
-  xmit_free_op(op);
+  inflight_free_op(op);
   return r;
 }
 
 static struct op *lookup(struct snbd_handle *h, int64_t cookie)
 {
-  struct op *op = xmit_find_op(h, cookie);
+  struct op *op = inflight_find_op(h, cookie);
   if (!op)
     lib_error(EINVAL, "no command with cookie %lld is waiting to be "
               "collected", (long long)cookie);
@@ -306,16 +278,13 @@ static struct op *lookup(struct snbd_handle *h, int64_t cookie)
 
 static int wait_op(struct snbd_handle *h, int64_t cookie)
 {
-  pthread_mutex_lock(&h->lock);
+  SCOPED_LOCK(&h->lock);
   struct op *op = lookup(h, cookie);
-  int r = -1;
-  if (op) {
-    while (!op->done)
-      pthread_cond_wait(&h->cond, &h->lock);
-    r = retire(h, op);
-  }
-  pthread_mutex_unlock(&h->lock);
-  return r;
+  if (!op)
+    return -1;
+  while (!op->done)
+    pthread_cond_wait(&h->cond, &h->lock);
+  return retire(h, op);
 }
 
 int snbd_aio_wait(struct snbd_handle *h, int64_t cookie)
@@ -327,22 +296,20 @@ int snbd_aio_wait(struct snbd_handle *h, int64_t cookie)
 int snbd_aio_command_completed(struct snbd_handle *h, int64_t cookie)
 {
   API();
-  pthread_mutex_lock(&h->lock);
+  SCOPED_LOCK(&h->lock);
   struct op *op = lookup(h, cookie);
-  int r = -1;
-  if (op)
-    r = op->done ? (retire(h, op) == 0 ? 1 : -1) : 0;
-  pthread_mutex_unlock(&h->lock);
-  return r;
+  if (!op)
+    return -1;
+  if (!op->done)
+    return 0;
+  return retire(h, op) == 0 ? 1 : -1;
 }
 
 int snbd_aio_in_flight(struct snbd_handle *h)
 {
   API();
-  pthread_mutex_lock(&h->lock);
-  int r = (int)h->nr_ops;
-  pthread_mutex_unlock(&h->lock);
-  return r;
+  SCOPED_LOCK(&h->lock);
+  return (int)h->nr_ops;
 }
 
 /* ---- The public commands: asynchronous, and synchronous (the same

@@ -1,5 +1,6 @@
-/* libsnbd: making the connection (Unix socket, TCP, an open socket, a
- * spawned server, or an NBD URI) and running the handshake over it. */
+/* libsnbd, top layer: making the connection (Unix socket, TCP, an open
+ * socket, a spawned server, or an NBD URI) and running the handshake
+ * (handshake.c) over it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -17,7 +18,7 @@
 
 /* Takes the connected fd (always, even on failure) and runs the handshake
  * under the handle's deadline.  Caller holds h->lock, state H_CREATED. */
-int conn_finish(struct snbd_handle *h, int fd)
+static int conn_finish(struct snbd_handle *h, int fd)
 {
   h->t = transport_plain_new(fd);
   if (!h->t) {
@@ -27,7 +28,7 @@ int conn_finish(struct snbd_handle *h, int fd)
   }
   if (h->hs_timeout)
     h->t->deadline = monotonic_ns() + (int64_t)h->hs_timeout * 1000000000;
-  if (hs_run(h) == -1) {
+  if (chs_run(h) == -1) {
     h_fail_connection(h);
     return -1;
   }

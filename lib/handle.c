@@ -1,5 +1,6 @@
-/* libsnbd: the handle's life (create, shutdown, close), its settings and
- * the per-thread error functions. */
+/* libsnbd, top layer: the handle's life (create, shutdown, close) and its
+ * settings.  Shutting down calls the handshake driver (option mode) or
+ * the transmission lifetime (tx.c). */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -9,33 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "internal.h"
-
-__thread const char *lib_api;
-
-const char *snbd_get_error(void)
-{
-  return get_error();
-}
-
-int snbd_get_errno(void)
-{
-  return get_errno();
-}
-
-void lib_rewrap(const char *what)
-{
-  char msg[768];
-  int e = get_errno();
-  const char *m = get_error();
-  const char *colon = strstr(m, ": ");
-
-  /* Common code prefixes its own function name; drop it. */
-  if (colon && !memchr(m, ' ', (size_t)(colon - m)))
-    m = colon + 2;
-  snprintf(msg, sizeof msg, "%s", m);
-  lib_error(e ? e : EIO, "%s: %s", what, msg);
-}
 
 struct snbd_handle *snbd_create(void)
 {
@@ -67,45 +43,6 @@ struct snbd_handle *snbd_create(void)
   return h;
 }
 
-/* Fails unless the handle is in state want (caller holds h->lock). */
-int h_check_state(struct snbd_handle *h, enum hstate want, const char *func)
-{
-  static const char *const names[] = {
-    [H_CREATED] = "not connected", [H_NEGOTIATING] = "negotiating",
-    [H_READY] = "connected", [H_DISCONNECTING] = "disconnecting",
-    [H_DEAD] = "closed",
-  };
-  if (h->state == want)
-    return 0;
-  if (h->state == H_DEAD && h->dead_msg)
-    set_error_at(func, h->dead_errno ? h->dead_errno : ENOTCONN,
-                 "the connection is closed: %s", h->dead_msg);
-  else
-    set_error_at(func, h->state == H_CREATED ? ENOTCONN : EINVAL,
-                 "the handle is %s, it needs to be %s", names[h->state],
-                 names[want]);
-  return -1;
-}
-
-/* Records why the handle can no longer be used (caller holds h->lock);
- * the first reason wins. */
-void h_set_dead(struct snbd_handle *h, int err, const char *msg)
-{
-  if (!h->dead_msg) {
-    h->dead_msg = strdup(msg);
-    h->dead_errno = err;
-  }
-  h->state = H_DEAD;
-  pthread_cond_broadcast(&h->cond);
-}
-
-void h_fail_connection(struct snbd_handle *h)
-{
-  h_set_dead(h, get_errno(), get_error());
-  if (h->t)
-    shutdown(h->t->fd, SHUT_RDWR);
-}
-
 static void reap_child(struct snbd_handle *h)
 {
   if (h->child <= 0)
@@ -132,7 +69,7 @@ void snbd_close(struct snbd_handle *h)
   API();
   int saved = errno;
   pthread_mutex_lock(&h->lock);
-  xmit_stop(h, ENOTCONN);
+  tx_stop(h, ENOTCONN);
   pthread_mutex_unlock(&h->lock);
   transport_close(h->t);
   h->t = NULL;
@@ -167,13 +104,13 @@ int snbd_shutdown(struct snbd_handle *h)
   pthread_mutex_lock(&h->lock);
   int r = -1;
   if (h->state == H_NEGOTIATING)
-    r = hs_abort(h);
+    r = chs_abort(h);
   else if (CHECK_STATE(h, H_READY) == 0) {
     while (h->nr_reqs > 0 && h->state == H_READY)
       pthread_cond_wait(&h->cond, &h->lock);
     r = CHECK_STATE(h, H_READY);
     if (r == 0)
-      r = xmit_disconnect(h);
+      r = tx_disconnect(h);
   }
   pthread_mutex_unlock(&h->lock);
   return r;
@@ -184,7 +121,7 @@ int snbd_shutdown(struct snbd_handle *h)
 static int set_string(struct snbd_handle *h, char **field, const char *value,
                       bool nullable)
 {
-  char *copy = NULL;
+  CLEANUP_FREE char *copy = NULL;
   if (!value && !nullable) {
     lib_error(EINVAL, "the value must not be NULL");
     return -1;
@@ -193,16 +130,12 @@ static int set_string(struct snbd_handle *h, char **field, const char *value,
     lib_error(errno, "strdup");
     return -1;
   }
-  pthread_mutex_lock(&h->lock);
+  SCOPED_LOCK(&h->lock);
   if (CHECK_STATE(h, H_CREATED) == -1 &&
-      !(field == &h->export_name && h->state == H_NEGOTIATING)) {
-    pthread_mutex_unlock(&h->lock);
-    free(copy);
+      !(field == &h->export_name && h->state == H_NEGOTIATING))
     return -1;
-  }
   free(*field);
-  *field = copy;
-  pthread_mutex_unlock(&h->lock);
+  *field = TAKE(copy);
   return 0;
 }
 
@@ -305,26 +238,23 @@ int snbd_add_meta_context(struct snbd_handle *h, const char *name)
               "%d bytes", NBD_MAX_STRING);
     return -1;
   }
-  char *copy = strdup(name);
+  CLEANUP_FREE char *copy = strdup(name);
   if (!copy) {
     lib_error(errno, "strdup");
     return -1;
   }
-  pthread_mutex_lock(&h->lock);
-  int r = CHECK_STATE(h, H_CREATED);
-  if (r == 0 && h->nr_want_ctx >= MAX_META_CONTEXTS) {
+  SCOPED_LOCK(&h->lock);
+  if (CHECK_STATE(h, H_CREATED) == -1)
+    return -1;
+  if (h->nr_want_ctx >= MAX_META_CONTEXTS) {
     lib_error(ENOSPC, "at most %d metadata contexts", MAX_META_CONTEXTS);
-    r = -1;
+    return -1;
   }
-  for (int i = 0; r == 0 && i < h->nr_want_ctx; i++)
+  for (int i = 0; i < h->nr_want_ctx; i++)
     if (strcmp(h->want_ctx[i], name) == 0) {
       lib_error(EEXIST, "metadata context %s was already added", name);
-      r = -1;
+      return -1;
     }
-  if (r == 0)
-    h->want_ctx[h->nr_want_ctx++] = copy;
-  else
-    free(copy);
-  pthread_mutex_unlock(&h->lock);
-  return r;
+  h->want_ctx[h->nr_want_ctx++] = TAKE(copy);
+  return 0;
 }

@@ -1,10 +1,12 @@
-/* libsnbd: what the server told us about the export (checked before it is
- * believed), and the getters that report it. */
+/* libsnbd, data layer: what the server told us about the export, checked
+ * before it is believed (the handshake steps set it), and the getters
+ * that report it to the caller.  Calls only the bottom (state.c). */
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cleanup.h"
 #include "internal.h"
 
 static bool is_pow2(uint32_t v)
@@ -17,7 +19,7 @@ static bool is_pow2(uint32_t v)
  * the minimum (or 0xffffffff) and at least min(preferred, export size).
  * Anything else is refused (libnbd CVE-2023-5871 class).  Called once the
  * export size is known. */
-int hs_check_block_sizes(struct snbd_handle *h, uint32_t min, uint32_t pref,
+int info_set_block_sizes(struct snbd_handle *h, uint32_t min, uint32_t pref,
                          uint32_t max)
 {
   const char *why = NULL;
@@ -44,7 +46,7 @@ int hs_check_block_sizes(struct snbd_handle *h, uint32_t min, uint32_t pref,
 /* Export size and transmission flags, from NBD_INFO_EXPORT or the
  * NBD_OPT_EXPORT_NAME reply.  Sizes above INT64_MAX would turn negative
  * in every off_t the caller uses (QEMU CVE-2017-2630 class). */
-int hs_set_export(struct snbd_handle *h, uint64_t size, uint16_t eflags)
+int info_set_export(struct snbd_handle *h, uint64_t size, uint16_t eflags)
 {
   if (size > INT64_MAX) {
     lib_error(EPROTO, "the server sent an export size of %llu bytes, "
@@ -79,27 +81,21 @@ static int info_ready(struct snbd_handle *h)
 int64_t snbd_get_size(struct snbd_handle *h)
 {
   API();
-  pthread_mutex_lock(&h->lock);
-  int64_t r = info_ready(h) == 0 ? (int64_t)h->size : -1;
-  pthread_mutex_unlock(&h->lock);
-  return r;
+  SCOPED_LOCK(&h->lock);
+  return info_ready(h) == 0 ? (int64_t)h->size : -1;
 }
 
 int snbd_get_export_flags(struct snbd_handle *h)
 {
   API();
-  pthread_mutex_lock(&h->lock);
-  int r = info_ready(h) == 0 ? h->eflags : -1;
-  pthread_mutex_unlock(&h->lock);
-  return r;
+  SCOPED_LOCK(&h->lock);
+  return info_ready(h) == 0 ? h->eflags : -1;
 }
 
 static int flag_getter(struct snbd_handle *h, uint16_t flag)
 {
-  pthread_mutex_lock(&h->lock);
-  int r = info_ready(h) == 0 ? (h->eflags & flag) != 0 : -1;
-  pthread_mutex_unlock(&h->lock);
-  return r;
+  SCOPED_LOCK(&h->lock);
+  return info_ready(h) == 0 ? (h->eflags & flag) != 0 : -1;
 }
 
 #define FLAG_GETTER(fn, flag) \
@@ -119,33 +115,31 @@ FLAG_GETTER(snbd_can_cache, NBD_FLAG_SEND_CACHE)
 int snbd_can_meta_context(struct snbd_handle *h, const char *name)
 {
   API();
-  pthread_mutex_lock(&h->lock);
-  int r = info_ready(h) == 0 ? 0 : -1;
-  for (int i = 0; r == 0 && i < h->nr_ctx; i++)
+  SCOPED_LOCK(&h->lock);
+  if (info_ready(h) == -1)
+    return -1;
+  for (int i = 0; i < h->nr_ctx; i++)
     if (strcmp(h->ctx[i].name, name) == 0)
-      r = 1;
-  pthread_mutex_unlock(&h->lock);
-  return r;
+      return 1;
+  return 0;
 }
 
 int snbd_get_structured_replies_negotiated(struct snbd_handle *h)
 {
   API();
-  pthread_mutex_lock(&h->lock);
-  int r = h->state == H_CREATED ? -1 : h->sr;
-  if (r == -1)
+  SCOPED_LOCK(&h->lock);
+  if (h->state == H_CREATED) {
     lib_error(ENOTCONN, "not connected");
-  pthread_mutex_unlock(&h->lock);
-  return r;
+    return -1;
+  }
+  return h->sr;
 }
 
 int snbd_get_nr_meta_contexts(struct snbd_handle *h)
 {
   API();
-  pthread_mutex_lock(&h->lock);
-  int r = info_ready(h) == 0 ? h->nr_ctx : -1;
-  pthread_mutex_unlock(&h->lock);
-  return r;
+  SCOPED_LOCK(&h->lock);
+  return info_ready(h) == 0 ? h->nr_ctx : -1;
 }
 
 static char *dup_or_error(const char *s)
@@ -159,94 +153,79 @@ static char *dup_or_error(const char *s)
 char *snbd_get_meta_context(struct snbd_handle *h, int i)
 {
   API();
-  char *r = NULL;
-  pthread_mutex_lock(&h->lock);
-  if (i < 0 || i >= h->nr_ctx)
+  SCOPED_LOCK(&h->lock);
+  if (i < 0 || i >= h->nr_ctx) {
     lib_error(EINVAL, "no metadata context number %d", i);
-  else
-    r = dup_or_error(h->ctx[i].name);
-  pthread_mutex_unlock(&h->lock);
-  return r;
+    return NULL;
+  }
+  return dup_or_error(h->ctx[i].name);
 }
 
 int64_t snbd_get_block_size(struct snbd_handle *h, enum snbd_block_size which)
 {
   API();
-  int64_t r = -1;
-  pthread_mutex_lock(&h->lock);
-  if (info_ready(h) == 0) {
-    switch (which) {
-    case SNBD_SIZE_MINIMUM: r = h->have_bs ? h->bs_min : 1; break;
-    case SNBD_SIZE_PREFERRED: r = h->have_bs ? h->bs_pref : 4096; break;
-    case SNBD_SIZE_MAXIMUM:
-      r = h->have_bs ? h->bs_max : DEFAULT_MAX_REQUEST;
-      break;
-    default: lib_error(EINVAL, "unknown block size %d", (int)which);
-    }
+  SCOPED_LOCK(&h->lock);
+  if (info_ready(h) == -1)
+    return -1;
+  switch (which) {
+  case SNBD_SIZE_MINIMUM: return h->have_bs ? h->bs_min : 1;
+  case SNBD_SIZE_PREFERRED: return h->have_bs ? h->bs_pref : 4096;
+  case SNBD_SIZE_MAXIMUM: return h->have_bs ? h->bs_max : DEFAULT_MAX_REQUEST;
+  default:
+    lib_error(EINVAL, "unknown block size %d", (int)which);
+    return -1;
   }
-  pthread_mutex_unlock(&h->lock);
-  return r;
 }
 
 char *snbd_get_canonical_export_name(struct snbd_handle *h)
 {
   API();
-  char *r = NULL;
-  pthread_mutex_lock(&h->lock);
-  if (info_ready(h) == 0)
-    r = dup_or_error(h->canonical_name ? h->canonical_name : h->export_name);
-  pthread_mutex_unlock(&h->lock);
-  return r;
+  SCOPED_LOCK(&h->lock);
+  if (info_ready(h) == -1)
+    return NULL;
+  return dup_or_error(h->canonical_name ? h->canonical_name : h->export_name);
 }
 
 char *snbd_get_export_description(struct snbd_handle *h)
 {
   API();
-  char *r = NULL;
-  pthread_mutex_lock(&h->lock);
-  if (info_ready(h) == 0) {
-    if (h->description)
-      r = dup_or_error(h->description);
-    else
-      lib_error(ENOENT, "the server sent no description");
+  SCOPED_LOCK(&h->lock);
+  if (info_ready(h) == -1)
+    return NULL;
+  if (!h->description) {
+    lib_error(ENOENT, "the server sent no description");
+    return NULL;
   }
-  pthread_mutex_unlock(&h->lock);
-  return r;
+  return dup_or_error(h->description);
 }
 
 char *snbd_get_protocol(struct snbd_handle *h)
 {
   API();
-  char *r = NULL;
-  pthread_mutex_lock(&h->lock);
-  if (h->state == H_CREATED)
+  SCOPED_LOCK(&h->lock);
+  if (h->state == H_CREATED) {
     lib_error(ENOTCONN, "not connected");
-  else
-    r = dup_or_error(h->oldstyle ? "oldstyle"
-                     : h->fixed_newstyle ? "newstyle-fixed" : "newstyle");
-  pthread_mutex_unlock(&h->lock);
-  return r;
+    return NULL;
+  }
+  return dup_or_error(h->oldstyle ? "oldstyle"
+                      : h->fixed_newstyle ? "newstyle-fixed" : "newstyle");
 }
 
 int snbd_get_tls_negotiated(struct snbd_handle *h)
 {
   API();
-  pthread_mutex_lock(&h->lock);
-  int r = h->tls_active;
-  pthread_mutex_unlock(&h->lock);
-  return r;
+  SCOPED_LOCK(&h->lock);
+  return h->tls_active;
 }
 
 static char *tls_string(struct snbd_handle *h, size_t field)
 {
-  char *r = NULL;
-  pthread_mutex_lock(&h->lock);
-  if (!h->tls_active)
+  SCOPED_LOCK(&h->lock);
+  if (!h->tls_active) {
     lib_error(ENOTCONN, "TLS was not negotiated");
-  else
-    r = dup_or_error((const char *)&h->peer + field);
-  pthread_mutex_unlock(&h->lock);
-  return r;
+    return NULL;
+  }
+  return dup_or_error((const char *)&h->peer + field);
 }
 
 char *snbd_get_tls_version(struct snbd_handle *h)

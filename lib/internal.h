@@ -1,5 +1,24 @@
-/* libsnbd internals: the handle, commands in flight, and the functions
- * the library's files share.  Nothing here is exported (libsnbd.syms). */
+/* libsnbd internals: the handle, the commands in flight, and the
+ * functions the library's files share.  Nothing here is exported
+ * (libsnbd.syms).
+ *
+ * The files form layers; a file calls only files below it (never
+ * sideways within the handshake steps, never up).  Top to bottom:
+ *
+ *   API        handle.c (life, settings)  connect.c  commands.c
+ *   driver     handshake.c: chs_run, and the option-mode API (snbd_opt_*)
+ *   steps      greeting.c starttls.c structured.c meta.c go.c list.c
+ *              exportname.c                       tx.c (transmission
+ *                                                 lifetime)
+ *   I/O        optio.c (option send/receive)      reply.c (reader thread)
+ *   data       info.c (export facts, getters)     inflight.c (commands
+ *                                                 in flight)
+ *                                                 cover.c (READ coverage)
+ *   bottom     state.c: handle state and errors, for any file above
+ *
+ * The handshake runs under h->lock in the calling thread; transmission
+ * replies are read by the reader thread (reply.c), which tx.c starts.
+ * docs/architecture.md draws the whole project. */
 #ifndef SNBD_LIB_INTERNAL_H
 #define SNBD_LIB_INTERNAL_H
 
@@ -13,6 +32,7 @@
 #include "log.h"
 #include "tls.h"
 #include "transport.h"
+#include "vector.h"
 #include "wire.h"
 
 #define MAX_META_CONTEXTS 16
@@ -27,6 +47,8 @@
 /* Largest option reply accepted during the handshake: a string of
  * NBD_MAX_STRING plus its framing. */
 #define MAX_OPT_REPLY (NBD_MAX_STRING + 64)
+/* Most replies a server may send to one option. */
+#define OPT_MAX_REPLIES 100000
 
 enum hstate {
   H_CREATED,       /* not connected yet */
@@ -59,12 +81,11 @@ struct op {
   size_t rlen;
 };
 
-/* An interval list of what a structured READ reply has covered so far:
- * sorted, disjoint, merged when adjacent. */
-struct cover {
-  struct { uint64_t start, end; } *v;
-  size_t n, cap;
+/* What a structured READ reply has covered so far (cover.c). */
+struct cover_piece {
+  uint64_t start, end;
 };
+DEFINE_VECTOR(cover, struct cover_piece);
 
 /* One wire request in flight.  Only the reader thread reads replies into
  * it and frees it; submitters create it under h->lock. */
@@ -148,7 +169,7 @@ extern __thread const char *lib_api;
 /* Re-prefixes the current error (set by common code) with what failed. */
 void lib_rewrap(const char *what);
 
-/* handle.c */
+/* ---- state.c (bottom) ---- */
 int h_check_state(struct snbd_handle *h, enum hstate want, const char *func);
 void h_set_dead(struct snbd_handle *h, int err, const char *msg);
 /* Handshake failed: the current error becomes the handle's epitaph and
@@ -156,59 +177,105 @@ void h_set_dead(struct snbd_handle *h, int err, const char *msg);
 void h_fail_connection(struct snbd_handle *h);
 #define CHECK_STATE(h, s) h_check_state((h), (s), __func__)
 
-/* connect.c */
-int conn_finish(struct snbd_handle *h, int fd);
+/* ---- cover.c ---- */
+/* Adds [start, end): 0, or -1 if it overlaps what is there or the list
+ * is too fragmented (or out of memory). */
+int cover_add(struct cover *c, uint64_t start, uint64_t end);
 
-/* handshake.c */
-int hs_run(struct snbd_handle *h);
-int hs_send_option(struct snbd_handle *h, uint32_t opt, const void *data,
-                   uint32_t len);
+/* ---- inflight.c: everything but inflight_complete_ready expects
+ * h->lock held ---- */
+/* Registers a new op, a copy of *init with a fresh cookie, holding one
+ * part until the submitter has sent every wire request. */
+struct op *inflight_op_new(struct snbd_handle *h, const struct op *init);
+/* Registers one wire request of op for *q (type, flags, offset, count
+ * filled in), giving q its cookie; buf is the READ target.  On failure
+ * the op records the error. */
+int inflight_req_add(struct snbd_handle *h, struct op *op, struct nbd_req *q,
+                     char *buf);
+struct req *inflight_find_req(struct snbd_handle *h, uint64_t cookie);
+struct op *inflight_find_op(struct snbd_handle *h, int64_t cookie);
+void inflight_unlink_op(struct snbd_handle *h, struct op *op);
+void inflight_free_op(struct op *op);
+/* Records the first error of an op. */
+void inflight_op_error(struct op *op, int err, const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
+/* Drops one part of op; at zero the op is done: queued for its callback,
+ * or kept for snbd_aio_wait. */
+void inflight_op_part_done(struct snbd_handle *h, struct op *op);
+/* A wire request is done: unlinked, its part dropped, freed. */
+void inflight_req_done(struct snbd_handle *h, struct req *r);
+/* Fails every request still in flight with the handle's epitaph. */
+void inflight_fail_all(struct snbd_handle *h);
+/* Runs the callbacks of finished ops, outside the lock (takes it). */
+void inflight_complete_ready(struct snbd_handle *h);
+
+/* ---- info.c ---- */
+/* Block sizes as the server sent them: 0, or -1 with the reason. */
+int info_set_block_sizes(struct snbd_handle *h, uint32_t min, uint32_t pref,
+                         uint32_t max);
+/* Export size and transmission flags: 0, or -1 with the reason. */
+int info_set_export(struct snbd_handle *h, uint64_t size, uint16_t eflags);
+
+/* ---- optio.c ---- */
+int optio_send(struct snbd_handle *h, uint32_t opt, const void *data,
+               uint32_t len);
 /* Reads one option reply to opt into buf (cap bytes).  Fails, ending the
  * session, on a bad magic, a reply to another option or a reply longer
  * than cap. */
-int hs_recv_reply(struct snbd_handle *h, uint32_t opt,
-                  struct nbd_opt_reply *r, uint8_t *buf, size_t cap);
-void hs_reply_error(struct snbd_handle *h, uint32_t opt,
-                    const struct nbd_opt_reply *r, const uint8_t *payload);
-int hs_go(struct snbd_handle *h, uint32_t opt);
-int hs_list(struct snbd_handle *h, snbd_list_cb cb, void *ud);
-int hs_list_meta(struct snbd_handle *h, snbd_context_cb cb, void *ud);
-int hs_abort(struct snbd_handle *h);
+int optio_recv(struct snbd_handle *h, uint32_t opt, struct nbd_opt_reply *r,
+               uint8_t *buf, size_t cap);
 /* A protocol violation or I/O failure: sets the error and marks the
- * stream unusable. */
-int hs_broken(struct snbd_handle *h, int err, const char *fmt, ...)
+ * stream unusable.  Returns -1. */
+int optio_broken(struct snbd_handle *h, int err, const char *fmt, ...)
   __attribute__((format(printf, 3, 4)));
+/* optio_broken with errno's failure while doing what. */
+int optio_io_failed(struct snbd_handle *h, const char *what);
+/* Sets the error for a refusal r (an NBD_REP_ERR_*) of opt; the stream
+ * stays usable. */
+void optio_refused(struct snbd_handle *h, uint32_t opt,
+                   const struct nbd_opt_reply *r, const uint8_t *payload);
+/* A string from a reply: at most NBD_MAX_STRING bytes and no NUL
+ * (doc/proto.md "Conventions"), copied and NUL-terminated; NULL (the
+ * stream broken) if invalid. */
+char *optio_string(struct snbd_handle *h, const uint8_t *p, size_t n,
+                   const char *what);
 
-int hs_export_name_fallback(struct snbd_handle *h);
-
-/* starttls.c */
-int hs_starttls(struct snbd_handle *h);
-
-/* info.c */
-int hs_check_block_sizes(struct snbd_handle *h, uint32_t min, uint32_t pref,
-                         uint32_t max);
-int hs_set_export(struct snbd_handle *h, uint64_t size, uint16_t eflags);
-
-/* aio.c */
-int xmit_start(struct snbd_handle *h);
-void xmit_stop(struct snbd_handle *h, int err);
-int xmit_disconnect(struct snbd_handle *h);
-/* Called by the reader with h->lock held when a wire request is done. */
-void xmit_req_done(struct snbd_handle *h, struct req *r);
-void xmit_op_error(struct op *op, int err, const char *fmt, ...)
-  __attribute__((format(printf, 3, 4)));
-struct req *xmit_find_req(struct snbd_handle *h, uint64_t cookie);
-struct op *xmit_find_op(struct snbd_handle *h, int64_t cookie);
-void xmit_unlink_op(struct snbd_handle *h, struct op *op);
-void xmit_free_op(struct op *op);
-void xmit_op_part_done(struct snbd_handle *h, struct op *op);
-void xmit_complete_ready(struct snbd_handle *h);
-
-/* reply.c */
+/* ---- reply.c ---- */
 void *reply_reader(void *arg);
-int reply_errno(uint32_t nbd_err);
 
-/* cover.c helpers live in reply.c */
-void cover_free(struct cover *c);
+/* ---- Handshake steps: 0 or -1 (the error set; h->broken if the stream
+ * is out of step) ---- */
+int greeting_run(struct snbd_handle *h);     /* greeting.c */
+int starttls_run(struct snbd_handle *h);     /* starttls.c */
+int structured_run(struct snbd_handle *h);   /* structured.c */
+int exportname_run(struct snbd_handle *h);   /* exportname.c */
+/* meta.c: SET_META_CONTEXT for the contexts asked for; LIST_META_CONTEXT
+ * returns the number of contexts listed. */
+int meta_set(struct snbd_handle *h);
+int meta_list(struct snbd_handle *h, snbd_context_cb cb, void *ud);
+/* list.c: the number of exports listed. */
+int list_run(struct snbd_handle *h, snbd_list_cb cb, void *ud);
+/* go.c: NBD_OPT_GO or NBD_OPT_INFO on h->export_name, asking for block
+ * sizes, the canonical name and the description.  A refusal leaves the
+ * stream usable (option mode may try another export); GO_UNSUPPORTED:
+ * the server does not know NBD_OPT_GO (NBD_REP_ERR_UNSUP). */
+#define GO_UNSUPPORTED 1
+int go_run(struct snbd_handle *h, uint32_t opt);
+
+/* ---- tx.c ---- */
+/* Starts the reader thread: the handle is H_READY. */
+int tx_start(struct snbd_handle *h);
+/* Stops the reader (caller holds h->lock): it fails what is in flight
+ * with err and runs their callbacks before it exits. */
+void tx_stop(struct snbd_handle *h, int err);
+/* NBD_CMD_DISC and a bounded wait for EOF (caller holds h->lock). */
+int tx_disconnect(struct snbd_handle *h);
+
+/* ---- handshake.c (driver) ---- */
+/* The handshake from the greeting on, on h->t; ends in H_READY, or in
+ * H_NEGOTIATING with option mode. */
+int chs_run(struct snbd_handle *h);
+/* NBD_OPT_ABORT (option mode): the handle is closed afterwards. */
+int chs_abort(struct snbd_handle *h);
 
 #endif

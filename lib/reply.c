@@ -1,9 +1,10 @@
-/* libsnbd: the reader thread.  It reads every reply, checks it against
- * the request it answers before using a byte of it (docs/security.md 23-25;
- * doc/proto.md "Simple reply message", "Structured reply chunk message",
- * "Structured reply types"), and completes commands.  Any reply that
- * breaks the protocol ends the connection: the stream can no longer be
- * trusted to be in step. */
+/* libsnbd, middle layer: the reader thread (started by tx.c).  It reads
+ * every reply, checks it against the request it answers before using a
+ * byte of it (docs/security.md 23-25; doc/proto.md "Simple reply
+ * message", "Structured reply chunk message", "Structured reply types"),
+ * and completes commands through the in-flight table (inflight.c).  Any
+ * reply that breaks the protocol ends the connection: the stream can no
+ * longer be trusted to be in step. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,17 +12,15 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "cleanup.h"
 #include "internal.h"
 #include "wire.h"
 
 /* Error chunks: u32 error, u16 message length, message, and for
  * ERROR_OFFSET a u64 offset.  Anything longer is refused. */
 #define MAX_ERROR_CHUNK (6 + NBD_MAX_STRING + 8)
-/* A READ reply may be split, but not into more disjoint pieces than this
- * at once (a legitimate server sends them in order, and they merge). */
-#define MAX_COVER_PIECES 4096
 
-int reply_errno(uint32_t e)
+static int reply_errno(uint32_t e)
 {
   switch (e) {
   case NBD_EPERM: return EPERM;
@@ -62,61 +61,6 @@ static int read_or_fatal(struct snbd_handle *h, void *buf, size_t len)
   return 0;
 }
 
-/* ---- What a READ reply has covered ---- */
-
-void cover_free(struct cover *c)
-{
-  free(c->v);
-  c->v = NULL;
-  c->n = c->cap = 0;
-}
-
-/* Adds [start, end): 0, or -1 if it overlaps what is there (doc/proto.md:
- * content chunks MUST NOT overlap) or the list is too fragmented. */
-static int cover_add(struct cover *c, uint64_t start, uint64_t end)
-{
-  size_t lo = 0, hi = c->n;
-  while (lo < hi) {            /* first piece with v.start >= start */
-    size_t mid = lo + (hi - lo) / 2;
-    if (c->v[mid].start < start)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  if (lo > 0 && c->v[lo - 1].end > start)
-    return -1;
-  if (lo < c->n && c->v[lo].start < end)
-    return -1;
-  bool join_prev = lo > 0 && c->v[lo - 1].end == start;
-  bool join_next = lo < c->n && c->v[lo].start == end;
-  if (join_prev && join_next) {
-    c->v[lo - 1].end = c->v[lo].end;
-    memmove(&c->v[lo], &c->v[lo + 1], (c->n - lo - 1) * sizeof c->v[0]);
-    c->n--;
-  }
-  else if (join_prev)
-    c->v[lo - 1].end = end;
-  else if (join_next)
-    c->v[lo].start = start;
-  else {
-    if (c->n >= MAX_COVER_PIECES)
-      return -1;
-    if (c->n == c->cap) {
-      size_t cap = c->cap ? c->cap * 2 : 4;
-      void *v = realloc(c->v, cap * sizeof c->v[0]);
-      if (!v)
-        return -1;
-      c->v = v;
-      c->cap = cap;
-    }
-    memmove(&c->v[lo + 1], &c->v[lo], (c->n - lo) * sizeof c->v[0]);
-    c->v[lo].start = start;
-    c->v[lo].end = end;
-    c->n++;
-  }
-  return 0;
-}
-
 /* ---- Completing requests ---- */
 
 static void req_error(struct snbd_handle *h, struct req *r, int err,
@@ -132,9 +76,9 @@ static void req_error(struct snbd_handle *h, struct req *r, int err,
   va_end(ap);
   pthread_mutex_lock(&h->lock);
   r->failed = true;
-  xmit_op_error(r->op, err, "%s (offset %llu, length %u): %s",
-                nbd_cmd_name(r->type), (unsigned long long)r->offset,
-                r->count, msg);
+  inflight_op_error(r->op, err, "%s (offset %llu, length %u): %s",
+                    nbd_cmd_name(r->type), (unsigned long long)r->offset,
+                    r->count, msg);
   if (err == ESHUTDOWN)
     h->server_shutdown = true;
   pthread_mutex_unlock(&h->lock);
@@ -160,15 +104,15 @@ static void server_error(struct snbd_handle *h, struct req *r, uint32_t e,
 static void finish(struct snbd_handle *h, struct req *r)
 {
   pthread_mutex_lock(&h->lock);
-  xmit_req_done(h, r);
+  inflight_req_done(h, r);
   pthread_mutex_unlock(&h->lock);
-  xmit_complete_ready(h);
+  inflight_complete_ready(h);
 }
 
 static struct req *find(struct snbd_handle *h, uint64_t cookie)
 {
   pthread_mutex_lock(&h->lock);
-  struct req *r = xmit_find_req(h, cookie);
+  struct req *r = inflight_find_req(h, cookie);
   pthread_mutex_unlock(&h->lock);
   if (!r)
     fatal(EPROTO, "the server replied to cookie %llu, which is not in "
@@ -241,39 +185,35 @@ static int content(struct snbd_handle *h, struct req *r, uint64_t off,
 static int offset_data(struct snbd_handle *h, struct req *r,
                        const struct nbd_chunk_hdr *c)
 {
-  uint8_t b[8];
+  uint8_t b[WIRE_OFFSET_DATA_HDR];
+  struct wire_offset_chunk o;
   if (r->type != NBD_CMD_READ)
     return not_allowed(r, c);
-  if (c->length < 9)
+  if (!wire_chunk_length_ok(c->type, c->length))
     return fatal(EPROTO, "NBD_REPLY_TYPE_OFFSET_DATA of length %u", c->length);
   if (read_or_fatal(h, b, sizeof b) == -1)
     return -1;
-  struct wire_cursor cur = wire_cursor(b, sizeof b);
-  uint64_t off, len = c->length - 8u;
-  wire_get_u64(&cur, &off);
-  if (content(h, r, off, len) == -1)
+  wire_decode_offset_data(b, sizeof b, c->length, &o);
+  if (content(h, r, o.offset, o.length) == -1)
     return -1;
-  return read_or_fatal(h, r->buf + (off - r->offset), len);
+  return read_or_fatal(h, r->buf + (o.offset - r->offset), o.length);
 }
 
 static int offset_hole(struct snbd_handle *h, struct req *r,
                        const struct nbd_chunk_hdr *c)
 {
-  uint8_t b[12];
+  uint8_t b[WIRE_OFFSET_HOLE_LEN];
+  struct wire_offset_chunk o;
   if (r->type != NBD_CMD_READ)
     return not_allowed(r, c);
-  if (c->length != 12)
+  if (!wire_chunk_length_ok(c->type, c->length))
     return fatal(EPROTO, "NBD_REPLY_TYPE_OFFSET_HOLE of length %u", c->length);
   if (read_or_fatal(h, b, sizeof b) == -1)
     return -1;
-  struct wire_cursor cur = wire_cursor(b, sizeof b);
-  uint64_t off;
-  uint32_t len;
-  wire_get_u64(&cur, &off);
-  wire_get_u32(&cur, &len);
-  if (content(h, r, off, len) == -1)
+  wire_decode_offset_hole(b, sizeof b, &o);
+  if (content(h, r, o.offset, o.length) == -1)
     return -1;
-  memset(r->buf + (off - r->offset), 0, len);
+  memset(r->buf + (o.offset - r->offset), 0, o.length);
   return 0;
 }
 
@@ -283,24 +223,24 @@ static int offset_hole(struct snbd_handle *h, struct req *r,
 static int read_extents(struct snbd_handle *h, struct req *r,
                         struct snbd_extent *ext, size_t n)
 {
-  uint8_t b[8 * 512];
+  enum { BATCH = 512 };
+  uint8_t b[BATCH * sizeof(struct nbd_block_descriptor)];
+  struct wire_extent w[BATCH];
   uint64_t sum = 0;
   for (size_t i = 0; i < n;) {
-    size_t k = n - i < 512 ? n - i : 512;
-    if (read_or_fatal(h, b, k * 8) == -1)
+    size_t k = n - i < BATCH ? n - i : BATCH;
+    size_t bytes = k * sizeof(struct nbd_block_descriptor);
+    if (read_or_fatal(h, b, bytes) == -1)
       return -1;
-    struct wire_cursor cur = wire_cursor(b, k * 8);
+    wire_decode_block_descs(b, bytes, w, k);
     for (size_t j = 0; j < k; j++, i++) {
-      uint32_t len, flags;
-      wire_get_u32(&cur, &len);
-      wire_get_u32(&cur, &flags);
-      if (len == 0)
+      if (w[j].length == 0)
         return fatal(EPROTO, "the server sent an extent of length 0");
-      if (i + 1 < n && (sum += len) >= r->count)
+      if (i + 1 < n && (sum += w[j].length) >= r->count)
         return fatal(EPROTO, "the server sent extents past the end of the "
                      "block status request");
-      ext[i].length = len;
-      ext[i].flags = flags;
+      ext[i].length = w[j].length;
+      ext[i].flags = w[j].flags;
     }
   }
   if ((r->flags & NBD_CMD_FLAG_REQ_ONE) &&
@@ -314,15 +254,15 @@ static int block_status(struct snbd_handle *h, struct req *r,
 {
   if (r->type != NBD_CMD_BLOCK_STATUS)
     return not_allowed(r, c);
-  if (c->length < 12 || (c->length - 4) % 8 != 0 ||
-      (c->length - 4) / 8 > NBD_MAX_BLOCK_STATUS_DESCS)
+  if (!wire_chunk_length_ok(c->type, c->length))
     return fatal(EPROTO, "NBD_REPLY_TYPE_BLOCK_STATUS of length %u",
                  c->length);
-  uint8_t b[4];
+  uint8_t b[WIRE_BLOCK_STATUS_HDR];
+  uint32_t id;
+  size_t n;
   if (read_or_fatal(h, b, sizeof b) == -1)
     return -1;
-  uint32_t id = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
-                (uint32_t)b[2] << 8 | b[3];
+  wire_decode_block_status(b, sizeof b, c->length, &id, &n);
   int i = 0;
   while (i < h->nr_ctx && h->ctx[i].id != id)
     i++;
@@ -331,20 +271,19 @@ static int block_status(struct snbd_handle *h, struct req *r,
                  "context id %u, %s", id, i == h->nr_ctx ? "which was never "
                  "negotiated" : "twice in one reply");
   r->ctx_seen |= 1u << i;
-  size_t n = (c->length - 4) / 8;
-  struct snbd_extent *ext = malloc(n * sizeof *ext);
+  CLEANUP_FREE struct snbd_extent *ext = malloc(n * sizeof *ext);
   if (!ext)
     return fatal(ENOMEM, "out of memory for %zu extents", n);
-  int rc = read_extents(h, r, ext, n);
+  if (read_extents(h, r, ext, n) == -1)
+    return -1;
   struct op *op = r->op;
-  if (rc == 0 && !r->failed && op->extent_cb) {
+  if (!r->failed && op->extent_cb) {
     int err = 0;
     if (op->extent_cb(op->extent_user_data, h->ctx[i].name, r->offset, ext,
                       n, &err) < 0)
       req_error(h, r, err ? err : EIO, "the extent callback failed");
   }
-  free(ext);
-  return rc;
+  return 0;
 }
 
 /* Error chunks (doc/proto.md: u32 error, u16 message length, message,
@@ -354,36 +293,31 @@ static int error_chunk(struct snbd_handle *h, struct req *r,
                        const struct nbd_chunk_hdr *c)
 {
   uint8_t b[MAX_ERROR_CHUNK];
-  if (c->length < 6 || c->length > MAX_ERROR_CHUNK)
+  struct wire_error_chunk e;
+  uint64_t off;
+  if (!wire_chunk_length_ok(c->type, c->length) ||
+      c->length > MAX_ERROR_CHUNK)
     return fatal(EPROTO, "%s chunk of length %u", nbd_reply_type_name(c->type),
                  c->length);
   if (read_or_fatal(h, b, c->length) == -1)
     return -1;
-  struct wire_cursor cur = wire_cursor(b, c->length);
-  uint32_t e;
-  uint16_t msglen;
-  wire_get_u32(&cur, &e);
-  wire_get_u16(&cur, &msglen);
-  if (msglen > c->length - 6u || msglen > NBD_MAX_STRING)
-    return fatal(EPROTO, "the server's error message (%u bytes) does not fit "
-                 "its %u-byte chunk", msglen, c->length);
-  uint32_t rest = c->length - 6u - msglen;
-  if (c->type == NBD_REPLY_TYPE_ERROR && rest != 0)
-    return fatal(EPROTO, "NBD_REPLY_TYPE_ERROR with %u extra bytes", rest);
+  if (!wire_decode_error_chunk(b, c->length, &e))
+    return fatal(EPROTO, "the server's error message (%zu bytes) does not "
+                 "fit its %u-byte chunk", e.msg.len, c->length);
+  if (c->type == NBD_REPLY_TYPE_ERROR && e.rest.len != 0)
+    return fatal(EPROTO, "NBD_REPLY_TYPE_ERROR with %zu extra bytes",
+                 e.rest.len);
   if (c->type == NBD_REPLY_TYPE_ERROR_OFFSET) {
-    if (rest != 8)
+    if (!wire_decode_error_offset(&e, &off))
       return fatal(EPROTO, "NBD_REPLY_TYPE_ERROR_OFFSET of length %u",
                    c->length);
     if (r->type == NBD_CMD_FLUSH)
       return not_allowed(r, c);
-    struct wire_cursor oc = wire_cursor(b + 6 + msglen, 8);
-    uint64_t off;
-    wire_get_u64(&oc, &off);
     if (!in_request(r, off, 1))
       return fatal(EPROTO, "the server reported an error at offset %llu, "
                    "outside the request", (unsigned long long)off);
   }
-  server_error(h, r, e, b + 6, msglen);
+  server_error(h, r, e.error, e.msg.p, e.msg.len);
   return 0;
 }
 
@@ -402,9 +336,12 @@ static int chunk_done(struct snbd_handle *h, struct req *r)
 
 static int structured_reply(struct snbd_handle *h, const uint8_t first[16])
 {
-  uint8_t hdr[20];
-  memcpy(hdr, first, 16);
-  if (read_or_fatal(h, hdr + 16, 4) == -1)
+  /* The first bytes, as long as a simple reply, are read: the rest of
+   * the chunk header follows. */
+  const size_t have = sizeof(struct nbd_simple_reply);
+  uint8_t hdr[sizeof(struct nbd_structured_reply)];
+  memcpy(hdr, first, have);
+  if (read_or_fatal(h, hdr + have, sizeof hdr - have) == -1)
     return -1;
   struct nbd_chunk_hdr c;
   wire_decode_chunk_hdr(hdr, &c);
@@ -417,7 +354,8 @@ static int structured_reply(struct snbd_handle *h, const uint8_t first[16])
   int rc;
   switch (c.type) {
   case NBD_REPLY_TYPE_NONE:
-    if (c.length != 0 || !(c.flags & NBD_REPLY_FLAG_DONE))
+    if (!wire_chunk_length_ok(c.type, c.length) ||
+        !(c.flags & NBD_REPLY_FLAG_DONE))
       return fatal(EPROTO, "NBD_REPLY_TYPE_NONE must be empty and final");
     rc = 0;
     break;
@@ -438,7 +376,7 @@ static int structured_reply(struct snbd_handle *h, const uint8_t first[16])
 /* 0: one reply handled; 1: clean end of stream; -1: fatal error. */
 static int read_one(struct snbd_handle *h)
 {
-  uint8_t hdr[16];
+  uint8_t hdr[sizeof(struct nbd_simple_reply)];
   ssize_t n;
   do
     n = transport_recv(h->t, hdr, sizeof hdr);
@@ -457,20 +395,6 @@ static int read_one(struct snbd_handle *h)
     return structured_reply(h, hdr);
   return fatal(EPROTO, "the server sent a reply with unknown magic 0x%08x",
                magic);
-}
-
-/* Fails every request still in flight (caller holds h->lock). */
-static void fail_all(struct snbd_handle *h)
-{
-  for (size_t b = 0; b < HASH_BUCKETS; b++) {
-    while (h->reqs[b]) {
-      struct req *r = h->reqs[b];
-      xmit_op_error(r->op, h->dead_errno ? h->dead_errno : ENOTCONN,
-                    "%s: the connection is closed: %s",
-                    nbd_cmd_name(r->type), h->dead_msg);
-      xmit_req_done(h, r);
-    }
-  }
 }
 
 void *reply_reader(void *arg)
@@ -494,8 +418,8 @@ void *reply_reader(void *arg)
     h_set_dead(h, get_errno(), msg);
   }
   shutdown(h->t->fd, SHUT_RDWR);   /* senders fail fast from now on */
-  fail_all(h);
+  inflight_fail_all(h);
   pthread_mutex_unlock(&h->lock);
-  xmit_complete_ready(h);
+  inflight_complete_ready(h);
   return NULL;
 }

@@ -1,8 +1,9 @@
-/* libsnbd: NBD_OPT_STARTTLS and the TLS handshake (doc/proto.md "TLS
- * support").  It is always the first option, so nothing else is ever said
- * in clear text; in require mode any refusal ends the session
- * (docs/security.md 21) and the certificate and host name are verified
- * (docs/security.md 22), also over Unix sockets through tls-hostname. */
+/* libsnbd, handshake step: NBD_OPT_STARTTLS and the TLS handshake
+ * (doc/proto.md "TLS support").  It is always the first option, so
+ * nothing else is ever said in clear text; in require mode any refusal
+ * ends the session (docs/security.md 21) and the certificate and host
+ * name are verified (docs/security.md 22), also over Unix sockets
+ * through tls-hostname. */
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
@@ -49,9 +50,9 @@ static int tls_upgrade(struct snbd_handle *h)
   }
   const char *hostname = h->tls_hostname ? h->tls_hostname : h->tcp_host;
   if (!tls_creds_is_psk(h->creds) && h->tls_verify_peer && !hostname)
-    return hs_broken(h, EINVAL, "cannot verify the server's certificate "
-                     "without a host name: set tls-hostname (or turn "
-                     "verification off with tls-verify-peer=0)");
+    return optio_broken(h, EINVAL, "cannot verify the server's certificate "
+                        "without a host name: set tls-hostname (or turn "
+                        "verification off with tls-verify-peer=0)");
   struct transport *t = tls_client_handshake(h->creds, h->t, hostname,
                                              &h->peer);
   if (!t) {
@@ -64,29 +65,29 @@ static int tls_upgrade(struct snbd_handle *h)
   return 0;
 }
 
-int hs_starttls(struct snbd_handle *h)
+int starttls_run(struct snbd_handle *h)
 {
   struct nbd_opt_reply r;
   uint8_t buf[MAX_OPT_REPLY];
 
-  if (hs_send_option(h, NBD_OPT_STARTTLS, NULL, 0) == -1 ||
-      hs_recv_reply(h, NBD_OPT_STARTTLS, &r, buf, sizeof buf) == -1)
+  if (optio_send(h, NBD_OPT_STARTTLS, NULL, 0) == -1 ||
+      optio_recv(h, NBD_OPT_STARTTLS, &r, buf, sizeof buf) == -1)
     return -1;
   if (r.type == NBD_REP_ACK) {
     if (r.length != 0)
-      return hs_broken(h, EPROTO, "NBD_REP_ACK to NBD_OPT_STARTTLS with a "
-                       "payload");
+      return optio_broken(h, EPROTO, "NBD_REP_ACK to NBD_OPT_STARTTLS with a "
+                          "payload");
     return tls_upgrade(h);
   }
   if (!NBD_REP_IS_ERR(r.type))
-    return hs_broken(h, EPROTO, "unexpected %s reply to NBD_OPT_STARTTLS",
-                     nbd_rep_name(r.type));
+    return optio_broken(h, EPROTO, "unexpected %s reply to NBD_OPT_STARTTLS",
+                        nbd_rep_name(r.type));
   if (h->tls_mode == SNBD_TLS_REQUIRE) {
     char quoted[256];
     quote_bytes(quoted, sizeof quoted, buf, r.length);
-    return hs_broken(h, EPERM, "TLS is required but the server refused "
-                     "NBD_OPT_STARTTLS: %s%s%s%s", nbd_rep_name(r.type),
-                     r.length ? ": \"" : "", quoted, r.length ? "\"" : "");
+    return optio_broken(h, EPERM, "TLS is required but the server refused "
+                        "NBD_OPT_STARTTLS: %s%s%s%s", nbd_rep_name(r.type),
+                        r.length ? ": \"" : "", quoted, r.length ? "\"" : "");
   }
   return 0;   /* allow mode: carry on in clear text */
 }

@@ -107,6 +107,206 @@ static void test_buf_encode(void **state)
   wire_buf_free(&b);
 }
 
+/* ---- Client-side decoding ---- */
+
+static void test_client_greeting(void **state)
+{
+  (void)state;
+  uint8_t g[18], cf[4];
+  uint64_t version;
+  uint16_t gflags;
+  wire_encode_greeting(g, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+  assert_true(wire_decode_greeting(g, WIRE_GREETING_MAGICS, &version));
+  assert_int_equal(version, NBD_OPTS_MAGIC);
+  assert_true(wire_decode_gflags(g + WIRE_GREETING_MAGICS, 2, &gflags));
+  assert_int_equal(gflags, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+  assert_false(wire_decode_gflags(g + WIRE_GREETING_MAGICS, 1, &gflags));
+  assert_false(wire_decode_greeting(g, 15, &version));   /* truncated */
+  g[0] ^= 1;                                 /* not NBDMAGIC */
+  assert_false(wire_decode_greeting(g, WIRE_GREETING_MAGICS, &version));
+  wire_encode_client_flags(cf, NBD_FLAG_C_FIXED_NEWSTYLE);
+  assert_memory_equal(cf, "\0\0\0\1", 4);
+}
+
+static void test_client_export(void **state)
+{
+  (void)state;
+  uint8_t old[WIRE_OLDSTYLE_EXPORT] = { 0 };
+  struct wire_export e;
+  old[7] = 0x10;                             /* size 16 */
+  old[9] = 0x7f;                             /* high flag bits: dropped */
+  old[11] = NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY;
+  assert_true(wire_decode_oldstyle_export(old, sizeof old, &e));
+  assert_int_equal(e.size, 16);
+  assert_int_equal(e.eflags, NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY);
+  assert_false(wire_decode_oldstyle_export(old, 12, &e));
+
+  uint8_t rep[134] = { 0 };
+  rep[0] = 0x80;                             /* size 2^63 */
+  rep[9] = NBD_FLAG_HAS_FLAGS;
+  assert_true(wire_decode_export_name_reply(rep, 10, &e));   /* NO_ZEROES */
+  assert_int_equal(e.size, 1ull << 63);
+  assert_int_equal(e.eflags, NBD_FLAG_HAS_FLAGS);
+  assert_true(wire_decode_export_name_reply(rep, sizeof rep, &e));
+  assert_false(wire_decode_export_name_reply(rep, 9, &e));
+  assert_false(wire_decode_export_name_reply(rep, 11, &e));
+}
+
+static void test_client_rep_info(void **state)
+{
+  (void)state;
+  struct wire_buf b;
+  struct wire_info i;
+  wire_buf_init(&b);
+  wire_put_u16(&b, NBD_INFO_EXPORT);
+  wire_put_u64(&b, 1ull << 40);
+  wire_put_u16(&b, NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH);
+  assert_true(wire_decode_rep_info(b.data, b.len, &i));
+  assert_int_equal(i.type, NBD_INFO_EXPORT);
+  assert_int_equal(i.export.size, 1ull << 40);
+  assert_int_equal(i.export.eflags, NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH);
+  assert_false(wire_decode_rep_info(b.data, b.len - 1, &i));
+  assert_int_equal(i.type, NBD_INFO_EXPORT);  /* set for the message */
+
+  wire_buf_reset(&b);
+  wire_put_u16(&b, NBD_INFO_BLOCK_SIZE);
+  wire_put_u32(&b, 512);
+  wire_put_u32(&b, 4096);
+  wire_put_u32(&b, 1u << 25);
+  assert_true(wire_decode_rep_info(b.data, b.len, &i));
+  assert_int_equal(i.bs_min, 512);
+  assert_int_equal(i.bs_pref, 4096);
+  assert_int_equal(i.bs_max, 1u << 25);
+  wire_put_u16(&b, 0);                       /* 16 bytes: too long */
+  assert_false(wire_decode_rep_info(b.data, b.len, &i));
+
+  wire_buf_reset(&b);
+  wire_put_u16(&b, NBD_INFO_DESCRIPTION);
+  wire_put_bytes(&b, "disk", 4);
+  assert_true(wire_decode_rep_info(b.data, b.len, &i));
+  assert_int_equal(i.str.len, 4);
+  assert_memory_equal(i.str.p, "disk", 4);
+
+  wire_buf_reset(&b);
+  wire_put_u16(&b, 0x7777);                  /* unknown: ignored, fine */
+  wire_put_u32(&b, 1);
+  assert_true(wire_decode_rep_info(b.data, b.len, &i));
+  assert_int_equal(i.type, 0x7777);
+  assert_false(wire_decode_rep_info(b.data, 1, &i));
+  wire_buf_free(&b);
+}
+
+static void test_client_rep_names(void **state)
+{
+  (void)state;
+  const uint8_t meta[] = { 0, 0, 0, 9, 'b', 'a', 's', 'e', ':', 'x' };
+  uint32_t id;
+  struct wire_bytes name, desc;
+  assert_true(wire_decode_rep_meta_context(meta, sizeof meta, &id, &name));
+  assert_int_equal(id, 9);
+  assert_int_equal(name.len, 6);
+  assert_memory_equal(name.p, "base:x", 6);
+  assert_false(wire_decode_rep_meta_context(meta, 3, &id, &name));
+
+  const uint8_t server[] = { 0, 0, 0, 2, 'a', 'b', 'd', 'e', 's', 'c' };
+  assert_true(wire_decode_rep_server(server, sizeof server, &name, &desc));
+  assert_int_equal(name.len, 2);
+  assert_memory_equal(name.p, "ab", 2);
+  assert_int_equal(desc.len, 4);
+  assert_memory_equal(desc.p, "desc", 4);
+  assert_true(wire_decode_rep_server(server, 6, &name, &desc));
+  assert_int_equal(desc.len, 0);
+  assert_false(wire_decode_rep_server(server, 5, &name, &desc));
+  assert_false(wire_decode_rep_server(server, 3, &name, &desc));
+}
+
+static void test_client_chunk_lengths(void **state)
+{
+  (void)state;
+  static const struct { uint16_t type; uint32_t len; bool ok; } t[] = {
+    { NBD_REPLY_TYPE_NONE, 0, true },
+    { NBD_REPLY_TYPE_NONE, 1, false },
+    { NBD_REPLY_TYPE_OFFSET_DATA, 8, false },
+    { NBD_REPLY_TYPE_OFFSET_DATA, 9, true },
+    { NBD_REPLY_TYPE_OFFSET_DATA, UINT32_MAX, true },
+    { NBD_REPLY_TYPE_OFFSET_HOLE, 11, false },
+    { NBD_REPLY_TYPE_OFFSET_HOLE, 12, true },
+    { NBD_REPLY_TYPE_OFFSET_HOLE, 13, false },
+    { NBD_REPLY_TYPE_BLOCK_STATUS, 4, false },
+    { NBD_REPLY_TYPE_BLOCK_STATUS, 12, true },
+    { NBD_REPLY_TYPE_BLOCK_STATUS, 16, false },
+    { NBD_REPLY_TYPE_BLOCK_STATUS, 4 + 8 * NBD_MAX_BLOCK_STATUS_DESCS, true },
+    { NBD_REPLY_TYPE_BLOCK_STATUS, 12 + 8 * NBD_MAX_BLOCK_STATUS_DESCS,
+      false },
+    { NBD_REPLY_TYPE_BLOCK_STATUS, 2, false },   /* no wrap-around */
+    { NBD_REPLY_TYPE_ERROR, 5, false },
+    { NBD_REPLY_TYPE_ERROR, 6, true },
+    { NBD_REPLY_TYPE_ERROR_OFFSET, 14, true },
+    { NBD_REPLY_TYPE_ERR_BIT | 99, 6, true },    /* unknown error type */
+    { 99, 0, false },                            /* unknown type */
+  };
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+    assert_int_equal(wire_chunk_length_ok(t[i].type, t[i].len), t[i].ok);
+}
+
+static void test_client_chunk_payloads(void **state)
+{
+  (void)state;
+  const uint8_t off[12] = { 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 2, 0 };
+  struct wire_offset_chunk o;
+  assert_true(wire_decode_offset_data(off, 8, 8 + 512, &o));
+  assert_int_equal(o.offset, 4096);
+  assert_int_equal(o.length, 512);
+  assert_false(wire_decode_offset_data(off, 8, 8, &o));  /* no data */
+  assert_false(wire_decode_offset_data(off, 7, 9, &o));
+  assert_true(wire_decode_offset_hole(off, 12, &o));
+  assert_int_equal(o.offset, 4096);
+  assert_int_equal(o.length, 512);
+  assert_false(wire_decode_offset_hole(off, 11, &o));
+
+  const uint8_t bs[] = { 0, 0, 0, 3, 0, 0, 2, 0, 0, 0, 0, 1,
+                         0, 0, 0, 1, 0, 0, 0, 2 };
+  uint32_t id;
+  size_t n;
+  struct wire_extent ext[2];
+  assert_true(wire_decode_block_status(bs, 4, sizeof bs, &id, &n));
+  assert_int_equal(id, 3);
+  assert_int_equal(n, 2);
+  assert_false(wire_decode_block_status(bs, 4, sizeof bs - 1, &id, &n));
+  assert_true(wire_decode_block_descs(bs + 4, 16, ext, 2));
+  assert_int_equal(ext[0].length, 512);
+  assert_int_equal(ext[0].flags, NBD_STATE_HOLE);
+  assert_int_equal(ext[1].length, 1);
+  assert_int_equal(ext[1].flags, NBD_STATE_ZERO);
+  assert_false(wire_decode_block_descs(bs + 4, 15, ext, 2));
+}
+
+static void test_client_error_chunk(void **state)
+{
+  (void)state;
+  /* NBD_EIO, message "bad", offset 7 */
+  const uint8_t c[] = { 0, 0, 0, 5, 0, 3, 'b', 'a', 'd',
+                        0, 0, 0, 0, 0, 0, 0, 7 };
+  struct wire_error_chunk e;
+  uint64_t offset;
+  assert_true(wire_decode_error_chunk(c, sizeof c, &e));
+  assert_int_equal(e.error, NBD_EIO);
+  assert_int_equal(e.msg.len, 3);
+  assert_memory_equal(e.msg.p, "bad", 3);
+  assert_int_equal(e.rest.len, 8);
+  assert_true(wire_decode_error_offset(&e, &offset));
+  assert_int_equal(offset, 7);
+  assert_true(wire_decode_error_chunk(c, 9, &e));    /* plain ERROR */
+  assert_int_equal(e.rest.len, 0);
+  assert_false(wire_decode_error_offset(&e, &offset));
+  assert_false(wire_decode_error_chunk(c, 8, &e));   /* message cut */
+  assert_int_equal(e.msg.len, 3);                    /* for the message */
+  assert_false(wire_decode_error_chunk(c, 5, &e));
+
+  uint8_t big[6 + NBD_MAX_STRING + 1] = { 0, 0, 0, 5, 0x10, 0x01 };
+  assert_false(wire_decode_error_chunk(big, sizeof big, &e));
+}
+
 static void test_range_ok(void **state)
 {
   (void)state;
@@ -135,6 +335,13 @@ int main(void)
     cmocka_unit_test(test_cursor_truncated),
     cmocka_unit_test(test_string_bounds),
     cmocka_unit_test(test_buf_encode),
+    cmocka_unit_test(test_client_greeting),
+    cmocka_unit_test(test_client_export),
+    cmocka_unit_test(test_client_rep_info),
+    cmocka_unit_test(test_client_rep_names),
+    cmocka_unit_test(test_client_chunk_lengths),
+    cmocka_unit_test(test_client_chunk_payloads),
+    cmocka_unit_test(test_client_error_chunk),
     cmocka_unit_test(test_range_ok),
     cmocka_unit_test(test_names),
   };
