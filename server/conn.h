@@ -40,21 +40,28 @@ struct conn {
   uint16_t eflags;
   bool meta_active;             /* BLOCK_STATUS allowed */
 
-  /* Transmission (reply.c).  lock guards everything in this block;
-   * cond signals room for more requests, out_cond queued replies. */
+  /* Transmission (reply.c).  Locks, in the order they may be taken
+   * (server.h has the server-wide order):
+   *   send_lock   held around every send of a reply, so one sender at a
+   *               time writes to c->t; may be held while taking lock.
+   *   lock        guards the fields below up to send_lock; whoever holds
+   *               it only ever trylocks send_lock (reply.c direct_lock).
+   * cond signals room for more requests (or dead), out_cond queued
+   * replies (or writer_stop). */
   pthread_mutex_t lock;
   pthread_cond_t cond, out_cond;
   int inflight;                 /* requests whose reply is not yet sent */
   uint64_t inflight_bytes;      /* their READ/WRITE payload bytes */
   bool dead;                    /* a send failed: stop reading */
-  struct reply *outq, *outq_tail;
-  pthread_mutex_t send_lock;    /* held around every send of a reply */
-  pthread_t writer;
+  struct reply *outq, *outq_tail;   /* the writer's queue, in order */
   bool writer_started, writer_stop;
   bool writer_busy;             /* a popped batch is being sent */
+  pthread_mutex_t send_lock;
+  pthread_t writer;             /* set once, when writer_started is */
+  /* The reader's alone (no lock): */
   bool big_io;                  /* had a READ/WRITE of 128 KiB or more */
-  /* Replies of inline requests held by the reader (not under lock: the
-   * reader's alone) to go out together in one send; see reply.h. */
+  /* Replies of REPLY_BATCH requests held back to go out together in one
+   * send (reply.h). */
   struct reply *held, *held_tail;
   int held_n, held_iov;
   size_t held_len;
