@@ -20,7 +20,7 @@ struct conn {
   char peer[128];               /* for logs */
   bool tcp_loopback;            /* TCP peer on this host (xmit.c) */
   int64_t started;              /* monotonic ns */
-  size_t greeted;               /* greeting bytes sent by hs_greet */
+  size_t greeted;               /* greeting bytes sent by srv_hs_greet */
 
   /* Negotiation state.  Everything below "reset at STARTTLS" is
    * forgotten when TLS starts (proto.md, NBD_OPT_STARTTLS). */
@@ -70,12 +70,15 @@ struct conn {
   bool negotiating;             /* counted in server.nnegotiating */
 };
 
-/* handshake.c: sends what the socket takes of the greeting now, without
- * blocking (the accepting thread, so the client can answer while the
- * connection's thread starts); hs_run sends the rest. */
-void hs_greet(struct conn *c);
-/* handshake.c: 0 = go to transmission, -1 = close the connection. */
-int hs_run(struct conn *c);
+/* handshake.c: sends what the socket takes of the greeting now, through
+ * the connection's transport without blocking (the accepting thread, so
+ * the client can answer while the connection's thread starts:
+ * docs/design.md "Greeting from the accepting thread"); srv_hs_run sends
+ * the rest. */
+void srv_hs_greet(struct conn *c);
+/* handshake.c: the server's side of the handshake, on the connection's
+ * thread.  0 = go to transmission, -1 = close the connection. */
+int srv_hs_run(struct conn *c);
 
 /* xmit.c: serve requests until the client disconnects or shutdown. */
 void xmit_run(struct conn *c);
