@@ -2,7 +2,10 @@
  * and queue it; each connection's writer thread sends queued replies in
  * batches (several replies in one sendv / one run of TLS records).  A
  * worker therefore never blocks on a client's socket: a client that stops
- * reading stalls only its own writer, never the shared pool. */
+ * reading stalls only its own writer, never the shared pool.  The reader,
+ * when it ran a request itself, sends the reply at once without blocking
+ * and leaves only what the socket did not take to the writer
+ * (enum reply_route). */
 #ifndef SNBD_REPLY_H
 #define SNBD_REPLY_H
 
