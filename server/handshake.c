@@ -335,16 +335,20 @@ static int opt_starttls(struct conn *c, uint32_t opt, const uint8_t *data,
 static const struct opt_entry {
   uint32_t opt;
   uint32_t max_len;        /* longer payloads are discarded and refused */
+  uint32_t too_long;       /* ... with this error (meta contexts: TOO_BIG) */
   opt_handler fn;
 } opt_table[] = {
-  { NBD_OPT_EXPORT_NAME, NBD_MAX_STRING, opt_export_name },
-  { NBD_OPT_LIST, 0, opt_list },
-  { NBD_OPT_STARTTLS, 0, opt_starttls },
-  { NBD_OPT_INFO, HS_INFO_MAX, opt_info_go },
-  { NBD_OPT_GO, HS_INFO_MAX, opt_info_go },
-  { NBD_OPT_STRUCTURED_REPLY, 0, opt_structured_reply },
-  { NBD_OPT_LIST_META_CONTEXT, HS_META_MAX, opt_meta_context },
-  { NBD_OPT_SET_META_CONTEXT, HS_META_MAX, opt_meta_context },
+  { NBD_OPT_EXPORT_NAME, NBD_MAX_STRING, NBD_REP_ERR_INVALID,
+    opt_export_name },
+  { NBD_OPT_LIST, 0, NBD_REP_ERR_INVALID, opt_list },
+  { NBD_OPT_STARTTLS, 0, NBD_REP_ERR_INVALID, opt_starttls },
+  { NBD_OPT_INFO, HS_INFO_MAX, NBD_REP_ERR_INVALID, opt_info_go },
+  { NBD_OPT_GO, HS_INFO_MAX, NBD_REP_ERR_INVALID, opt_info_go },
+  { NBD_OPT_STRUCTURED_REPLY, 0, NBD_REP_ERR_INVALID, opt_structured_reply },
+  { NBD_OPT_LIST_META_CONTEXT, HS_META_MAX, NBD_REP_ERR_TOO_BIG,
+    opt_meta_context },
+  { NBD_OPT_SET_META_CONTEXT, HS_META_MAX, NBD_REP_ERR_TOO_BIG,
+    opt_meta_context },
 };
 
 static const struct opt_entry *opt_lookup(uint32_t opt)
@@ -459,14 +463,12 @@ static int hs_dispatch(struct conn *c, const struct nbd_opt_hdr *hp)
   if (!ent)
     return hs_refuse(c, h.option, h.length, NBD_REP_ERR_UNSUP,
                      "option not supported");
+  if (h.length > 0 && ent->max_len == 0)
+    return hs_refuse(c, h.option, h.length, NBD_REP_ERR_INVALID,
+                     "this option takes no data");
   if (h.length > ent->max_len)
-    return hs_refuse(c, h.option, h.length,
-                     ent->max_len == 0 ? NBD_REP_ERR_INVALID
-                     : h.option == NBD_OPT_SET_META_CONTEXT ||
-                       h.option == NBD_OPT_LIST_META_CONTEXT
-                     ? NBD_REP_ERR_TOO_BIG : NBD_REP_ERR_INVALID,
-                     ent->max_len == 0 ? "this option takes no data"
-                                       : "option data too long");
+    return hs_refuse(c, h.option, h.length, ent->too_long,
+                     "option data too long");
   uint8_t *data = malloc(h.length + 1);    /* +1: never malloc(0) */
   if (!data)
     return HS_CLOSE;
