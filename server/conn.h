@@ -13,6 +13,8 @@
 #include "wire.h"
 
 struct conn {
+  /* Set by conn_start on the accepting thread before the connection's
+   * thread starts; t is replaced at STARTTLS, before any writer runs. */
   struct server *srv;
   struct transport *t;
   int fd;                       /* the socket; constant for the conn's life */
@@ -22,8 +24,9 @@ struct conn {
   int64_t started;              /* monotonic ns */
   size_t greeted;               /* greeting bytes sent by srv_hs_greet */
 
-  /* Negotiation state.  Everything below "reset at STARTTLS" is
-   * forgotten when TLS starts (proto.md, NBD_OPT_STARTTLS). */
+  /* Negotiation state, the connection's thread's alone.  Everything
+   * below "reset at STARTTLS" is forgotten when TLS starts (proto.md,
+   * NBD_OPT_STARTTLS). */
   bool fixed;                   /* client set NBD_FLAG_C_FIXED_NEWSTYLE */
   bool no_zeroes;
   bool tls;                     /* TLS is up */
