@@ -1,5 +1,6 @@
 /* snbd: the wire codec (see wire.h).  Pure: no I/O. */
 #include <endian.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -166,6 +167,67 @@ void wire_encode_opt_reply(uint8_t out[20], uint32_t option, uint32_t type,
   st32(out + 8, option);
   st32(out + 12, type);
   st32(out + 16, length);
+}
+
+/* ---- Handshake (server) ---- */
+
+bool wire_decode_client_flags(const uint8_t in[4], uint32_t *cflags)
+{
+  *cflags = ld32(in);
+  return (*cflags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE |
+                                NBD_FLAG_C_NO_ZEROES)) == 0;
+}
+
+size_t wire_encode_export_name_reply(
+  uint8_t out[sizeof(struct nbd_export_name_reply)], uint64_t size,
+  uint16_t eflags, bool no_zeroes)
+{
+  st64(out + offsetof(struct nbd_export_name_reply, exportsize), size);
+  st16(out + offsetof(struct nbd_export_name_reply, eflags), eflags);
+  if (no_zeroes)
+    return offsetof(struct nbd_export_name_reply, zeroes);
+  memset(out + offsetof(struct nbd_export_name_reply, zeroes), 0,
+         sizeof ((struct nbd_export_name_reply *)0)->zeroes);
+  return sizeof(struct nbd_export_name_reply);
+}
+
+void wire_encode_info_export(uint8_t out[sizeof(struct nbd_info_export)],
+                             uint64_t size, uint16_t eflags)
+{
+  st16(out + offsetof(struct nbd_info_export, info), NBD_INFO_EXPORT);
+  st64(out + offsetof(struct nbd_info_export, exportsize), size);
+  st16(out + offsetof(struct nbd_info_export, eflags), eflags);
+}
+
+void wire_encode_info_block_size(
+  uint8_t out[sizeof(struct nbd_info_block_size)], uint32_t minimum,
+  uint32_t preferred, uint32_t maximum)
+{
+  st16(out + offsetof(struct nbd_info_block_size, info), NBD_INFO_BLOCK_SIZE);
+  st32(out + offsetof(struct nbd_info_block_size, minimum), minimum);
+  st32(out + offsetof(struct nbd_info_block_size, preferred), preferred);
+  st32(out + offsetof(struct nbd_info_block_size, maximum), maximum);
+}
+
+void wire_put_info_text(struct wire_buf *b, uint16_t info, const char *s,
+                        size_t len)
+{
+  wire_put_u16(b, info);
+  wire_put_bytes(b, s, len);
+}
+
+void wire_put_rep_server(struct wire_buf *b, const char *name, size_t namelen,
+                         const char *desc, size_t desclen)
+{
+  wire_put_string(b, name, namelen);
+  wire_put_bytes(b, desc, desclen);
+}
+
+void wire_put_rep_meta_context(struct wire_buf *b, uint32_t id,
+                               const char *name, size_t len)
+{
+  wire_put_u32(b, id);
+  wire_put_bytes(b, name, len);
 }
 
 bool wire_decode_request(const uint8_t in[28], struct nbd_req *r)

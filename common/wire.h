@@ -71,6 +71,42 @@ void wire_encode_opt_hdr(uint8_t out[16], uint32_t option, uint32_t length);
 bool wire_decode_opt_reply(const uint8_t in[20], struct nbd_opt_reply *r);
 void wire_encode_opt_reply(uint8_t out[20], uint32_t option, uint32_t type,
                            uint32_t length);
+
+/* ---- Handshake (server) ----
+ * What the server sends during negotiation, and the client flags it
+ * reads (proto.md "Newstyle negotiation", "Option types", "Option reply
+ * types").  Strings are the caller's: at most NBD_MAX_STRING bytes
+ * (server/export.c checks names and descriptions when it loads them). */
+
+/* The client's flags, after the greeting.  False when a bit is set that
+ * the spec does not define ("the server MUST drop the TCP connection");
+ * *cflags holds all of them either way. */
+bool wire_decode_client_flags(const uint8_t in[4], uint32_t *cflags);
+/* The reply to NBD_OPT_EXPORT_NAME: size, transmission flags, then 124
+ * zero bytes unless the client set NBD_FLAG_C_NO_ZEROES.  Returns the
+ * length to send (10 or 134). */
+size_t wire_encode_export_name_reply(
+  uint8_t out[sizeof(struct nbd_export_name_reply)], uint64_t size,
+  uint16_t eflags, bool no_zeroes);
+/* NBD_REP_INFO payloads ("NBD_OPT_INFO and NBD_OPT_GO"). */
+void wire_encode_info_export(uint8_t out[sizeof(struct nbd_info_export)],
+                             uint64_t size, uint16_t eflags);
+void wire_encode_info_block_size(
+  uint8_t out[sizeof(struct nbd_info_block_size)], uint32_t minimum,
+  uint32_t preferred, uint32_t maximum);
+/* NBD_INFO_NAME or NBD_INFO_DESCRIPTION: the type, then the text with no
+ * length (the reply's length ends it). */
+void wire_put_info_text(struct wire_buf *b, uint16_t info, const char *s,
+                        size_t len);
+/* NBD_REP_SERVER: the export name with its length, then the description
+ * (len 0: none) with no length. */
+void wire_put_rep_server(struct wire_buf *b, const char *name, size_t namelen,
+                         const char *desc, size_t desclen);
+/* NBD_REP_META_CONTEXT: the context ID (0 in reply to LIST), then the
+ * context's name with no length. */
+void wire_put_rep_meta_context(struct wire_buf *b, uint32_t id,
+                               const char *name, size_t len);
+
 bool wire_decode_request(const uint8_t in[28], struct nbd_req *r);
 void wire_encode_request(uint8_t out[28], const struct nbd_req *r);
 void wire_encode_simple_reply(uint8_t out[16], uint32_t error, uint64_t cookie);

@@ -107,7 +107,7 @@ static void *conn_thread(void *arg)
   c->t->wake_fd = s->wake_pipe[0];
   c->t->deadline = c->started + (int64_t)s->handshake_timeout * 1000000000;
   log_debug("%s: connected", c->peer);
-  int rc = hs_run(c);
+  int rc = srv_hs_run(c);
 
   pthread_mutex_lock(&s->conns_lock);
   if (c->negotiating) {
@@ -186,7 +186,7 @@ void conn_start(struct server *s, int fd, bool tcp_loopback, const char *peer)
   conn_link(s, c);
   /* The thread start was on the critical path of every handshake: now
    * the client reads the greeting and answers meanwhile. */
-  hs_greet(c);
+  srv_hs_greet(c);
 
   pthread_attr_t attr;
   pthread_t tid;

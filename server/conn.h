@@ -13,6 +13,8 @@
 #include "wire.h"
 
 struct conn {
+  /* Set by conn_start on the accepting thread before the connection's
+   * thread starts; t is replaced at STARTTLS, before any writer runs. */
   struct server *srv;
   struct transport *t;
   int fd;                       /* the socket; constant for the conn's life */
@@ -20,10 +22,11 @@ struct conn {
   char peer[128];               /* for logs */
   bool tcp_loopback;            /* TCP peer on this host (xmit.c) */
   int64_t started;              /* monotonic ns */
-  size_t greeted;               /* greeting bytes sent by hs_greet */
+  size_t greeted;               /* greeting bytes sent by srv_hs_greet */
 
-  /* Negotiation state.  Everything below "reset at STARTTLS" is
-   * forgotten when TLS starts (proto.md, NBD_OPT_STARTTLS). */
+  /* Negotiation state, the connection's thread's alone.  Everything
+   * below "reset at STARTTLS" is forgotten when TLS starts (proto.md,
+   * NBD_OPT_STARTTLS). */
   bool fixed;                   /* client set NBD_FLAG_C_FIXED_NEWSTYLE */
   bool no_zeroes;
   bool tls;                     /* TLS is up */
@@ -40,21 +43,28 @@ struct conn {
   uint16_t eflags;
   bool meta_active;             /* BLOCK_STATUS allowed */
 
-  /* Transmission (reply.c).  lock guards everything in this block;
-   * cond signals room for more requests, out_cond queued replies. */
+  /* Transmission (reply.c).  Locks, in the order they may be taken
+   * (server.h has the server-wide order):
+   *   send_lock   held around every send of a reply, so one sender at a
+   *               time writes to c->t; may be held while taking lock.
+   *   lock        guards the fields below up to send_lock; whoever holds
+   *               it only ever trylocks send_lock (reply.c direct_lock).
+   * cond signals room for more requests (or dead), out_cond queued
+   * replies (or writer_stop). */
   pthread_mutex_t lock;
   pthread_cond_t cond, out_cond;
   int inflight;                 /* requests whose reply is not yet sent */
   uint64_t inflight_bytes;      /* their READ/WRITE payload bytes */
   bool dead;                    /* a send failed: stop reading */
-  struct reply *outq, *outq_tail;
-  pthread_mutex_t send_lock;    /* held around every send of a reply */
-  pthread_t writer;
+  struct reply *outq, *outq_tail;   /* the writer's queue, in order */
   bool writer_started, writer_stop;
   bool writer_busy;             /* a popped batch is being sent */
+  pthread_mutex_t send_lock;
+  pthread_t writer;             /* set once, when writer_started is */
+  /* The reader's alone (no lock): */
   bool big_io;                  /* had a READ/WRITE of 128 KiB or more */
-  /* Replies of inline requests held by the reader (not under lock: the
-   * reader's alone) to go out together in one send; see reply.h. */
+  /* Replies of REPLY_BATCH requests held back to go out together in one
+   * send (reply.h). */
   struct reply *held, *held_tail;
   int held_n, held_iov;
   size_t held_len;
@@ -63,12 +73,15 @@ struct conn {
   bool negotiating;             /* counted in server.nnegotiating */
 };
 
-/* handshake.c: sends what the socket takes of the greeting now, without
- * blocking (the accepting thread, so the client can answer while the
- * connection's thread starts); hs_run sends the rest. */
-void hs_greet(struct conn *c);
-/* handshake.c: 0 = go to transmission, -1 = close the connection. */
-int hs_run(struct conn *c);
+/* handshake.c: sends what the socket takes of the greeting now, through
+ * the connection's transport without blocking (the accepting thread, so
+ * the client can answer while the connection's thread starts:
+ * docs/design.md "Greeting from the accepting thread"); srv_hs_run sends
+ * the rest. */
+void srv_hs_greet(struct conn *c);
+/* handshake.c: the server's side of the handshake, on the connection's
+ * thread.  0 = go to transmission, -1 = close the connection. */
+int srv_hs_run(struct conn *c);
 
 /* xmit.c: serve requests until the client disconnects or shutdown. */
 void xmit_run(struct conn *c);

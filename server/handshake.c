@@ -1,13 +1,11 @@
 /* snbd-server: the fixed-newstyle handshake.  One handler per NBD_OPT_*,
  * reached through opt_table; the TLS/export yes-no comes from policy.c.
  * Spec: proto.md "Newstyle negotiation", "Option types", "TLS support". */
-#include <endian.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "conn.h"
 #include "log.h"
@@ -32,7 +30,7 @@ typedef int (*opt_handler)(struct conn *c, uint32_t opt,
 static int hs_reply(struct conn *c, uint32_t opt, uint32_t type,
                     const void *payload, size_t len)
 {
-  uint8_t hdr[20];
+  uint8_t hdr[sizeof(struct nbd_fixed_new_option_reply)];
   wire_encode_opt_reply(hdr, opt, type, (uint32_t)len);
   wire_put_bytes(&c->hs_out, hdr, sizeof hdr);
   if (len)
@@ -139,23 +137,20 @@ static int send_export_info(struct conn *c, uint32_t opt,
                             const struct export *e, uint16_t eflags,
                             bool want_name, bool want_desc)
 {
+  uint8_t info_export[sizeof(struct nbd_info_export)];
+  uint8_t info_block[sizeof(struct nbd_info_block_size)];
   struct wire_buf b;
-  int rc;
   wire_buf_init(&b);
-  wire_put_u16(&b, NBD_INFO_EXPORT);
-  wire_put_u64(&b, e->be->size);
-  wire_put_u16(&b, eflags);
-  rc = hs_reply(c, opt, NBD_REP_INFO, b.data, b.len);
+  wire_encode_info_export(info_export, e->be->size, eflags);
+  int rc = hs_reply(c, opt, NBD_REP_INFO, info_export, sizeof info_export);
   if (rc == HS_CONTINUE && want_name) {
-    wire_buf_reset(&b);
-    wire_put_u16(&b, NBD_INFO_NAME);
-    wire_put_bytes(&b, e->name, strlen(e->name));
+    wire_put_info_text(&b, NBD_INFO_NAME, e->name, strlen(e->name));
     rc = hs_reply(c, opt, NBD_REP_INFO, b.data, b.len);
   }
   if (rc == HS_CONTINUE && want_desc && e->description) {
     wire_buf_reset(&b);
-    wire_put_u16(&b, NBD_INFO_DESCRIPTION);
-    wire_put_bytes(&b, e->description, strlen(e->description));
+    wire_put_info_text(&b, NBD_INFO_DESCRIPTION, e->description,
+                       strlen(e->description));
     rc = hs_reply(c, opt, NBD_REP_INFO, b.data, b.len);
   }
   if (rc == HS_CONTINUE) {
@@ -163,12 +158,8 @@ static int send_export_info(struct conn *c, uint32_t opt,
      * back which are not explicitly requested"): our maximum is not the
      * default "unlimited".  Minimum 1: the backends do any alignment. */
     uint32_t pref = e->be->block_pref > 4096 ? e->be->block_pref : 4096;
-    wire_buf_reset(&b);
-    wire_put_u16(&b, NBD_INFO_BLOCK_SIZE);
-    wire_put_u32(&b, 1);
-    wire_put_u32(&b, pref);
-    wire_put_u32(&b, NBD_MAX_PAYLOAD);
-    rc = hs_reply(c, opt, NBD_REP_INFO, b.data, b.len);
+    wire_encode_info_block_size(info_block, 1, pref, NBD_MAX_PAYLOAD);
+    rc = hs_reply(c, opt, NBD_REP_INFO, info_block, sizeof info_block);
   }
   if (b.oom)
     rc = HS_CLOSE;
@@ -227,17 +218,10 @@ static int opt_export_name(struct conn *c, uint32_t opt, const uint8_t *data,
     return HS_CLOSE;
   }
   hs_choose(c, e);
-  static const uint8_t zeroes[124];
-  struct wire_buf b;
-  wire_buf_init(&b);
-  wire_put_u64(&b, e->be->size);
-  wire_put_u16(&b, c->eflags);
-  if (!c->no_zeroes)
-    wire_put_bytes(&b, zeroes, sizeof zeroes);
-  int rc = b.oom || transport_write_full(c->t, b.data, b.len, 0) == -1
-           ? HS_CLOSE : HS_GO;
-  wire_buf_free(&b);
-  return rc;
+  uint8_t reply[sizeof(struct nbd_export_name_reply)];
+  size_t n = wire_encode_export_name_reply(reply, e->be->size, c->eflags,
+                                           c->no_zeroes);
+  return transport_write_full(c->t, reply, n, 0) == -1 ? HS_CLOSE : HS_GO;
 }
 
 static int opt_list(struct conn *c, uint32_t opt, const uint8_t *data,
@@ -255,9 +239,8 @@ static int opt_list(struct conn *c, uint32_t opt, const uint8_t *data,
     if (policy_export(&ps, e) != POLICY_OK)
       continue;
     wire_buf_reset(&b);
-    wire_put_string(&b, e->name, strlen(e->name));
-    if (e->description)
-      wire_put_bytes(&b, e->description, strlen(e->description));
+    wire_put_rep_server(&b, e->name, strlen(e->name), e->description,
+                        e->description ? strlen(e->description) : 0);
     rc = b.oom ? HS_CLOSE : hs_reply(c, opt, NBD_REP_SERVER, b.data, b.len);
   }
   wire_buf_free(&b);
@@ -302,9 +285,9 @@ static int opt_meta_context(struct conn *c, uint32_t opt, const uint8_t *data,
   if (base_alloc) {
     struct wire_buf b;
     wire_buf_init(&b);
-    wire_put_u32(&b, set ? 1 : 0);   /* LIST: the ID is reserved, zero */
-    wire_put_bytes(&b, NBD_META_BASE_ALLOCATION,
-                   strlen(NBD_META_BASE_ALLOCATION));
+    /* LIST: the ID is reserved, zero; SET: base:allocation is 1. */
+    wire_put_rep_meta_context(&b, set ? 1 : 0, NBD_META_BASE_ALLOCATION,
+                              strlen(NBD_META_BASE_ALLOCATION));
     rc = b.oom ? HS_CLOSE : hs_reply(c, opt, NBD_REP_META_CONTEXT,
                                      b.data, b.len);
     wire_buf_free(&b);
@@ -352,16 +335,20 @@ static int opt_starttls(struct conn *c, uint32_t opt, const uint8_t *data,
 static const struct opt_entry {
   uint32_t opt;
   uint32_t max_len;        /* longer payloads are discarded and refused */
+  uint32_t too_long;       /* ... with this error (meta contexts: TOO_BIG) */
   opt_handler fn;
 } opt_table[] = {
-  { NBD_OPT_EXPORT_NAME, NBD_MAX_STRING, opt_export_name },
-  { NBD_OPT_LIST, 0, opt_list },
-  { NBD_OPT_STARTTLS, 0, opt_starttls },
-  { NBD_OPT_INFO, HS_INFO_MAX, opt_info_go },
-  { NBD_OPT_GO, HS_INFO_MAX, opt_info_go },
-  { NBD_OPT_STRUCTURED_REPLY, 0, opt_structured_reply },
-  { NBD_OPT_LIST_META_CONTEXT, HS_META_MAX, opt_meta_context },
-  { NBD_OPT_SET_META_CONTEXT, HS_META_MAX, opt_meta_context },
+  { NBD_OPT_EXPORT_NAME, NBD_MAX_STRING, NBD_REP_ERR_INVALID,
+    opt_export_name },
+  { NBD_OPT_LIST, 0, NBD_REP_ERR_INVALID, opt_list },
+  { NBD_OPT_STARTTLS, 0, NBD_REP_ERR_INVALID, opt_starttls },
+  { NBD_OPT_INFO, HS_INFO_MAX, NBD_REP_ERR_INVALID, opt_info_go },
+  { NBD_OPT_GO, HS_INFO_MAX, NBD_REP_ERR_INVALID, opt_info_go },
+  { NBD_OPT_STRUCTURED_REPLY, 0, NBD_REP_ERR_INVALID, opt_structured_reply },
+  { NBD_OPT_LIST_META_CONTEXT, HS_META_MAX, NBD_REP_ERR_TOO_BIG,
+    opt_meta_context },
+  { NBD_OPT_SET_META_CONTEXT, HS_META_MAX, NBD_REP_ERR_TOO_BIG,
+    opt_meta_context },
 };
 
 static const struct opt_entry *opt_lookup(uint32_t opt)
@@ -403,7 +390,7 @@ static int hs_dispatch(struct conn *c, const struct nbd_opt_hdr *hp);
 
 static int hs_option(struct conn *c)
 {
-  uint8_t hdr[16];
+  uint8_t hdr[sizeof(struct nbd_option)];
   struct nbd_opt_hdr h;
 
   if (transport_read_msg(c->t, hdr, sizeof hdr) == -1) {
@@ -476,14 +463,12 @@ static int hs_dispatch(struct conn *c, const struct nbd_opt_hdr *hp)
   if (!ent)
     return hs_refuse(c, h.option, h.length, NBD_REP_ERR_UNSUP,
                      "option not supported");
+  if (h.length > 0 && ent->max_len == 0)
+    return hs_refuse(c, h.option, h.length, NBD_REP_ERR_INVALID,
+                     "this option takes no data");
   if (h.length > ent->max_len)
-    return hs_refuse(c, h.option, h.length,
-                     ent->max_len == 0 ? NBD_REP_ERR_INVALID
-                     : h.option == NBD_OPT_SET_META_CONTEXT ||
-                       h.option == NBD_OPT_LIST_META_CONTEXT
-                     ? NBD_REP_ERR_TOO_BIG : NBD_REP_ERR_INVALID,
-                     ent->max_len == 0 ? "this option takes no data"
-                                       : "option data too long");
+    return hs_refuse(c, h.option, h.length, ent->too_long,
+                     "option data too long");
   uint8_t *data = malloc(h.length + 1);    /* +1: never malloc(0) */
   if (!data)
     return HS_CLOSE;
@@ -493,40 +478,39 @@ static int hs_dispatch(struct conn *c, const struct nbd_opt_hdr *hp)
   return rc;
 }
 
-/* The fixed-newstyle greeting every connection gets. */
-static void encode_greeting(uint8_t greeting[18])
+/* The fixed-newstyle greeting every connection gets (proto.md "Newstyle
+ * negotiation"). */
+static void encode_greeting(uint8_t out[sizeof(struct nbd_new_handshake)])
 {
-  wire_encode_greeting(greeting, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+  wire_encode_greeting(out, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
 }
 
-void hs_greet(struct conn *c)
+void srv_hs_greet(struct conn *c)
 {
-  uint8_t greeting[18];
+  uint8_t greeting[sizeof(struct nbd_new_handshake)];
+  struct iovec v = { .iov_base = greeting, .iov_len = sizeof greeting };
   encode_greeting(greeting);
-  ssize_t n = send(c->fd, greeting, sizeof greeting,
-                   MSG_DONTWAIT | MSG_NOSIGNAL);
+  ssize_t n = transport_can_try_send(c->t) ? transport_try_sendv(c->t, &v, 1)
+              : 0;
   c->greeted = n > 0 ? (size_t)n : 0;
 }
 
-int hs_run(struct conn *c)
+int srv_hs_run(struct conn *c)
 {
-  uint8_t greeting[18];
+  uint8_t greeting[sizeof(struct nbd_new_handshake)], cflags_be[4];
   uint32_t cflags;
 
   encode_greeting(greeting);
   if ((c->greeted < sizeof greeting &&
        transport_write_full(c->t, greeting + c->greeted,
                             sizeof greeting - c->greeted, 0) == -1) ||
-      transport_read_msg(c->t, &cflags, sizeof cflags) == -1) {
+      transport_read_msg(c->t, cflags_be, sizeof cflags_be) == -1) {
     if (errno == ETIMEDOUT)
       log_info("%s: no client flags within %d s; closing", c->peer,
                c->srv->handshake_timeout);
     return -1;
   }
-  cflags = be32toh(cflags);
-  if (cflags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
-    /* "the server MUST drop the TCP connection if the client sets an
-     * unknown flag" */
+  if (!wire_decode_client_flags(cflags_be, &cflags)) {
     log_info("%s: unknown client flags 0x%x; closing", c->peer, cflags);
     return -1;
   }

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "cleanup.h"
 #include "log.h"
 #include "reply.h"
 
@@ -103,67 +104,108 @@ static void mark_dead(struct conn *c)
   }
 }
 
+/* Under c->lock: n replies carrying bytes of payload are out of flight;
+ * the reader may have room for more requests. */
+static void replies_done(struct conn *c, int n, uint64_t bytes)
+{
+  c->inflight -= n;
+  c->inflight_bytes -= bytes;
+  pthread_cond_broadcast(&c->cond);
+}
+
 /* Under c->lock: these replies will never be sent (a send failed, or no
  * writer could be started): out of flight, freed, and the reader stops. */
 static void drop_replies(struct conn *c, struct reply *list)
 {
+  int n = 0;
+  uint64_t bytes = 0;
   for (struct reply *rp = list; rp; rp = rp->next) {
-    c->inflight--;
-    c->inflight_bytes -= rp->bytes;
+    n++;
+    bytes += rp->bytes;
   }
   free_list(list);
   mark_dead(c);
-  pthread_cond_broadcast(&c->cond);
+  replies_done(c, n, bytes);
+}
+
+/* ---- the writer thread ---- */
+
+/* One batch on its way out: pieces gathered for one sendv. */
+struct batch_out {
+  struct transport *t;
+  bool failed;               /* a send failed: the rest is not sent */
+  int k;
+  struct iovec iov[WRITER_BATCH_IOV];
+};
+
+static void batch_sendv(struct batch_out *o, const struct iovec *iov, int n,
+                        int more)
+{
+  if (!o->failed && transport_sendv(o->t, iov, n, more) == -1)
+    o->failed = true;
+}
+
+/* Sends what is gathered (more: the batch goes on). */
+static void batch_push(struct batch_out *o, int more)
+{
+  batch_sendv(o, o->iov, o->k, more);
+  o->k = 0;
+}
+
+/* Adds one reply to the batch: its pieces join the others' (the array is
+ * sent first if they would not fit), a huge one goes on its own, a file
+ * piece follows whatever is gathered before it.  The last reply sends the
+ * batch. */
+static void batch_add(struct batch_out *o, const struct reply *rp, bool last)
+{
+  if (o->failed)
+    return;
+  if (o->k > 0 && o->k + rp->niov > WRITER_BATCH_IOV)
+    batch_push(o, 1);
+  if (rp->niov > WRITER_BATCH_IOV)            /* huge structured read */
+    batch_sendv(o, rp->iov, rp->niov, !last);
+  else {
+    memcpy(o->iov + o->k, rp->iov, (size_t)rp->niov * sizeof *o->iov);
+    o->k += rp->niov;
+  }
+  if (rp->file_len) {                 /* what is gathered, then the file */
+    if (o->k > 0)
+      batch_push(o, 1);
+    if (!o->failed && transport_sendfile(o->t, rp->file_fd, rp->file_off,
+                                         rp->file_len, true) == -1)
+      o->failed = true;
+  }
+  /* k == 0 with bytes still buffered by the reader's try_sendv: the
+   * reply it queued is empty, and this sendv writes them out. */
+  if (last && (o->k > 0 || transport_send_pending(o->t)))
+    batch_push(o, 0);
 }
 
 /* Sends a batch of replies with as few sendv calls as the iov limit
- * allows; frees them.  Returns the count and payload bytes completed. */
+ * allows (none once the connection is dead) and frees them.  Returns
+ * the count and payload bytes completed. */
 static void send_batch(struct conn *c, struct reply *batch, bool dead,
                        int *n, uint64_t *bytes)
 {
-  struct iovec iov[WRITER_BATCH_IOV];
-  int k = 0;
-  bool failed = dead;
+  struct batch_out o = { .t = c->t, .failed = dead };
 
   *n = 0;
   *bytes = 0;
   pthread_mutex_lock(&c->send_lock);
-  for (struct reply *rp = batch; rp; ) {
-    struct reply *next = rp->next;
-    if (!failed && k > 0 && k + rp->niov > WRITER_BATCH_IOV) {
-      failed = transport_sendv(c->t, iov, k, 1) == -1;
-      k = 0;
-    }
-    if (!failed && rp->niov > WRITER_BATCH_IOV)   /* huge structured read */
-      failed = transport_sendv(c->t, rp->iov, rp->niov, next != NULL) == -1;
-    else if (!failed) {
-      memcpy(iov + k, rp->iov, (size_t)rp->niov * sizeof *iov);
-      k += rp->niov;
-    }
-    if (!failed && rp->file_len) {      /* what is queued, then the file */
-      failed = (k > 0 && transport_sendv(c->t, iov, k, 1) == -1) ||
-               transport_sendfile(c->t, rp->file_fd, rp->file_off,
-                                   rp->file_len, true) == -1;
-      k = 0;
-    }
-    /* k == 0 with bytes still buffered by the reader's try_sendv: the
-     * reply it queued is empty, and this sendv writes them out. */
-    if (!failed && !next && (k > 0 || transport_send_pending(c->t)))
-      failed = transport_sendv(c->t, iov, k, 0) == -1;
-    /* Buffers of replies already copied into iov must outlive the
-     * sendv: free this batch only at the end. */
+  for (struct reply *rp = batch; rp; rp = rp->next) {
+    batch_add(&o, rp, rp->next == NULL);
     (*n)++;
     *bytes += rp->bytes;
-    rp = next;
   }
   pthread_mutex_unlock(&c->send_lock);
-  if (failed && !dead)
+  if (o.failed && !dead)
     log_debug("%s: send: %m", c->peer);
+  /* Buffers of replies already gathered must outlive the sendv: the
+   * batch is freed only now. */
   free_list(batch);
-  if (failed && !dead) {
-    pthread_mutex_lock(&c->lock);
+  if (o.failed && !dead) {
+    SCOPED_LOCK(&c->lock);
     mark_dead(c);
-    pthread_mutex_unlock(&c->lock);
   }
 }
 
@@ -188,9 +230,7 @@ static void *writer_thread(void *arg)
     send_batch(c, batch, dead, &n, &bytes);
     pthread_mutex_lock(&c->lock);
     c->writer_busy = false;
-    c->inflight -= n;
-    c->inflight_bytes -= bytes;
-    pthread_cond_broadcast(&c->cond);
+    replies_done(c, n, bytes);
   }
   pthread_mutex_unlock(&c->lock);
   return NULL;
@@ -215,15 +255,41 @@ static bool writer_start(struct conn *c)
   return true;
 }
 
-/* Set while the reader runs a request inline: its reply is sent at once
- * from the reader's thread instead of going through the writer. */
-static __thread bool direct, hold;
-
-void reply_set_direct(bool on, bool hold_it)
+/* Queues a list (in order) for the writer.  Any thread. */
+static void queue_list(struct conn *c, struct reply *first, struct reply *last)
 {
-  direct = on;
-  hold = on && hold_it;
+  SCOPED_LOCK(&c->lock);
+  if (!writer_start(c)) {
+    drop_replies(c, first);
+    return;
+  }
+  if (c->outq_tail)
+    c->outq_tail->next = first;
+  else
+    c->outq = first;
+  c->outq_tail = last;
+  pthread_cond_signal(&c->out_cond);
 }
+
+/* Under c->lock: puts the list at the head of the writer's queue (nothing
+ * may be sent before it) and wakes the writer.  False if the writer
+ * cannot be started. */
+static bool queue_at_head(struct conn *c, struct reply *list)
+{
+  if (!writer_start(c))
+    return false;
+  struct reply *last = list;
+  while (last->next)
+    last = last->next;
+  last->next = c->outq;
+  if (!c->outq)
+    c->outq_tail = last;
+  c->outq = list;
+  pthread_cond_signal(&c->out_cond);
+  return true;
+}
+
+/* ---- the reader's own sends (REPLY_NOW, REPLY_BATCH) ---- */
 
 /* Held replies go out together: at most this many, iovecs, bytes. */
 #define HELD_MAX 16
@@ -261,20 +327,77 @@ static size_t reply_len(const struct reply *rp)
   return iov_len(rp->iov, rp->niov) + rp->file_len;
 }
 
-/* Under c->lock: puts the list first..last at the head of the writer's
- * queue (nothing may be sent before it) and wakes the writer.  False if
- * the writer cannot be started. */
-static bool queue_at_head(struct conn *c, struct reply *first,
-                          struct reply *last)
+/* Takes c->send_lock if the reader may send now: the transport can send
+ * without blocking, the writer has nothing queued or in hand (our bytes
+ * would land between its, or ahead of them) and the connection lives.
+ * Never waits: c->lock is held, so send_lock is only tried. */
+static bool direct_lock(struct conn *c, int niov)
 {
-  last->next = c->outq;
-  if (!c->outq)
-    c->outq_tail = last;
-  c->outq = first;
-  if (!writer_start(c))
+  if (niov > HELD_IOV)
     return false;
-  pthread_cond_signal(&c->out_cond);
-  return true;
+  SCOPED_LOCK(&c->lock);
+  return transport_can_try_send(c->t) && !c->outq && !c->writer_busy &&
+         !c->dead && pthread_mutex_trylock(&c->send_lock) == 0;
+}
+
+/* Under c->send_lock: sends what the socket takes now of the list's
+ * pieces, in one send, and of its file piece once all before it went (a
+ * reply with one comes alone: reader_reply).  Bytes taken, or -1; *total
+ * is what was offered. */
+static ssize_t direct_send(struct conn *c, const struct reply *list,
+                           size_t *total)
+{
+  struct iovec iov[HELD_IOV];
+  int k = 0;
+  for (const struct reply *rp = list; rp; rp = rp->next) {
+    memcpy(iov + k, rp->iov, (size_t)rp->niov * sizeof *iov);
+    k += rp->niov;
+  }
+  *total = iov_len(iov, k);
+  ssize_t w = transport_try_sendv(c->t, iov, k);
+  if (w >= 0 && (size_t)w == *total && list->file_len) {
+    ssize_t wf = transport_sendfile(c->t, list->file_fd, list->file_off,
+                                     list->file_len, false);
+    w = wf < 0 ? -1 : w + wf;
+    *total += list->file_len;
+  }
+  return w;
+}
+
+/* A list of replies cut where a send stopped. */
+struct reply_split {
+  struct reply *done;        /* wholly sent, in order */
+  struct reply *rest;        /* the first not wholly sent, and all after */
+  int ndone;
+  uint64_t done_bytes;       /* payload bytes of the done ones */
+};
+
+/* Cuts list after its first sent bytes; the first reply not wholly sent
+ * is advanced past what of it went.  With pending (the transport took
+ * everything but still holds some), the last reply stays, emptied, for
+ * the writer to flush. */
+static struct reply_split split_sent(struct reply *list, size_t sent,
+                                     bool pending)
+{
+  struct reply_split s = { .rest = list };
+  struct reply *prev = NULL;
+  while (s.rest) {
+    size_t len = reply_len(s.rest);
+    if (sent < len || (pending && !s.rest->next)) {
+      reply_advance(s.rest, sent < len ? sent : len);
+      break;
+    }
+    sent -= len;
+    s.ndone++;
+    s.done_bytes += s.rest->bytes;
+    prev = s.rest;
+    s.rest = s.rest->next;
+  }
+  if (prev) {                /* detach the finished ones */
+    prev->next = NULL;
+    s.done = list;
+  }
+  return s;
 }
 
 /* The reader's own send of the replies of inline requests (a list, in
@@ -285,98 +408,32 @@ static bool queue_at_head(struct conn *c, struct reply *first,
  * work queued: then the caller queues the whole list. */
 static bool try_direct(struct conn *c, struct reply *list, int niov)
 {
-  struct iovec iov[HELD_IOV];
-  size_t total = 0;
-
-  pthread_mutex_lock(&c->lock);
-  if (!transport_can_try_send(c->t) || c->outq || c->writer_busy || c->dead ||
-      niov > HELD_IOV || pthread_mutex_trylock(&c->send_lock) != 0) {
-    pthread_mutex_unlock(&c->lock);
+  if (!direct_lock(c, niov))
     return false;
-  }
-  pthread_mutex_unlock(&c->lock);
-  int k = 0;
-  for (struct reply *rp = list; rp; rp = rp->next) {
-    memcpy(iov + k, rp->iov, (size_t)rp->niov * sizeof *iov);
-    k += rp->niov;
-  }
-  total = iov_len(iov, k);
-  ssize_t w = transport_try_sendv(c->t, iov, k);
-  /* A reply with a file piece comes alone (direct_reply): its file part
-   * once all before it went. */
-  if (w >= 0 && (size_t)w == total && list->file_len) {
-    ssize_t wf = transport_sendfile(c->t, list->file_fd, list->file_off,
-                                     list->file_len, false);
-    w = wf < 0 ? -1 : w + wf;
-    total += list->file_len;
-  }
+  size_t total;
+  ssize_t w = direct_send(c, list, &total);
   /* TLS may have taken everything but kept some of it buffered: then the
    * last reply stays queued, empty, for the writer to flush. */
   bool pending = w >= 0 && (size_t)w == total &&
                  transport_send_pending(c->t);
-
-  /* Replies wholly sent are done; the first that is not, and all after
-   * it, go to the writer. */
-  struct reply *rest = list, *prev = NULL;
-  int ndone = 0;
-  uint64_t bytes = 0;
-  size_t left = w > 0 ? (size_t)w : 0;
-  while (w >= 0 && rest) {
-    size_t len = reply_len(rest);
-    if (left < len || (pending && !rest->next)) {
-      reply_advance(rest, left < len ? left : len);
-      break;
-    }
-    left -= len;
-    ndone++;
-    bytes += rest->bytes;
-    prev = rest;
-    rest = rest->next;
-  }
-  if (prev)                /* detach the finished ones */
-    prev->next = NULL;
+  struct reply_split s = w >= 0 ? split_sent(list, (size_t)w, pending)
+                         : (struct reply_split){ .rest = list };
 
   pthread_mutex_lock(&c->lock);
-  if (w >= 0 && rest) {
-    struct reply *last = rest;
-    while (last->next)
-      last = last->next;
-    if (!queue_at_head(c, rest, last)) {
-      c->outq = c->outq_tail = NULL;
-      if (prev)
-        prev->next = rest;
-      w = -1;
-    }
-  }
-  if (w < 0)               /* the list is whole again: none will be sent */
-    drop_replies(c, list);
-  else {
-    c->inflight -= ndone;
-    c->inflight_bytes -= bytes;
-    pthread_cond_broadcast(&c->cond);
+  /* The unsent are queued before send_lock is let go: nothing else may
+   * be sent ahead of them. */
+  bool ok = w >= 0 && (!s.rest || queue_at_head(c, s.rest));
+  if (ok)
+    replies_done(c, s.ndone, s.done_bytes);
+  else {                     /* none of the list will be sent */
+    drop_replies(c, s.done);
+    drop_replies(c, s.rest);
   }
   pthread_mutex_unlock(&c->send_lock);
   pthread_mutex_unlock(&c->lock);
-  if (w >= 0 && prev)
-    free_list(list);
+  if (ok)
+    free_list(s.done);
   return true;
-}
-
-/* Queues a list (in order) for the writer. */
-static void queue_list(struct conn *c, struct reply *first, struct reply *last)
-{
-  pthread_mutex_lock(&c->lock);
-  if (writer_start(c)) {
-    if (c->outq_tail)
-      c->outq_tail->next = first;
-    else
-      c->outq = first;
-    c->outq_tail = last;
-    pthread_cond_signal(&c->out_cond);
-  }
-  else
-    drop_replies(c, first);
-  pthread_mutex_unlock(&c->lock);
 }
 
 void reply_flush_held(struct conn *c)
@@ -393,9 +450,9 @@ void reply_flush_held(struct conn *c)
 }
 
 /* The reader's reply to an inline request: held back while more requests
- * are already buffered (so their replies share one send), else sent with
- * whatever was held. */
-static void direct_reply(struct conn *c, struct reply *rp)
+ * are already buffered (batch: so their replies share one send), else
+ * sent with whatever was held. */
+static void reader_reply(struct conn *c, struct reply *rp, bool batch)
 {
   size_t len = reply_len(rp);
   if (c->held && (c->held_n >= HELD_MAX || c->held_iov + rp->niov > HELD_IOV ||
@@ -410,34 +467,39 @@ static void direct_reply(struct conn *c, struct reply *rp)
   c->held_n++;
   c->held_iov += rp->niov;
   c->held_len += len;
-  if (!hold || rp->niov > HELD_IOV || len > HELD_BYTES || rp->file_len)
+  if (!batch || rp->niov > HELD_IOV || len > HELD_BYTES || rp->file_len)
     reply_flush_held(c);
 }
 
-void reply_queue(struct conn *c, const struct nbd_req *r, struct reply *rp)
+void reply_queue(struct conn *c, const struct nbd_req *r, struct reply *rp,
+                 enum reply_route route)
 {
-  if (rp) {
-    if (direct)
-      direct_reply(c, rp);
-    else
-      queue_list(c, rp, rp);
-    return;
+  if (rp && route == REPLY_TO_WRITER)
+    queue_list(c, rp, rp);
+  else if (rp)
+    reader_reply(c, rp, route == REPLY_BATCH);
+  else {
+    SCOPED_LOCK(&c->lock);
+    log_error("%s: out of memory for a reply; closing", c->peer);
+    mark_dead(c);
+    replies_done(c, 1, req_bytes(r));
   }
-  pthread_mutex_lock(&c->lock);
-  log_error("%s: out of memory for a reply; closing", c->peer);
-  mark_dead(c);
-  c->inflight--;
-  c->inflight_bytes -= req_bytes(r);
-  pthread_cond_broadcast(&c->cond);
-  pthread_mutex_unlock(&c->lock);
 }
+
+/* ---- the reader's accounting ---- */
 
 void reply_account(struct conn *c, const struct nbd_req *r)
 {
-  pthread_mutex_lock(&c->lock);
+  SCOPED_LOCK(&c->lock);
   c->inflight++;
   c->inflight_bytes += req_bytes(r);
-  pthread_mutex_unlock(&c->lock);
+}
+
+/* Under c->lock. */
+static bool no_room(const struct conn *c)
+{
+  return c->inflight >= c->srv->max_inflight ||
+         c->inflight_bytes >= REPLY_MAX_INFLIGHT_BYTES;
 }
 
 bool reply_wait_room(struct conn *c)
@@ -445,19 +507,15 @@ bool reply_wait_room(struct conn *c)
   /* Held replies count as in flight: never wait for room with any. */
   if (c->held) {
     pthread_mutex_lock(&c->lock);
-    bool full = c->inflight >= c->srv->max_inflight ||
-                c->inflight_bytes >= REPLY_MAX_INFLIGHT_BYTES;
+    bool full = no_room(c);
     pthread_mutex_unlock(&c->lock);
     if (full)
       reply_flush_held(c);
   }
-  pthread_mutex_lock(&c->lock);
-  while (!c->dead && (c->inflight >= c->srv->max_inflight ||
-                      c->inflight_bytes >= REPLY_MAX_INFLIGHT_BYTES))
+  SCOPED_LOCK(&c->lock);
+  while (!c->dead && no_room(c))
     pthread_cond_wait(&c->cond, &c->lock);
-  bool ok = !c->dead;
-  pthread_mutex_unlock(&c->lock);
-  return ok;
+  return !c->dead;
 }
 
 void replies_finish(struct conn *c)

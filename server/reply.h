@@ -2,7 +2,10 @@
  * and queue it; each connection's writer thread sends queued replies in
  * batches (several replies in one sendv / one run of TLS records).  A
  * worker therefore never blocks on a client's socket: a client that stops
- * reading stalls only its own writer, never the shared pool. */
+ * reading stalls only its own writer, never the shared pool.  The reader,
+ * when it ran a request itself, sends the reply at once without blocking
+ * and leaves only what the socket did not take to the writer
+ * (enum reply_route). */
 #ifndef SNBD_REPLY_H
 #define SNBD_REPLY_H
 
@@ -33,17 +36,26 @@ void reply_data(struct reply *rp, const void *p, size_t len);
 void reply_file(struct reply *rp, int fd, uint64_t off, size_t len);
 /* The reply frees p after sending (at most 2 per reply). */
 void reply_own(struct reply *rp, void *p);
-/* Hands the reply to the writer.  rp == NULL (allocation failed) ends the
- * connection, as the client would otherwise wait forever. */
-void reply_queue(struct conn *c, const struct nbd_req *r, struct reply *rp);
-
-/* While on, replies queued by this thread are sent at once from it, under
- * the connection's send lock (the reader running a request inline).  With
- * hold, the reply is kept back instead (the next request is already
- * buffered, so its reply can share the send), up to a small batch; the
- * next direct reply queued without hold sends them all, as does
- * reply_flush_held(). */
-void reply_set_direct(bool on, bool hold);
+/* Where a reply goes; the caller knows which thread it runs on. */
+enum reply_route {
+  REPLY_TO_WRITER, /* queue for the connection's writer thread (workers,
+                      backend completions) */
+  REPLY_NOW,       /* the reader ran the request: send now without
+                      blocking; what the socket does not take goes to
+                      the writer */
+  REPLY_BATCH,     /* as REPLY_NOW, but may be held back to share one
+                      send with the next request's reply (its header
+                      is already buffered) */
+};
+/* Sends or queues the reply to request r.  REPLY_TO_WRITER is safe from
+ * any thread; REPLY_NOW and REPLY_BATCH only from the connection's reader.
+ * Held (REPLY_BATCH) replies go out, in order, with the next REPLY_NOW
+ * reply, when a batch is full, or at reply_flush_held.  rp == NULL
+ * (allocation failed) ends the connection, as the client would otherwise
+ * wait forever. */
+void reply_queue(struct conn *c, const struct nbd_req *r,
+                 struct reply *rp, enum reply_route route);
+/* Reader only: sends the replies held back by REPLY_BATCH. */
 void reply_flush_held(struct conn *c);
 
 /* Reader side: count a request in flight (its reply is queued later);

@@ -4,7 +4,7 @@
  *   server.conns_lock  (list of connections, counts) before conn.lock.
  *   conn.send_lock     (replies go out under it, one sender at a time) is
  *                      held while taking conn.lock; a holder of conn.lock
- *                      only ever trylocks send_lock (reply.c try_direct).
+ *                      only ever trylocks send_lock (reply.c direct_lock).
  * pool.lock is a leaf: nothing else is taken while holding it.
  */
 #ifndef SNBD_SERVER_H

@@ -45,12 +45,17 @@ uint32_t xmit_nbd_errno(int err)
 
 /* ---- replies (queued to the connection's writer, reply.c) ---- */
 
+/* How this thread's replies go (reply.h): REPLY_TO_WRITER on workers and
+ * for the reader's own error replies; REPLY_NOW or REPLY_BATCH while the
+ * reader runs a request itself (xmit_run). */
+static __thread enum reply_route xmit_route = REPLY_TO_WRITER;
+
 static void send_simple(struct conn *c, const struct nbd_req *r, uint32_t err)
 {
   struct reply *rp = reply_new(r, 1, 16);
   if (rp)
     wire_encode_simple_reply(reply_hdr(rp, 16), err, r->cookie);
-  reply_queue(c, r, rp);
+  reply_queue(c, r, rp, xmit_route);
 }
 
 /* An error: a structured ERROR chunk with a message when structured
@@ -80,7 +85,7 @@ static void send_error(struct conn *c, const struct nbd_req *r, int err,
     memcpy(p + 24, &be_len, 2);
     memcpy(p + 26, msg, (size_t)n);
   }
-  reply_queue(c, r, rp);
+  reply_queue(c, r, rp, xmit_route);
 }
 
 static void send_ok(struct conn *c, const struct nbd_req *r)
@@ -164,7 +169,7 @@ static int read_structured(struct conn *c, const struct nbd_req *r,
                           NBD_REPLY_TYPE_NONE, r->cookie, 0);
   extents_free(&ex);
   reply_own(rp, buf);
-  reply_queue(c, r, rp);
+  reply_queue(c, r, rp, xmit_route);
   return 0;
 }
 
@@ -228,7 +233,7 @@ static bool read_without_buffer(struct conn *c, const struct nbd_req *r)
     else
       reply_file(rp, be->data_fd, r->offset, r->count);
   }
-  reply_queue(c, r, rp);
+  reply_queue(c, r, rp, xmit_route);
   return true;
 }
 
@@ -266,7 +271,7 @@ static void cmd_read(struct conn *c, const struct nbd_req *r)
   }
   else
     free(buf);
-  reply_queue(c, r, rp);
+  reply_queue(c, r, rp, xmit_route);
 }
 
 /* FUA on a backend without native FUA: do the op, then flush. */
@@ -370,7 +375,7 @@ static void cmd_block_status(struct conn *c, const struct nbd_req *r)
   }
   else
     wire_buf_free(&b);
-  reply_queue(c, r, rp);
+  reply_queue(c, r, rp, xmit_route);
 }
 
 /* Runs on a worker thread. */
@@ -612,9 +617,9 @@ void xmit_run(struct conn *c)
        * hand-offs per request; or, if the next request's header is
        * already buffered, hold the reply to share a send with the next. */
       bool more = transport_pending(c->t) >= sizeof(struct nbd_request);
-      reply_set_direct(true, more);
+      xmit_route = more ? REPLY_BATCH : REPLY_NOW;
       req_run(q);
-      reply_set_direct(false, false);
+      xmit_route = REPLY_TO_WRITER;
     }
     else
       pool_submit(req_run, q);

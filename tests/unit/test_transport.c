@@ -1,7 +1,8 @@
 /* Tests of the plain transport's zero-copy operations (common/transport.c)
  * that the server uses for files in RAM: take_buffered and recv_kernel
  * (a WRITE payload received into a mapping of the file), and sendfile
- * with and without blocking (READ data).  The claim that matters most:
+ * with and without blocking (READ data), try_sendv (the greeting, replies
+ * sent by the reader).  The claim that matters most:
  * a page of the mapping the kernel cannot provide fails the call with
  * EFAULT, never a SIGBUS.  Also which sockets count as a peer on this
  * host (tcp_tune_for_peer). */
@@ -54,6 +55,18 @@ static void write_all(int fd, const uint8_t *p, size_t n)
     p += w;
     n -= (size_t)w;
   }
+}
+
+/* A socket pair whose sv[0] sends through a plain transport with a send
+ * buffer of 64 KiB, so that a few MiB do not fit. */
+static struct transport *small_sender(int sv[2])
+{
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  int small = 64 * KIB;
+  setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  struct transport *t = transport_plain_new(sv[0]);
+  assert_non_null(t);
+  return t;
 }
 
 /* A file in RAM of size bytes, unlinked, or skip. */
@@ -180,11 +193,7 @@ static void test_sendfile(void **state)
   assert_int_equal(pwrite(fd, data, size, 0), (ssize_t)size);
 
   int sv[2];
-  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-  int small = 64 * KIB;
-  setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-  struct transport *t = transport_plain_new(sv[0]);
-  assert_non_null(t);
+  struct transport *t = small_sender(sv);
 
   ssize_t first = t->ops->sendfile(t, fd, 0, size, false);
   assert_true(first > 0 && (size_t)first < size);  /* never waits */
@@ -216,6 +225,38 @@ static void test_sendfile(void **state)
   free(data);
   close(fd);
   close(sv[1]);
+  transport_close(t);
+}
+
+/* try_sendv, with which the accepting thread sends the greeting: takes
+ * what fits and returns at once, 0 when the socket is full, -1 (not
+ * SIGPIPE) once the peer is gone. */
+static void test_try_sendv(void **state)
+{
+  (void)state;
+  int sv[2];
+  struct transport *t = small_sender(sv);
+  assert_true(transport_can_try_send(t));
+
+  uint8_t greeting[18], got[18];
+  fill(greeting, 0, sizeof greeting);
+  struct iovec v = { greeting, sizeof greeting };
+  assert_int_equal(transport_try_sendv(t, &v, 1), (ssize_t)sizeof greeting);
+  assert_int_equal(read(sv[1], got, sizeof got), (ssize_t)sizeof got);
+  assert_memory_equal(got, greeting, sizeof got);
+
+  const size_t size = 4 * KIB * KIB;
+  uint8_t *big = calloc(1, size);
+  assert_non_null(big);
+  struct iovec b = { big, size };
+  ssize_t first = transport_try_sendv(t, &b, 1);
+  assert_true(first > 0 && (size_t)first < size);   /* never waits */
+  assert_int_equal(transport_try_sendv(t, &b, 1), 0); /* still full */
+
+  close(sv[1]);
+  assert_int_equal(transport_try_sendv(t, &v, 1), -1);
+  assert_int_equal(errno, EPIPE);
+  free(big);
   transport_close(t);
 }
 
@@ -342,6 +383,7 @@ int main(void)
     cmocka_unit_test(test_take_buffered),
     cmocka_unit_test(test_recv_kernel_efault),
     cmocka_unit_test(test_sendfile),
+    cmocka_unit_test(test_try_sendv),
     cmocka_unit_test(test_recv_waits_when_nonblocking),
     cmocka_unit_test(test_tcp_tune_for_peer),
   };

@@ -40,6 +40,95 @@ static void test_option_header(void **state)
   assert_false(wire_decode_opt_hdr(buf, &h));
 }
 
+/* ---- Handshake (server) ---- */
+
+static void test_client_flags(void **state)
+{
+  (void)state;
+  uint32_t f;
+  const uint8_t both[4] = { 0, 0, 0, 3 };
+  assert_true(wire_decode_client_flags(both, &f));
+  assert_int_equal(f, NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+  const uint8_t none[4] = { 0, 0, 0, 0 };
+  assert_true(wire_decode_client_flags(none, &f));
+  assert_int_equal(f, 0);
+  /* any undefined bit, low or high, is refused; the value is kept for
+   * the log */
+  const uint8_t bit2[4] = { 0, 0, 0, 5 };
+  assert_false(wire_decode_client_flags(bit2, &f));
+  assert_int_equal(f, 5);
+  const uint8_t top[4] = { 0x80, 0, 0, 1 };
+  assert_false(wire_decode_client_flags(top, &f));
+  assert_int_equal(f, 0x80000001);
+}
+
+static void test_export_name_reply(void **state)
+{
+  (void)state;
+  uint8_t out[sizeof(struct nbd_export_name_reply)];
+  const uint8_t head[10] = { 0, 0, 0, 1, 2, 3, 4, 5, 0x01, 0x03 };
+
+  memset(out, 0xaa, sizeof out);
+  assert_int_equal(wire_encode_export_name_reply(out, 0x0102030405ull,
+                                                 0x0103, true), 10);
+  assert_memory_equal(out, head, 10);
+  assert_int_equal(out[10], 0xaa);        /* nothing written past 10 */
+
+  memset(out, 0xaa, sizeof out);
+  assert_int_equal(wire_encode_export_name_reply(out, 0x0102030405ull,
+                                                 0x0103, false), 134);
+  assert_memory_equal(out, head, 10);
+  for (size_t i = 10; i < sizeof out; i++)
+    assert_int_equal(out[i], 0);
+}
+
+static void test_info_fixed(void **state)
+{
+  (void)state;
+  uint8_t e[sizeof(struct nbd_info_export)];
+  const uint8_t want_e[12] = { 0, NBD_INFO_EXPORT,
+                               0, 0, 0, 0x10, 0, 0, 0, 0,  /* 64 GiB */
+                               0x01, 0x8d };
+  wire_encode_info_export(e, 1ull << 36, 0x018d);
+  assert_memory_equal(e, want_e, sizeof want_e);
+
+  uint8_t b[sizeof(struct nbd_info_block_size)];
+  const uint8_t want_b[14] = { 0, NBD_INFO_BLOCK_SIZE,
+                               0, 0, 0, 1,
+                               0, 0, 0x10, 0,
+                               0x02, 0, 0, 0 };
+  wire_encode_info_block_size(b, 1, 4096, NBD_MAX_PAYLOAD);
+  assert_memory_equal(b, want_b, sizeof want_b);
+}
+
+static void test_handshake_payloads(void **state)
+{
+  (void)state;
+  struct wire_buf b;
+  wire_buf_init(&b);
+
+  wire_put_info_text(&b, NBD_INFO_DESCRIPTION, "disk", 4);
+  assert_int_equal(b.len, 6);
+  assert_memory_equal(b.data, "\0\2disk", 6);
+
+  wire_buf_reset(&b);                 /* name framed, description not */
+  wire_put_rep_server(&b, "ab", 2, "xyz", 3);
+  assert_int_equal(b.len, 9);
+  assert_memory_equal(b.data, "\0\0\0\2abxyz", 9);
+  wire_buf_reset(&b);                 /* no description */
+  wire_put_rep_server(&b, "", 0, NULL, 0);
+  assert_int_equal(b.len, 4);
+  assert_memory_equal(b.data, "\0\0\0\0", 4);
+
+  wire_buf_reset(&b);
+  wire_put_rep_meta_context(&b, 1, NBD_META_BASE_ALLOCATION,
+                            strlen(NBD_META_BASE_ALLOCATION));
+  assert_int_equal(b.len, 4 + 15);
+  assert_memory_equal(b.data, "\0\0\0\1base:allocation", 19);
+  assert_false(b.oom);
+  wire_buf_free(&b);
+}
+
 static void test_cursor_truncated(void **state)
 {
   (void)state;
@@ -332,6 +421,10 @@ int main(void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_request_roundtrip),
     cmocka_unit_test(test_option_header),
+    cmocka_unit_test(test_client_flags),
+    cmocka_unit_test(test_export_name_reply),
+    cmocka_unit_test(test_info_fixed),
+    cmocka_unit_test(test_handshake_payloads),
     cmocka_unit_test(test_cursor_truncated),
     cmocka_unit_test(test_string_bounds),
     cmocka_unit_test(test_buf_encode),
