@@ -989,6 +989,24 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf(
             "SC_CLK_TCK")
 
+    def busy_seconds(self):
+        """Seconds the server's threads have been running or runnable
+        (on a CPU, or waiting in a run queue for one: /proc schedstat).
+        A thread that spins counts about one second per second however
+        loaded the machine is; one blocked in poll counts nothing.  So
+        "is it spinning?" needs no CPU-time threshold that a busy
+        machine would break."""
+        total = 0
+        tasks = "/proc/%d/task" % self.pid
+        for tid in os.listdir(tasks):
+            try:
+                with open("%s/%s/schedstat" % (tasks, tid)) as f:
+                    run_ns, wait_ns = f.read().split()[:2]
+            except (FileNotFoundError, ProcessLookupError):
+                continue                  # the thread ended meanwhile
+            total += int(run_ns) + int(wait_ns)
+        return total / 1e9
+
     def wait_for(self, what, cond, timeout=10.0):
         """Poll cond() every 20 ms until true; fail after timeout."""
         deadline = time.monotonic() + timeout
