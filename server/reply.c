@@ -215,16 +215,6 @@ static bool writer_start(struct conn *c)
   return true;
 }
 
-/* Set while the reader runs a request inline: its reply is sent at once
- * from the reader's thread instead of going through the writer. */
-static __thread bool direct, hold;
-
-void reply_set_direct(bool on, bool hold_it)
-{
-  direct = on;
-  hold = on && hold_it;
-}
-
 /* Held replies go out together: at most this many, iovecs, bytes. */
 #define HELD_MAX 16
 #define HELD_IOV 64
@@ -395,7 +385,7 @@ void reply_flush_held(struct conn *c)
 /* The reader's reply to an inline request: held back while more requests
  * are already buffered (so their replies share one send), else sent with
  * whatever was held. */
-static void direct_reply(struct conn *c, struct reply *rp)
+static void direct_reply(struct conn *c, struct reply *rp, bool hold)
 {
   size_t len = reply_len(rp);
   if (c->held && (c->held_n >= HELD_MAX || c->held_iov + rp->niov > HELD_IOV ||
@@ -414,11 +404,12 @@ static void direct_reply(struct conn *c, struct reply *rp)
     reply_flush_held(c);
 }
 
-void reply_queue(struct conn *c, const struct nbd_req *r, struct reply *rp)
+void reply_queue(struct conn *c, const struct nbd_req *r,
+                 struct reply *rp, enum reply_route route)
 {
   if (rp) {
-    if (direct)
-      direct_reply(c, rp);
+    if (route != REPLY_TO_WRITER)
+      direct_reply(c, rp, route == REPLY_BATCH);
     else
       queue_list(c, rp, rp);
     return;

@@ -33,17 +33,23 @@ void reply_data(struct reply *rp, const void *p, size_t len);
 void reply_file(struct reply *rp, int fd, uint64_t off, size_t len);
 /* The reply frees p after sending (at most 2 per reply). */
 void reply_own(struct reply *rp, void *p);
-/* Hands the reply to the writer.  rp == NULL (allocation failed) ends the
+/* Where a reply goes; the caller knows which thread it runs on. */
+enum reply_route {
+  REPLY_TO_WRITER, /* queue for the connection's writer thread (workers,
+                      backend completions) */
+  REPLY_NOW,       /* the reader ran the request: send now without
+                      blocking; what the socket does not take goes to
+                      the writer */
+  REPLY_BATCH,     /* as REPLY_NOW, but may be held back to share one
+                      send with the next request's reply (its header
+                      is already buffered) */
+};
+/* Hands the reply on by route.  Held replies (REPLY_BATCH) go out, up to
+ * a small batch, with the next reply queued with REPLY_NOW, or with
+ * reply_flush_held().  rp == NULL (allocation failed) ends the
  * connection, as the client would otherwise wait forever. */
-void reply_queue(struct conn *c, const struct nbd_req *r, struct reply *rp);
-
-/* While on, replies queued by this thread are sent at once from it, under
- * the connection's send lock (the reader running a request inline).  With
- * hold, the reply is kept back instead (the next request is already
- * buffered, so its reply can share the send), up to a small batch; the
- * next direct reply queued without hold sends them all, as does
- * reply_flush_held(). */
-void reply_set_direct(bool on, bool hold);
+void reply_queue(struct conn *c, const struct nbd_req *r,
+                 struct reply *rp, enum reply_route route);
 void reply_flush_held(struct conn *c);
 
 /* Reader side: count a request in flight (its reply is queued later);
