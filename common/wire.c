@@ -393,7 +393,7 @@ bool wire_chunk_length_ok(uint16_t type, uint32_t length)
   case NBD_REPLY_TYPE_OFFSET_DATA:
     return length > WIRE_OFFSET_DATA_HDR;
   case NBD_REPLY_TYPE_OFFSET_HOLE:
-    return length == WIRE_OFFSET_HOLE_LEN;
+    return length == WIRE_OFFSET_HOLE_PAYLOAD;
   case NBD_REPLY_TYPE_BLOCK_STATUS: {
     uint32_t descs = length - WIRE_BLOCK_STATUS_HDR;
     size_t one = sizeof(struct nbd_block_descriptor);
@@ -474,4 +474,58 @@ bool wire_decode_error_offset(const struct wire_error_chunk *e,
   struct wire_cursor c = wire_cursor(e->rest.p, e->rest.len);
   wire_get_u64(&c, offset);
   return !c.bad && c.left == 0;
+}
+
+/* ---- Transmission replies ---- */
+
+size_t wire_encode_error_chunk(uint8_t *out, uint16_t flags, uint64_t cookie,
+                               uint32_t error, const char *msg,
+                               uint16_t msglen)
+{
+  wire_encode_chunk_hdr(out, flags, NBD_REPLY_TYPE_ERROR, cookie,
+                        (uint32_t)(6 + msglen));
+  st32(out + WIRE_CHUNK_HDR_LEN, error);
+  st16(out + WIRE_CHUNK_HDR_LEN + 4, msglen);
+  memcpy(out + WIRE_CHUNK_HDR_LEN + 6, msg, msglen);
+  return WIRE_ERROR_CHUNK_LEN(msglen);
+}
+
+size_t wire_encode_offset_data_hdr(uint8_t *out, uint16_t flags,
+                                   uint64_t cookie, uint64_t offset,
+                                   uint32_t datalen)
+{
+  wire_encode_chunk_hdr(out, flags, NBD_REPLY_TYPE_OFFSET_DATA, cookie,
+                        8 + datalen);
+  st64(out + WIRE_CHUNK_HDR_LEN, offset);
+  return WIRE_OFFSET_DATA_HDR_LEN;
+}
+
+size_t wire_encode_offset_hole(uint8_t *out, uint16_t flags, uint64_t cookie,
+                               uint64_t offset, uint32_t length)
+{
+  wire_encode_chunk_hdr(out, flags, NBD_REPLY_TYPE_OFFSET_HOLE, cookie,
+                        WIRE_OFFSET_HOLE_PAYLOAD);
+  st64(out + WIRE_CHUNK_HDR_LEN, offset);
+  st32(out + WIRE_CHUNK_HDR_LEN + 8, length);
+  return WIRE_OFFSET_HOLE_LEN;
+}
+
+void wire_put_block_status_ctx(struct wire_buf *b, uint32_t context_id)
+{
+  wire_put_u32(b, context_id);
+}
+
+size_t wire_put_block_desc(struct wire_buf *b, uint64_t length,
+                           uint32_t flags, size_t max)
+{
+  size_t n = 0;
+  while (length > 0 && n < max) {
+    uint32_t piece = length > WIRE_BLOCK_DESC_MAX_LEN ? WIRE_BLOCK_DESC_MAX_LEN
+                                                      : (uint32_t)length;
+    wire_put_u32(b, piece);
+    wire_put_u32(b, flags);
+    length -= piece;
+    n++;
+  }
+  return n;
 }

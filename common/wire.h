@@ -192,8 +192,8 @@ struct wire_offset_chunk {  /* OFFSET_DATA or OFFSET_HOLE */
 bool wire_decode_offset_data(const uint8_t *in, size_t len,
                              uint32_t chunk_length,
                              struct wire_offset_chunk *o);
-/* OFFSET_HOLE: exactly WIRE_OFFSET_HOLE_LEN bytes. */
-#define WIRE_OFFSET_HOLE_LEN 12
+/* OFFSET_HOLE: exactly WIRE_OFFSET_HOLE_PAYLOAD bytes. */
+#define WIRE_OFFSET_HOLE_PAYLOAD 12
 bool wire_decode_offset_hole(const uint8_t *in, size_t len,
                              struct wire_offset_chunk *o);
 /* BLOCK_STATUS: in holds the chunk's first WIRE_BLOCK_STATUS_HDR bytes
@@ -231,5 +231,40 @@ static inline bool wire_range_ok(uint64_t off, uint64_t len, uint64_t size)
 {
   return off <= size && len <= size - off;
 }
+
+/* ---- Transmission replies ----
+ * The server's reply pieces (doc/proto.md "Structured reply chunk message
+ * types").  Each encoder writes into out, which has room for the size
+ * it returns (the WIRE_*_LEN below), so callers never spell an offset;
+ * extended headers will add variants with a 32-byte chunk header and
+ * 64-bit block status descriptors beside these. */
+#define WIRE_SIMPLE_REPLY_LEN    sizeof(struct nbd_simple_reply)
+#define WIRE_CHUNK_HDR_LEN       sizeof(struct nbd_structured_reply)
+#define WIRE_OFFSET_DATA_HDR_LEN (WIRE_CHUNK_HDR_LEN + 8)
+#define WIRE_OFFSET_HOLE_LEN     (WIRE_CHUNK_HDR_LEN + 12)
+#define WIRE_ERROR_CHUNK_LEN(msglen) (WIRE_CHUNK_HDR_LEN + 6 + (size_t)(msglen))
+/* The longest length one 32-bit block descriptor carries, 4 KiB aligned
+ * so every piece but the last stays aligned. */
+#define WIRE_BLOCK_DESC_MAX_LEN  0xfffff000u
+
+/* An ERROR chunk: error, then the message (msglen bytes, no NUL). */
+size_t wire_encode_error_chunk(uint8_t *out, uint16_t flags, uint64_t cookie,
+                               uint32_t error, const char *msg,
+                               uint16_t msglen);
+/* An OFFSET_DATA chunk's header for datalen bytes at offset; the data
+ * follows it on the wire. */
+size_t wire_encode_offset_data_hdr(uint8_t *out, uint16_t flags,
+                                   uint64_t cookie, uint64_t offset,
+                                   uint32_t datalen);
+/* An OFFSET_HOLE chunk: length bytes of zeroes at offset. */
+size_t wire_encode_offset_hole(uint8_t *out, uint16_t flags, uint64_t cookie,
+                               uint64_t offset, uint32_t length);
+/* A BLOCK_STATUS chunk's payload: the metadata context id, then the
+ * descriptors.  wire_put_block_desc appends descriptors covering length
+ * bytes with status flags (several when length does not fit in one), at
+ * most max of them; it returns how many it appended. */
+void wire_put_block_status_ctx(struct wire_buf *b, uint32_t context_id);
+size_t wire_put_block_desc(struct wire_buf *b, uint64_t length,
+                           uint32_t flags, size_t max);
 
 #endif

@@ -13,7 +13,13 @@
  *            check_replies.c mask_later_writes)
  *   bit 4    NBD_OPT_EXPORT_NAME instead of NBD_OPT_GO (and no
  *            NBD_FLAG_C_NO_ZEROES, so the old 124 zero bytes are sent)
- * Bits 5-7 are free (ignored).  Every reply is checked by the oracle in
+ *   bit 5    every request runs on the worker pool, none inline on the
+ *            reader (the path of backends that may wait for a device)
+ *   bit 6    every export behind the async filter: requests complete
+ *            from another thread (the path of asynchronous backends;
+ *            a sparse READ's later pieces queue behind later requests,
+ *            so READ data overlapping a later write is not checked)
+ * Bit 7 is free (ignored).  Every reply is checked by the oracle in
  * check_replies.h (protocol rules and the data read back). */
 #include <stddef.h>
 #include <stdint.h>
@@ -88,8 +94,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     .requests = data + 1, .nrequests = n,
     .structured = mode & 1, .meta = mode & 2,
     .export_name = mode & 0x10, .no_zeroes = !(mode & 0x10),
-    .zero_copy_reads = ((mode >> 2) & 3) == 3,
+    .zero_copy_reads = ((mode >> 2) & 3) == 3 || (mode & 0x40),
   };
+  fuzz_server_set_mode((struct fuzz_server_mode){
+    .workers_only = mode & 0x20, .async = mode & 0x40 });
   struct wire_buf hs;
   wire_buf_init(&hs);
   build_handshake(&hs, mode);

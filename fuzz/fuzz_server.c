@@ -17,12 +17,30 @@
 static char file_spec[64];
 static int file_fd = -1;
 
+static char async_file_spec[80];
+
 static const char *exports[] = {
   "memory:1M",
   FUZZ_EXPORT_RO "=memory:64K,readonly,description=read-only export",
   FUZZ_EXPORT_BIG "=memory:1T",
   file_spec,
 };
+/* The same behind the async filter: one thread completing operations in
+ * the order submitted (delay 0), so the oracle's model stays exact. */
+static const char *async_exports[] = {
+  "async:0:memory:1M",
+  FUZZ_EXPORT_RO "=async:0:memory:64K,readonly,description=read-only export",
+  FUZZ_EXPORT_BIG "=async:0:memory:1T",
+  async_file_spec,
+};
+_Static_assert(sizeof exports == sizeof async_exports, "export tables");
+
+static struct fuzz_server_mode mode;
+
+void fuzz_server_set_mode(struct fuzz_server_mode m)
+{
+  mode = m;
+}
 
 /* The file export starts as 1 MiB of holes, like the memory ones. */
 static void fresh_file(void)
@@ -56,6 +74,8 @@ void fuzz_server_init(void)
   unlink(path);
   snprintf(file_spec, sizeof file_spec,
            FUZZ_EXPORT_FILE "=file:/proc/self/fd/%d", file_fd);
+  snprintf(async_file_spec, sizeof async_file_spec,
+           FUZZ_EXPORT_FILE "=async:0:file:/proc/self/fd/%d", file_fd);
 }
 
 static void server_setup(struct server *s)
@@ -68,14 +88,16 @@ static void server_setup(struct server *s)
     .max_connections = 4,
     .tls_mode = TLS_MODE_OFF,
     .wake_pipe = { -1, -1 },
+    .xmit_workers_only = mode.workers_only,
   };
+  const char **specs = mode.async ? async_exports : exports;
   pthread_mutex_init(&s->creds_lock, NULL);
   pthread_mutex_init(&s->conns_lock, NULL);
   pthread_cond_init(&s->conns_cond, NULL);
   fresh_file();
   for (size_t i = 0; i < sizeof exports / sizeof exports[0]; i++)
-    if (export_parse(s, exports[i]) == -1) {
-      fprintf(stderr, "fuzz: %s: %s\n", exports[i], get_error());
+    if (export_parse(s, specs[i]) == -1) {
+      fprintf(stderr, "fuzz: %s: %s\n", specs[i], get_error());
       abort();
     }
   if (exports_open(s, false) == -1)

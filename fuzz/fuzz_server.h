@@ -14,6 +14,7 @@
 #ifndef SNBD_FUZZ_SERVER_H
 #define SNBD_FUZZ_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,15 @@
 #define FUZZ_EXPORT_RO   "ro"
 #define FUZZ_EXPORT_BIG  "big"
 #define FUZZ_EXPORT_FILE "file"
+
+/* How the next runs serve requests (default: as snbd-server does). */
+struct fuzz_server_mode {
+  bool workers_only;     /* every request on the worker pool, even on RAM
+                            exports (server.xmit_workers_only) */
+  bool async;            /* every export behind the async filter: requests
+                            complete from its thread (backends/async.c) */
+};
+void fuzz_server_set_mode(struct fuzz_server_mode m);
 
 /* Once per process (LLVMFuzzerInitialize). */
 void fuzz_server_init(void);

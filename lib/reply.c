@@ -202,7 +202,7 @@ static int offset_data(struct snbd_handle *h, struct req *r,
 static int offset_hole(struct snbd_handle *h, struct req *r,
                        const struct nbd_chunk_hdr *c)
 {
-  uint8_t b[WIRE_OFFSET_HOLE_LEN];
+  uint8_t b[WIRE_OFFSET_HOLE_PAYLOAD];
   struct wire_offset_chunk o;
   if (r->type != NBD_CMD_READ)
     return not_allowed(r, c);

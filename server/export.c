@@ -218,7 +218,7 @@ int exports_close(struct server *s)
     struct export *e = &s->exports[i];
     if (e->be) {
       if (!e->readonly && (e->be->caps & BACKEND_CAN_FLUSH) &&
-          e->be->ops->flush(e->be) == -1) {
+          backend_flush(e->be) == -1) {
         log_error("export \"%s\": flush at exit: %m", e->name);
         rc = -1;
       }

@@ -54,6 +54,9 @@ struct server {
   char *tls_psk;            /* file */
   char *tls_priority;
   bool tls_verify_peer;
+  bool xmit_workers_only;   /* test knob (fuzz_server.c): every request
+                               runs on the worker pool, none inline or
+                               submitted from the reader (xmit.c) */
 
   /* run-time state */
   pthread_mutex_t creds_lock;

@@ -1,16 +1,27 @@
-/* snbd: the backend interface.  A backend knows nothing of NBD: it stores
- * bytes.  Every operation returns 0, or -1 with errno set (EIO, ENOSPC,
- * EPERM, EINVAL, ENOTSUP, ...); the server maps errno to NBD_E* in one
- * place.  Callers have already range-checked every request against size,
- * so backends may assert it.  All operations are called concurrently from
- * several worker threads and must be thread-safe.
+/* snbd: the backend interface and the layer every request goes through.
+ *
+ * A backend knows nothing of NBD: it stores bytes.  It provides the
+ * operations of struct backend_ops; the server never calls them itself
+ * but goes through the layer at the end of this file (backend.c), which
+ * checks each request, emulates what the backend lacks (FUA, zeroing)
+ * and logs failures, as nbdkit's server/backend.c does for its plugins.
+ *
+ * Errors: every operation returns 0, or -1 with errno set (EIO, ENOSPC,
+ * EPERM, EINVAL, ENOTSUP, ...) and a message set with set_error() (log.h)
+ * on the thread that fails; the server maps errno to NBD_E* in one place.
+ * The layer has range-checked every request against size, so backends may
+ * assert it.  Operations are called concurrently from several threads and
+ * must be thread-safe.
  */
 #ifndef SNBD_BACKEND_H
 #define SNBD_BACKEND_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "extents.h"
 
 /* Capabilities (struct backend.caps). */
 #define BACKEND_CAN_WRITE      (1u << 0)  /* not opened read-only */
@@ -24,51 +35,56 @@
 #define BACKEND_CAN_MULTI_CONN (1u << 8)  /* flush covers all connections */
 #define BACKEND_ROTATIONAL     (1u << 9)
 #define BACKEND_CHEAP_EXTENTS  (1u << 10) /* extents() is cheap enough to
-                                             call on every read (sparse RAM) */
-#define BACKEND_FAST_IO        (1u << 11) /* operations never wait for a
-                                             device (RAM, tmpfs): the server
-                                             runs them inline */
-#define BACKEND_SENDFILE       (1u << 12) /* data_fd holds the disk from
-                                             offset 0 and reading it cannot
-                                             fail: READ data may be sent
-                                             from it with sendfile */
-#define BACKEND_RECV_MAP       (1u << 13) /* map is the whole disk, mapped
-                                             shared and writable: a WRITE
-                                             payload may be received into it
-                                             by the kernel (never touched
-                                             from user space, see xmit.c) */
+                                             call on every read (sparse RAM),
+                                             and a hole it reports need not
+                                             be read */
 
 /* Operation flags. */
-#define BACKEND_FUA       (1u << 0)  /* data is durable before returning */
+#define BACKEND_FUA       (1u << 0)  /* data is durable before completing */
 #define BACKEND_MAY_TRIM  (1u << 1)  /* zero(): may punch a hole */
 #define BACKEND_FAST      (1u << 2)  /* zero(): fail with ENOTSUP rather
                                         than be slower than a write */
-
-/* Extent flags: as NBD base:allocation, so no translation is needed. */
-#define EXTENT_HOLE 1u
-#define EXTENT_ZERO 2u
-
-struct extent { uint64_t offset, length; uint32_t flags; };
-
-/* An extent list a backend fills for [start, end): extents_add appends,
- * merging with the previous entry when flags match and it is contiguous.
- * Extents must be contiguous from start (an add that leaves a gap or
- * overlaps fails with EINVAL); parts before start or past end are clipped
- * off.  extents_add returns 1, "stop", once the list reaches end or when
- * an extent does not fit because max entries exist (it is dropped; one that
- * merges with the last entry still fits).  The caller sets max; 0 means no
- * limit but memory. */
-struct extents {
-  struct extent *v;
-  size_t n, cap, max;
-  uint64_t start, end;
-};
-void extents_init(struct extents *e, uint64_t start, uint64_t end, size_t max);
-int extents_add(struct extents *e, uint64_t offset, uint64_t length,
-                uint32_t flags);     /* 0 ok, 1 stop, -1 ENOMEM/EINVAL */
-void extents_free(struct extents *e);
+#define BACKEND_IN_PLACE  (1u << 3)  /* backend_submit WRITE: the payload
+                                        is already in place (received into
+                                        backend_map's mapping); only its
+                                        FUA remains to be done */
 
 struct backend;
+
+/* One operation handed to a backend's submit (asynchronous form). */
+enum backend_op {
+  BACKEND_OP_READ, BACKEND_OP_WRITE, BACKEND_OP_FLUSH, BACKEND_OP_TRIM,
+  BACKEND_OP_ZERO, BACKEND_OP_CACHE,
+};
+struct backend_io {
+  enum backend_op op;        /* READ, WRITE, FLUSH, TRIM or ZERO */
+  void *buf;                 /* READ: to fill; WRITE: the data */
+  uint64_t count, offset;
+  unsigned flags;            /* as for the synchronous operation */
+};
+
+/* The asynchronous contract (struct backend_ops.submit).
+ *
+ * submit returns 0 once it accepted io; it then calls
+ * backend_io_complete(io, err) exactly once, err 0 or an errno value, from
+ * any thread, possibly before submit returned.  Before completing with an
+ * error it calls set_error() on the completing thread: the layer logs that
+ * message there.  -1 (errno set) means io was refused and will never
+ * complete.  Until completion, io and its buffer belong to the backend:
+ * the caller keeps both alive and untouched (the server frees a request
+ * only in its completion).  A completion runs the rest of the request on
+ * the completing thread: the layer's next step (a FUA flush, the next
+ * piece of an emulated zero) and then the server's reply, which it only
+ * queues for the connection's writer (reply.h REPLY_TO_WRITER); so it
+ * must not be called with locks held that the backend's own submit takes.
+ * A connection is freed only after every request in flight completed
+ * (reply.c replies_finish), and a backend is closed only after every
+ * connection ended, so close needs no cancellation: it may wait for its
+ * own threads to finish. */
+void backend_io_complete(struct backend_io *io, int err);
+/* Runs io with b's synchronous operations (a filter completing its
+ * inner backend's work): 0, or -1 with errno set. */
+int backend_io_run(struct backend *b, struct backend_io *io);
 
 struct backend_ops {
   const char *name;
@@ -85,7 +101,25 @@ struct backend_ops {
   int (*extents)(struct backend *b, uint64_t count, uint64_t offset,
                  struct extents *e);
   int (*cache)(struct backend *b, uint64_t count, uint64_t offset);
+  /* Frees b; a filter's inner backend is closed by the layer after it. */
   void (*close)(struct backend *b);
+
+  /* Optional operations: the server's fast paths ask for them; a backend
+   * (or a filter) without them simply never gets those paths. */
+  /* Whether operations never wait for a device (RAM, tmpfs): the server
+   * then runs them on the connection's reader thread. */
+  bool (*never_waits)(struct backend *b);
+  /* A file descriptor holding [offset, offset+count) at *fd_offset, whose
+   * reading cannot fail, for sendfile; -1 if there is none. */
+  int (*send_fd)(struct backend *b, uint64_t offset, uint64_t count,
+                 uint64_t *fd_offset);
+  /* The range in a shared, writable mapping of the disk, or NULL.  Only
+   * the kernel may touch it (recv, send, mincore; see xmit.c), so a page
+   * that cannot be provided fails a syscall instead of raising SIGBUS. */
+  uint8_t *(*map)(struct backend *b, uint64_t offset, uint64_t count);
+  /* The asynchronous form of pread, pwrite, flush, trim and zero (see
+   * backend_io_complete); when present the layer uses it for those. */
+  int (*submit)(struct backend *b, struct backend_io *io);
 };
 
 struct backend {
@@ -95,30 +129,90 @@ struct backend {
   uint32_t block_min;      /* 1 unless the device needs more (e.g. 512) */
   uint32_t block_pref;     /* preferred I/O size, e.g. 4096 */
   char *desc;              /* human-readable, e.g. "memory:1G" */
-  int data_fd;             /* with BACKEND_SENDFILE */
-  uint8_t *map;            /* with BACKEND_RECV_MAP */
+  struct backend *inner;   /* a filter's backend (registry.c), or NULL */
 };
 
-/* Parse "memory:SIZE" | "file:PATH" (and "error:RATE:ERRNO:SPEC" for tests,
- * see backends/error.c).  NULL with set_error() on failure. */
-struct backend *backend_open(const char *spec, bool readonly);
-void backend_close(struct backend *b);
+/* ---- Opening (registry.c) ---- */
 
-/* A read-only open (backend_open(spec, true)) clears BACKEND_CAN_WRITE,
- * CAN_FUA, CAN_TRIM, CAN_ZERO and CAN_FAST_ZERO; pwrite, trim and zero
- * then fail with EPERM if called anyway. */
+/* "memory:SIZE", "file:PATH", or a filter "NAME:ARGS:SPEC" wrapping the
+ * backend SPEC (the test-only error and async filters); the table in
+ * registry.c lists them.  NULL with set_error() on failure.  A read-only
+ * open clears BACKEND_CAN_WRITE, CAN_FUA, CAN_TRIM, CAN_ZERO and
+ * CAN_FAST_ZERO; pwrite, trim and zero then fail with EPERM if called
+ * anyway. */
+struct backend *backend_open(const char *spec, bool readonly);
+/* Closes b and, after it, the backends it wraps. */
+void backend_close(struct backend *b);
 
 /* Sparse RAM disk of any size up to INT64_MAX (see memory.c). */
 struct backend *backend_memory_open(uint64_t size);
 /* Regular file or block device (see file.c). */
 struct backend *backend_file_open(const char *path, bool readonly);
-/* Test wrapper: args is "RATE:ERRNAME:SPEC" (see error.c); SPEC is opened
- * with backend_open. */
-struct backend *backend_error_open(const char *args, bool readonly);
+/* Test filters, handed their own arguments and the opened inner backend,
+ * which they own on success (see error.c, async.c). */
+struct backend *backend_error_open(const char *args, struct backend *inner);
+struct backend *backend_async_open(const char *args, struct backend *inner);
 
 /* "1G", "512M", "4096", "1T", "10k": decimal digits and at most one
  * binary suffix KMGTPE, case-insensitive; 0, or -1 (set_error) on garbage
  * or a value above INT64_MAX (the largest size NBD and off_t allow). */
 int parse_size(const char *s, uint64_t *out);
+
+/* ---- The layer (backend.c) ---- */
+
+/* A request through the layer.  The caller fills the first block and
+ * calls backend_submit; done(br, err) runs exactly once, err 0 or an
+ * errno value, on the submitting thread if every step completed at once
+ * (synchronous backends), else on the thread of the last completion (see
+ * backend_io_complete).  br and buf stay alive until then. */
+struct backend_req {
+  enum backend_op op;
+  unsigned flags;            /* BACKEND_FUA, MAY_TRIM, FAST, IN_PLACE */
+  uint64_t offset, count;
+  void *buf;                 /* READ: count bytes; WRITE: the payload */
+  const struct extents *data; /* READ: read only its non-zero extents
+                                (into buf at their offset - offset);
+                                NULL: the whole range */
+  const char *tag;           /* for the log: who asked (may be NULL) */
+  void (*done)(struct backend_req *br, int err);
+
+  /* The layer's. */
+  struct backend *be;
+  int stage;
+  uint64_t pos;              /* next piece (extent index or byte) */
+  int err;
+  atomic_int pending;        /* 2 while an asynchronous step is issued */
+  struct backend_io io;
+};
+
+/* Runs br on be: checks (asserts) range and capability, emulates FUA
+ * with one flush after a backend without native FUA, and zeroing with
+ * writes in bounded pieces (FAST refused with ENOTSUP then).  The caller
+ * has validated the request at the edge (xmit.c), so a bad one is a bug. */
+void backend_submit(struct backend *be, struct backend_req *br);
+
+/* Synchronous forms (they wait for an asynchronous backend); 0 or -1
+ * with errno and the error message set. */
+int backend_pread(struct backend *be, void *buf, uint64_t count,
+                  uint64_t offset);
+int backend_pwrite(struct backend *be, const void *buf, uint64_t count,
+                   uint64_t offset, unsigned flags);
+int backend_flush(struct backend *be);
+int backend_trim(struct backend *be, uint64_t count, uint64_t offset,
+                 unsigned flags);
+int backend_zero(struct backend *be, uint64_t count, uint64_t offset,
+                 unsigned flags);
+int backend_cache(struct backend *be, uint64_t count, uint64_t offset);
+/* Fills e (initialised by the caller for [offset, offset+count)): the
+ * backend's extents, or one data extent for a backend without them. */
+int backend_extents(struct backend *be, uint64_t count, uint64_t offset,
+                    struct extents *e);
+
+/* The optional operations, NULL-safe (false, -1, NULL when absent). */
+bool backend_never_waits(struct backend *be);
+bool backend_is_async(const struct backend *be);
+int backend_send_fd(struct backend *be, uint64_t offset, uint64_t count,
+                    uint64_t *fd_offset);
+uint8_t *backend_map(struct backend *be, uint64_t offset, uint64_t count);
 
 #endif

@@ -1,10 +1,12 @@
-/* snbd: an error-injecting wrapper, for tests.
+/* snbd: an error-injecting filter, for tests.
  *
- * "error:RATE:ERRNAME:SPEC" opens SPEC with backend_open and makes its
- * pread, pwrite, trim, zero and flush fail with errno ERRNAME (EIO,
+ * "error:RATE:ERRNAME:SPEC" wraps SPEC (opened by registry.c) and makes
+ * its pread, pwrite, trim, zero and flush fail with errno ERRNAME (EIO,
  * ENOSPC, EPERM, ...) with probability RATE (0 to 1, e.g. 0.1); extents
  * and cache pass through.  A failing call does not reach SPEC, and a
- * failing read zeroes the buffer.
+ * failing read zeroes the buffer.  Of the optional operations only
+ * never_waits passes through: with send_fd or map the server would bypass
+ * pread and pwrite, and could never see an injected error.
  *
  * Draw number n is splitmix64 of seed + n: a shared atomic counter, so
  * worker threads need no lock.  The seed comes from SNBD_ERROR_SEED when it
@@ -125,12 +127,17 @@ static int err_cache(struct backend *b, uint64_t count, uint64_t offset)
   return eb->inner->ops->cache(eb->inner, count, offset);
 }
 
-static void err_close(struct backend *b)
+static bool err_never_waits(struct backend *b)
 {
   struct err_backend *eb = eb_of(b);
-  backend_close(eb->inner);
+  return eb->inner->ops->never_waits &&
+         eb->inner->ops->never_waits(eb->inner);
+}
+
+static void err_close(struct backend *b)      /* the layer closes inner */
+{
   free(b->desc);
-  free(eb);
+  free(b);
 }
 
 static const struct backend_ops err_ops = {
@@ -143,6 +150,7 @@ static const struct backend_ops err_ops = {
   .extents = err_extents,
   .cache = err_cache,
   .close = err_close,
+  .never_waits = err_never_waits,
 };
 
 /* RATE: a decimal number from 0 to 1 ("0.1", "1", ".5"). */
@@ -206,13 +214,12 @@ static int choose_seed(uint64_t *seed)
   return 0;
 }
 
-struct backend *backend_error_open(const char *args, bool readonly)
+struct backend *backend_error_open(const char *args, struct backend *inner)
 {
   const char *c1 = strchr(args, ':');
-  const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
   struct err_backend *eb;
 
-  if (c2 == NULL) {
+  if (c1 == NULL) {
     set_error(EINVAL, "error: expected error:RATE:ERRNAME:SPEC");
     return NULL;
   }
@@ -222,29 +229,25 @@ struct backend *backend_error_open(const char *args, bool readonly)
     return NULL;
   }
   if (parse_rate(args, (size_t)(c1 - args), &eb->rate) == -1 ||
-      parse_errname(c1 + 1, (size_t)(c2 - c1 - 1), &eb->err,
-                    &eb->errname) == -1 ||
-      choose_seed(&eb->seed) == -1 ||
-      (eb->inner = backend_open(c2 + 1, readonly)) == NULL) {
+      parse_errname(c1 + 1, strlen(c1 + 1), &eb->err, &eb->errname) == -1 ||
+      choose_seed(&eb->seed) == -1) {
     free(eb);
     return NULL;
   }
   if (asprintf(&eb->b.desc, "error:%.*s:%s:%s", (int)(c1 - args), args,
-               eb->errname, eb->inner->desc) == -1) {
-    backend_close(eb->inner);
+               eb->errname, inner->desc) == -1) {
     free(eb);
     set_error(ENOMEM, "error backend: out of memory");
     return NULL;
   }
+  eb->inner = inner;
   atomic_init(&eb->draws, 0);
   eb->b.ops = &err_ops;
-  eb->b.size = eb->inner->size;
-  /* Not CHEAP_EXTENTS, SENDFILE or RECV_MAP: the server would then skip
-   * pread for holes or bypass pread and pwrite, and could never see the
-   * injected error. */
-  eb->b.caps = eb->inner->caps & ~(BACKEND_CHEAP_EXTENTS | BACKEND_SENDFILE |
-                                   BACKEND_RECV_MAP);
-  eb->b.block_min = eb->inner->block_min;
-  eb->b.block_pref = eb->inner->block_pref;
+  eb->b.size = inner->size;
+  /* Not CHEAP_EXTENTS: the server would then skip pread for holes and
+   * could never see the error injected there. */
+  eb->b.caps = inner->caps & ~BACKEND_CHEAP_EXTENTS;
+  eb->b.block_min = inner->block_min;
+  eb->b.block_pref = inner->block_pref;
   return &eb->b;
 }

@@ -43,6 +43,9 @@ struct file_backend {
   struct backend b;              /* first, so ops can cast back */
   int fd;
   bool is_bdev;
+  bool in_ram;                   /* tmpfs or ramfs: never waits, and a
+                                    read of it cannot fail */
+  uint8_t *map;                  /* shared writable mapping, or NULL */
   /* Set once the kernel said a method is unsupported (never cleared). */
   atomic_bool no_zero_range, no_punch, no_alloc, no_discard, no_zeroout;
   /* The last SEEK_HOLE answer: [data_from, data_to) held data (empty when
@@ -421,12 +424,31 @@ static int file_cache(struct backend *b, uint64_t count, uint64_t offset)
   return 0;
 }
 
+static bool file_never_waits(struct backend *b)
+{
+  return fb(b)->in_ram;
+}
+
+static int file_send_fd(struct backend *b, uint64_t offset, uint64_t count,
+                        uint64_t *fd_offset)
+{
+  (void)count;
+  *fd_offset = offset;
+  return fb(b)->in_ram ? fb(b)->fd : -1;
+}
+
+static uint8_t *file_map(struct backend *b, uint64_t offset, uint64_t count)
+{
+  (void)count;
+  return fb(b)->map ? fb(b)->map + offset : NULL;
+}
+
 static void file_close(struct backend *b)
 {
   struct file_backend *f = fb(b);
   pthread_mutex_destroy(&f->seek_lock);
-  if (b->map)
-    munmap(b->map, (size_t)b->size);
+  if (f->map)
+    munmap(f->map, (size_t)b->size);
   close(f->fd);
   free(b->desc);
   free(f);
@@ -442,6 +464,9 @@ static const struct backend_ops file_ops = {
   .extents = file_extents,
   .cache = file_cache,
   .close = file_close,
+  .never_waits = file_never_waits,
+  .send_fd = file_send_fd,
+  .map = file_map,
 };
 
 static bool is_pow2(uint64_t v)
@@ -501,23 +526,21 @@ static int probe(struct file_backend *f, bool readonly)
   f->b.size = (uint64_t)st.st_size;
   /* A file in RAM (tmpfs, ramfs) never waits for a device, and cannot
    * fail a read: the server runs requests inline and sends READ data
-   * with sendfile.  WRITE payloads are received into a shared mapping
-   * (one copy, socket to page cache, instead of two, and no inode lock
-   * for concurrent writers to spin on).  MADV_DONTDUMP keeps the disk's
-   * data out of core dumps. */
+   * with sendfile (never_waits, send_fd).  WRITE payloads are received
+   * into a shared mapping (map: one copy, socket to page cache, instead
+   * of two, and no inode lock for concurrent writers to spin on).
+   * MADV_DONTDUMP keeps the disk's data out of core dumps. */
   struct statfs sf;
   if (fstatfs(f->fd, &sf) == 0 &&
       (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC)) {
-    f->b.caps |= BACKEND_FAST_IO | BACKEND_SENDFILE;
-    f->b.data_fd = f->fd;
+    f->in_ram = true;
     void *m = MAP_FAILED;
     if (!readonly && st.st_size > 0 && (uint64_t)st.st_size <= SIZE_MAX)
       m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
                MAP_SHARED, f->fd, 0);
     if (m != MAP_FAILED) {
       madvise(m, (size_t)st.st_size, MADV_DONTDUMP);
-      f->b.map = m;
-      f->b.caps |= BACKEND_RECV_MAP;
+      f->map = m;
     }
   }
   f->b.block_min = 1;

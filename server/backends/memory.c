@@ -441,6 +441,12 @@ static int mem_cache(struct backend *b, uint64_t count, uint64_t offset)
   return 0;
 }
 
+static bool mem_never_waits(struct backend *b)
+{
+  (void)b;
+  return true;
+}
+
 static void mem_close(struct backend *b)
 {
   struct mem_backend *m = mem(b);
@@ -461,6 +467,7 @@ static const struct backend_ops mem_ops = {
   .extents = mem_extents,
   .cache = mem_cache,
   .close = mem_close,
+  .never_waits = mem_never_waits,
 };
 
 /* The root's height: the fewest levels that reach the last chunk. */
@@ -524,8 +531,7 @@ struct backend *backend_memory_open(uint64_t size)
   m->b.caps = BACKEND_CAN_WRITE | BACKEND_CAN_FLUSH | BACKEND_CAN_FUA |
               BACKEND_CAN_TRIM | BACKEND_CAN_ZERO | BACKEND_CAN_FAST_ZERO |
               BACKEND_CAN_EXTENTS | BACKEND_CAN_CACHE |
-              BACKEND_CAN_MULTI_CONN | BACKEND_CHEAP_EXTENTS |
-              BACKEND_FAST_IO;
+              BACKEND_CAN_MULTI_CONN | BACKEND_CHEAP_EXTENTS;
   m->b.block_min = 1;
   m->b.block_pref = 4096;
   return &m->b;

@@ -98,9 +98,11 @@ static void test_caps(void **state)
   const unsigned want = BACKEND_CAN_WRITE | BACKEND_CAN_FLUSH |
     BACKEND_CAN_FUA | BACKEND_CAN_TRIM | BACKEND_CAN_ZERO |
     BACKEND_CAN_FAST_ZERO | BACKEND_CAN_EXTENTS | BACKEND_CAN_CACHE |
-    BACKEND_CAN_MULTI_CONN | BACKEND_CHEAP_EXTENTS | BACKEND_FAST_IO;
+    BACKEND_CAN_MULTI_CONN | BACKEND_CHEAP_EXTENTS;
   assert_non_null(b);
   assert_int_equal(b->caps, want);
+  assert_true(backend_never_waits(b));       /* RAM: run inline */
+  assert_null(backend_map(b, 0, 4096));
   assert_int_equal(b->block_min, 1);
   assert_int_equal(b->ops->flush(b), 0);
   assert_int_equal(b->ops->cache(b, 4096, 0), 0);

@@ -416,6 +416,91 @@ static void test_names(void **state)
   assert_string_equal(nbd_opt_name(12345), "unknown option");
 }
 
+/* ---- Transmission replies: exact bytes (proto.md "Structured reply
+ * chunk message types") ---- */
+
+static const uint8_t chunk_magic[4] = { 0x66, 0x8e, 0x33, 0xef };
+
+static void test_error_chunk(void **state)
+{
+  (void)state;
+  uint8_t out[WIRE_ERROR_CHUNK_LEN(5)];
+  size_t n = wire_encode_error_chunk(out, NBD_REPLY_FLAG_DONE, 0x1122334455667788,
+                                     NBD_ENOSPC, "full!", 5);
+  static const uint8_t want[] = {
+    0x66, 0x8e, 0x33, 0xef, 0x00, 0x01, 0x80, 0x01,   /* DONE, ERROR */
+    0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,   /* cookie */
+    0x00, 0x00, 0x00, 0x0b,                           /* 6 + 5 */
+    0x00, 0x00, 0x00, 0x1c, 0x00, 0x05,               /* ENOSPC, len */
+    'f', 'u', 'l', 'l', '!',
+  };
+  assert_int_equal(n, sizeof want);
+  assert_memory_equal(out, want, sizeof want);
+  struct nbd_chunk_hdr h;                 /* the decoder agrees */
+  wire_decode_chunk_hdr(out, &h);
+  assert_int_equal(h.type, NBD_REPLY_TYPE_ERROR);
+  assert_int_equal(h.length, n - WIRE_CHUNK_HDR_LEN);
+}
+
+static void test_offset_data_hdr(void **state)
+{
+  (void)state;
+  uint8_t out[WIRE_OFFSET_DATA_HDR_LEN];
+  assert_int_equal(wire_encode_offset_data_hdr(out, 0, 7, 1ull << 40, 4096),
+                   28);
+  assert_memory_equal(out, chunk_magic, 4);
+  static const uint8_t want[] = {
+    0x00, 0x00, 0x00, 0x01,                           /* no flags, DATA */
+    0, 0, 0, 0, 0, 0, 0, 7,                           /* cookie */
+    0x00, 0x00, 0x10, 0x08,                           /* 8 + 4096 */
+    0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,   /* offset 2^40 */
+  };
+  assert_memory_equal(out + 4, want, sizeof want);
+}
+
+static void test_offset_hole(void **state)
+{
+  (void)state;
+  uint8_t out[WIRE_OFFSET_HOLE_LEN];
+  assert_int_equal(wire_encode_offset_hole(out, NBD_REPLY_FLAG_DONE, 9,
+                                           0x10000, 0xfffff000u), 32);
+  assert_memory_equal(out, chunk_magic, 4);
+  static const uint8_t want[] = {
+    0x00, 0x01, 0x00, 0x02,                           /* DONE, HOLE */
+    0, 0, 0, 0, 0, 0, 0, 9,
+    0x00, 0x00, 0x00, 0x0c,                           /* 12 */
+    0, 0, 0, 0, 0, 0x01, 0x00, 0x00,                  /* offset */
+    0xff, 0xff, 0xf0, 0x00,                           /* length */
+  };
+  assert_memory_equal(out + 4, want, sizeof want);
+}
+
+/* A length past 32 bits is split into aligned descriptors, never more
+ * than max of them. */
+static void test_block_status_descs(void **state)
+{
+  (void)state;
+  struct wire_buf b;
+  wire_buf_init(&b);
+  wire_put_block_status_ctx(&b, 1);
+  assert_int_equal(wire_put_block_desc(&b, 4096, NBD_STATE_HOLE, 10), 1);
+  uint64_t big = 2ull * WIRE_BLOCK_DESC_MAX_LEN + 512;
+  assert_int_equal(wire_put_block_desc(&b, big, 0, 10), 3);
+  assert_int_equal(wire_put_block_desc(&b, big, 0, 2), 2);
+  assert_int_equal(wire_put_block_desc(&b, 0, 0, 2), 0);
+  assert_false(b.oom);
+  assert_int_equal(b.len, 4 + 6 * 8);
+  static const uint8_t want[] = {
+    0, 0, 0, 1,                                       /* context id */
+    0x00, 0x00, 0x10, 0x00, 0, 0, 0, 1,               /* 4096, HOLE */
+    0xff, 0xff, 0xf0, 0x00, 0, 0, 0, 0,
+    0xff, 0xff, 0xf0, 0x00, 0, 0, 0, 0,
+    0x00, 0x00, 0x02, 0x00, 0, 0, 0, 0,               /* the 512 left */
+  };
+  assert_memory_equal(b.data, want, sizeof want);
+  wire_buf_free(&b);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -437,6 +522,10 @@ int main(void)
     cmocka_unit_test(test_client_error_chunk),
     cmocka_unit_test(test_range_ok),
     cmocka_unit_test(test_names),
+    cmocka_unit_test(test_error_chunk),
+    cmocka_unit_test(test_offset_data_hdr),
+    cmocka_unit_test(test_offset_hole),
+    cmocka_unit_test(test_block_status_descs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

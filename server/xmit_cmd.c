@@ -1,0 +1,371 @@
+/* snbd-server: running a validated request (xmit.h) and building its
+ * reply.  Every backend call goes through the backend layer
+ * (backends/backend.h), which checks it, emulates FUA and zeroing, and
+ * completes either at once or later from a backend's own thread; the
+ * reply then goes where the request's route says (reply.h).
+ * Spec: proto.md "Transmission phase". */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "xmit.h"
+
+/* The one errno -> NBD_E* mapping (proto.md "Error values"). */
+uint32_t xmit_nbd_errno(int err)
+{
+  switch (err) {
+  case 0: return NBD_SUCCESS;
+  case EPERM: case EROFS: return NBD_EPERM;
+  case EIO: return NBD_EIO;
+  case ENOMEM: return NBD_ENOMEM;
+  case EINVAL: return NBD_EINVAL;
+  case ENOSPC: case EDQUOT: case EFBIG: return NBD_ENOSPC;
+  case EOVERFLOW: return NBD_EOVERFLOW;
+  case ENOTSUP: return NBD_ENOTSUP;
+  case ESHUTDOWN: return NBD_ESHUTDOWN;
+  default: return NBD_EIO;
+  }
+}
+
+static void req_free(struct req *q)
+{
+  extents_free(&q->ex);
+  free(q->buf);
+  free(q);
+}
+
+static struct req *req_of(struct backend_req *br)
+{
+  return (struct req *)((char *)br - offsetof(struct req, br));
+}
+
+/* ---- replies ---- */
+
+static void send_simple(const struct req *q, uint32_t err)
+{
+  struct reply *rp = reply_new(&q->r, 1, WIRE_SIMPLE_REPLY_LEN);
+  if (rp)
+    wire_encode_simple_reply(reply_hdr(rp, WIRE_SIMPLE_REPLY_LEN), err,
+                             q->r.cookie);
+  reply_queue(q->c, &q->r, rp, q->route);
+}
+
+/* An error: a structured ERROR chunk with a message when structured
+ * replies are on (required for READ), else a simple reply. */
+void xmit_send_error(const struct req *q, int err, const char *what)
+{
+  uint32_t nerr = xmit_nbd_errno(err);
+  if (!q->c->structured) {
+    send_simple(q, nerr);
+    return;
+  }
+  char msg[256];
+  int n = snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  if (n < 0)
+    n = 0;
+  if ((size_t)n >= sizeof msg)
+    n = sizeof msg - 1;
+  size_t len = WIRE_ERROR_CHUNK_LEN(n);
+  struct reply *rp = reply_new(&q->r, 1, len);
+  if (rp)
+    wire_encode_error_chunk(reply_hdr(rp, len), NBD_REPLY_FLAG_DONE,
+                            q->r.cookie, nerr, msg, (uint16_t)n);
+  reply_queue(q->c, &q->r, rp, q->route);
+}
+
+/* The reply to a request whose backend work finished (backend_req.done). */
+static void cmd_done(struct backend_req *br, int err)
+{
+  struct req *q = req_of(br);
+  if (err)
+    xmit_send_error(q, err, nbd_cmd_name(q->r.type));
+  else
+    send_simple(q, 0);
+  req_free(q);
+}
+
+/* ---- READ ---- */
+
+/* Large READs from a backend whose data is a file that cannot fail a
+ * read (backend_send_fd), over a plain socket, skip the read buffer.
+ * Small reads gain less than they lose by not sharing a send with other
+ * replies.
+ *
+ * Usually the file's pages go to the socket with sendfile, no copy: a
+ * NIC reads them by DMA, a Unix socket peer copies them once.  To a TCP
+ * peer on this host the data is copied into the socket from the file's
+ * mapping instead: there the receiving CPU is ours too, and a stream of
+ * page-cache pages cost it more than the copy costs us (docs/design.md
+ * "Loopback TCP").  Only for ranges wholly in memory: reading a hole
+ * through a shared tmpfs mapping would allocate its pages.  Only the
+ * kernel reads the mapping, so a page the file lost since fails the send
+ * with EFAULT instead of raising SIGBUS.  Either way a file cut short by
+ * someone else ends the connection (the header is already out), where
+ * pread would have answered EIO. */
+#define SENDFILE_MIN (128 * 1024)
+
+/* Every page of the range is in memory (mincore: not a hole, not
+ * swapped out).  lseek(SEEK_HOLE) would say the same, but walks the file
+ * to the next hole, however far. */
+static bool all_in_memory(const uint8_t *p, uint32_t len)
+{
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  unsigned char vec[256];
+  uintptr_t start = (uintptr_t)p & ~(page - 1), end = (uintptr_t)p + len;
+  while (start < end) {
+    uintptr_t n = (end - start + page - 1) / page;
+    if (n > sizeof vec)
+      n = sizeof vec;
+    if (mincore((void *)start, (size_t)(n * page), vec) == -1)
+      return false;
+    for (uintptr_t i = 0; i < n; i++)
+      if (!(vec[i] & 1))
+        return false;
+    start += n * page;
+  }
+  return true;
+}
+
+static bool read_without_buffer(const struct req *q)
+{
+  struct conn *c = q->c;
+  const struct nbd_req *r = &q->r;
+  struct backend *be = c->exp->be;
+  uint64_t fd_off;
+  if (r->count < SENDFILE_MIN || !transport_can_sendfile(c->t) ||
+      (c->structured && (be->caps & BACKEND_CHEAP_EXTENTS)))
+    return false;
+  int fd = backend_send_fd(be, r->offset, r->count, &fd_off);
+  if (fd == -1)
+    return false;
+  uint8_t *map = c->tcp_loopback ? backend_map(be, r->offset, r->count)
+                                 : NULL;
+  bool copy = map && all_in_memory(map, r->count);
+  struct reply *rp = reply_new(r, 2, WIRE_OFFSET_DATA_HDR_LEN);
+  if (rp) {
+    if (c->structured)
+      wire_encode_offset_data_hdr(reply_hdr(rp, WIRE_OFFSET_DATA_HDR_LEN),
+                                  NBD_REPLY_FLAG_DONE, r->cookie, r->offset,
+                                  r->count);
+    else
+      wire_encode_simple_reply(reply_hdr(rp, WIRE_SIMPLE_REPLY_LEN), 0,
+                               r->cookie);
+    if (copy)
+      reply_data(rp, map, r->count);
+    else
+      reply_file(rp, fd, fd_off, r->count);
+  }
+  reply_queue(c, r, rp, q->route);
+  return true;
+}
+
+/* Structured READ: holes of a sparse backend go out as OFFSET_HOLE chunks
+ * (docs/architecture.md "Structured replies").  Every data extent was
+ * read before any chunk is sent, so the last chunk can carry DONE. */
+static void send_read_chunks(struct req *q)
+{
+  const struct nbd_req *r = &q->r;
+  const struct extents *ex = &q->ex;
+  struct reply *rp = reply_new(r, ex->n ? 2 * (int)ex->n : 1,
+                               ex->n ? WIRE_OFFSET_HOLE_LEN * ex->n
+                                     : WIRE_CHUNK_HDR_LEN);
+  for (size_t i = 0; rp && i < ex->n; i++) {
+    const struct extent *x = &ex->v[i];
+    uint16_t fl = i + 1 == ex->n ? NBD_REPLY_FLAG_DONE : 0;
+    if (x->flags & EXTENT_ZERO)
+      wire_encode_offset_hole(reply_hdr(rp, WIRE_OFFSET_HOLE_LEN), fl,
+                              r->cookie, x->offset, (uint32_t)x->length);
+    else {
+      wire_encode_offset_data_hdr(reply_hdr(rp, WIRE_OFFSET_DATA_HDR_LEN),
+                                  fl, r->cookie, x->offset,
+                                  (uint32_t)x->length);
+      reply_data(rp, (uint8_t *)q->buf + (x->offset - r->offset),
+                 (size_t)x->length);
+    }
+  }
+  if (!rp) {
+    xmit_send_error(q, ENOMEM, "read");
+    return;
+  }
+  if (ex->n == 0)           /* zero-length read: just NONE */
+    wire_encode_chunk_hdr(reply_hdr(rp, WIRE_CHUNK_HDR_LEN),
+                          NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE,
+                          r->cookie, 0);
+  reply_own(rp, q->buf);
+  q->buf = NULL;
+  reply_queue(q->c, r, rp, q->route);
+}
+
+static void read_done(struct backend_req *br, int err)
+{
+  struct req *q = req_of(br);
+  const struct nbd_req *r = &q->r;
+  if (err)
+    xmit_send_error(q, err, "read");
+  else if (q->c->structured)
+    send_read_chunks(q);
+  else {
+    struct reply *rp = reply_new(r, 2, WIRE_SIMPLE_REPLY_LEN);
+    if (rp) {
+      wire_encode_simple_reply(reply_hdr(rp, WIRE_SIMPLE_REPLY_LEN), 0,
+                               r->cookie);
+      if (r->count)
+        reply_data(rp, q->buf, r->count);
+      reply_own(rp, q->buf);
+      q->buf = NULL;
+    }
+    reply_queue(q->c, r, rp, q->route);
+  }
+  req_free(q);
+}
+
+/* The extents a structured READ replies with: a sparse backend's holes
+ * and data (unless the client wants one chunk, DF), else one data extent
+ * for the whole range. */
+static int read_extents(struct req *q)
+{
+  const struct nbd_req *r = &q->r;
+  struct backend *be = q->c->exp->be;
+  struct extents *ex = &q->ex;
+  bool sparse = (be->caps & BACKEND_CHEAP_EXTENTS) &&
+                !(r->flags & NBD_CMD_FLAG_DF) && r->count > 0;
+  extents_init(ex, r->offset, r->offset + r->count, 1024);
+  if (sparse && backend_extents(be, r->count, r->offset, ex) == -1)
+    return -1;
+  if (!sparse || !extents_complete(ex)) {
+    ex->n = 0;
+    if (r->count > 0 && extents_add(ex, r->offset, r->count, 0) == -1) {
+      errno = ENOMEM;
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static void cmd_read(struct req *q)
+{
+  const struct nbd_req *r = &q->r;
+  if (read_without_buffer(q)) {
+    req_free(q);
+    return;
+  }
+  /* Not zeroed: bytes only leave this buffer after a successful read
+   * filled them (holes go out as OFFSET_HOLE, failures send no payload),
+   * so nothing stale can reach the client (docs/security.md 17, 25). */
+  q->buf = malloc(r->count ? r->count : 1);
+  if (!q->buf || (q->c->structured && read_extents(q) == -1)) {
+    xmit_send_error(q, q->buf ? errno : ENOMEM, "read");
+    req_free(q);
+    return;
+  }
+  q->br = (struct backend_req){
+    .op = BACKEND_OP_READ, .offset = r->offset, .count = r->count,
+    .buf = q->buf, .data = q->c->structured ? &q->ex : NULL,
+    .tag = q->c->exp->name, .done = read_done,
+  };
+  backend_submit(q->c->exp->be, &q->br);
+}
+
+/* ---- BLOCK_STATUS ---- */
+
+/* For base:allocation, at most 2^20 descriptors, lengths in 64 bits
+ * until encoded (docs/security.md 15). */
+static void cmd_block_status(struct req *q)
+{
+  const struct nbd_req *r = &q->r;
+  struct backend *be = q->c->exp->be;
+  struct extents *ex = &q->ex;
+  extents_init(ex, r->offset, r->offset + r->count,
+               r->flags & NBD_CMD_FLAG_REQ_ONE ? 1
+                                               : NBD_MAX_BLOCK_STATUS_DESCS);
+  int rc = backend_extents(be, r->count, r->offset, ex);
+  if (rc == -1 || ex->n == 0) {
+    xmit_send_error(q, rc == -1 ? errno : EIO, "block status");
+    return;
+  }
+  struct wire_buf b;
+  wire_buf_init(&b);
+  wire_put_block_status_ctx(&b, 1);      /* base:allocation's id */
+  size_t ndesc = 0;
+  for (size_t i = 0; i < ex->n && ndesc < ex->max; i++)
+    ndesc += wire_put_block_desc(&b, ex->v[i].length,
+                                 ex->v[i].flags &
+                                 (NBD_STATE_HOLE | NBD_STATE_ZERO),
+                                 ex->max - ndesc);
+  if (b.oom) {
+    wire_buf_free(&b);
+    xmit_send_error(q, ENOMEM, "block status");
+    return;
+  }
+  struct reply *rp = reply_new(r, 2, WIRE_CHUNK_HDR_LEN);
+  if (rp) {
+    wire_encode_chunk_hdr(reply_hdr(rp, WIRE_CHUNK_HDR_LEN),
+                          NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
+                          r->cookie, (uint32_t)b.len);
+    reply_data(rp, b.data, b.len);
+    reply_own(rp, b.data);       /* the reply frees the descriptors */
+  }
+  else
+    wire_buf_free(&b);
+  reply_queue(q->c, r, rp, q->route);
+}
+
+/* ---- the rest: one backend request each ---- */
+
+static const enum backend_op cmd_ops[] = {
+  [NBD_CMD_WRITE] = BACKEND_OP_WRITE, [NBD_CMD_FLUSH] = BACKEND_OP_FLUSH,
+  [NBD_CMD_TRIM] = BACKEND_OP_TRIM, [NBD_CMD_WRITE_ZEROES] = BACKEND_OP_ZERO,
+  [NBD_CMD_CACHE] = BACKEND_OP_CACHE,
+};
+
+/* The layer's flags for a request's NBD flags. */
+static unsigned backend_flags(const struct req *q)
+{
+  const struct nbd_req *r = &q->r;
+  unsigned fl = 0;
+  if (r->flags & NBD_CMD_FLAG_FUA)
+    fl |= BACKEND_FUA;
+  if (q->written)
+    fl |= BACKEND_IN_PLACE;
+  if (r->type == NBD_CMD_WRITE_ZEROES) {
+    if (!(r->flags & NBD_CMD_FLAG_NO_HOLE))
+      fl |= BACKEND_MAY_TRIM;
+    if (r->flags & NBD_CMD_FLAG_FAST_ZERO)
+      fl |= BACKEND_FAST;
+  }
+  return fl;
+}
+
+void xmit_req_start(void *arg)
+{
+  struct req *q = arg;
+  const struct nbd_req *r = &q->r;
+
+  switch (r->type) {
+  case NBD_CMD_READ:
+    cmd_read(q);
+    return;
+  case NBD_CMD_BLOCK_STATUS:
+    cmd_block_status(q);
+    req_free(q);
+    return;
+  case NBD_CMD_WRITE:
+    if (q->written && q->write_err) {
+      xmit_send_error(q, q->write_err, nbd_cmd_name(r->type));
+      req_free(q);
+      return;
+    }
+    break;
+  }
+  q->br = (struct backend_req){
+    .op = cmd_ops[r->type], .flags = backend_flags(q), .offset = r->offset,
+    .count = r->count, .buf = q->buf, .tag = q->c->exp->name,
+    .done = cmd_done,
+  };
+  backend_submit(q->c->exp->be, &q->br);
+}
