@@ -159,7 +159,7 @@ struct sockaddr_storage;
 bool sockaddr_is_local(const struct sockaddr_storage *ss);
 /* For a connected TCP socket whose peer is on this host (a loopback
  * address, or the socket's own address): keeps at most 64 KiB unsent
- * (docs/design.md "Loopback TCP") and returns true.  peer: the caller's
+ * (docs/architecture.md "Loopback TCP") and returns true.  peer: the caller's
  * getpeername result, or NULL to look it up. */
 bool tcp_tune_for_peer(int fd, const struct sockaddr_storage *peer);
 

@@ -76,7 +76,7 @@ struct conn {
 /* handshake.c: sends what the socket takes of the greeting now, through
  * the connection's transport without blocking (the accepting thread, so
  * the client can answer while the connection's thread starts:
- * docs/design.md "Greeting from the accepting thread"); srv_hs_run sends
+ * docs/architecture.md "Greeting from the accepting thread"); srv_hs_run sends
  * the rest. */
 void srv_hs_greet(struct conn *c);
 /* handshake.c: the server's side of the handshake, on the connection's

@@ -100,7 +100,7 @@ static void cmd_done(struct backend_req *br, int err)
  * NIC reads them by DMA, a Unix socket peer copies them once.  To a TCP
  * peer on this host the data is copied into the socket from the file's
  * mapping instead: there the receiving CPU is ours too, and a stream of
- * page-cache pages cost it more than the copy costs us (docs/design.md
+ * page-cache pages cost it more than the copy costs us (docs/architecture.md
  * "Loopback TCP").  Only for ranges wholly in memory: reading a hole
  * through a shared tmpfs mapping would allocate its pages.  Only the
  * kernel reads the mapping, so a page the file lost since fails the send

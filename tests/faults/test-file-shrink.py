@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A file in RAM cut short under the server, and its holes (docs/design.md
+"""A file in RAM cut short under the server, and its holes (docs/architecture.md
 "Zero-copy file I/O"; docs/security.md 17, 32).
 
 On tmpfs the server receives WRITE payloads into a shared mapping of the

@@ -1,14 +1,14 @@
-"""Replies never interleave (docs/design.md, reply.c; docs/security.md 31): many large READs in
-flight, so replies are cut short by a full socket and finished by the
-writer thread while the reader keeps sending others, mixed with error
-replies (which always go through the writer) and with WRITEs of odd sizes
-at odd offsets.  On a memory export, then on a file in /dev/shm over
-Unix and TCP, where large reads go out with sendfile (a reply cut short
-inside its file piece) and write payloads are received into a mapping of
-the file (partly from the read-ahead buffer, partly from the socket).
-Every byte is checked against a model; a reply that landed inside another
-shows up as corrupt data or a dropped connection.  Bounded: 600 reads per
-run, at most 30 s each."""
+"""Replies never interleave (docs/architecture.md "Transmission: the path of
+a request"; docs/security.md 31): many large READs in flight, so replies
+are cut short by a full socket and finished by the writer thread while the
+reader keeps sending others, mixed with error replies (which always go
+through the writer) and with WRITEs of odd sizes at odd offsets. On a
+memory export, then on a file in /dev/shm over Unix and TCP, where large
+reads go out with sendfile (a reply cut short inside its file piece) and
+write payloads are received into a mapping of the file (partly from the
+read-ahead buffer, partly from the socket). Every byte is checked against
+a model; a reply that landed inside another shows up as corrupt data or a
+dropped connection. Bounded: 600 reads per run, at most 30 s each."""
 import os
 import random
 import socket

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Secure by default (docs/architecture.md "TLS policy", docs/security.md 30): clear text beyond
-# loopback must be asked for with --tls=off; TLS modes need credentials;
-# credentials alone mean FORCEDTLS.  No test here listens beyond loopback:
-# the refusals happen before anything is bound.
+# Secure by default (docs/architecture.md "The promise", docs/security.md
+# 30): clear text beyond loopback must be asked for with --tls=off; TLS
+# modes need credentials; credentials alone mean FORCEDTLS.  No test here
+# listens beyond loopback: the refusals happen before anything is bound.
 . "$SNBD_SRC/tests/lib/common.sh"
 . "$SNBD_SRC/tests/lib/tls.sh"
 require_server
