@@ -52,7 +52,8 @@ static void drop_oldest_negotiating(struct server *s)
 {
   struct conn *oldest = NULL;
   for (struct conn *c = s->conns; c; c = c->next)
-    if (c->negotiating && (!oldest || c->started < oldest->started))
+    if (c->negotiating && !atomic_load(&c->chosen) &&
+        (!oldest || c->started < oldest->started))
       oldest = c;
   if (oldest) {
     log_info("%s: too many connections negotiating (%d); dropping the "

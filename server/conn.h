@@ -4,6 +4,7 @@
 #define SNBD_CONN_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -71,6 +72,11 @@ struct conn {
 
   struct conn *prev, *next;     /* server.conns, under conns_lock */
   bool negotiating;             /* counted in server.nnegotiating */
+  /* Set by the handshake when it accepts GO / EXPORT_NAME, before the
+   * reply goes out: from then on the client believes it is connected, so
+   * the connection is never the one a flood drops (conn.c), even while
+   * its thread has not yet left the negotiating count. */
+  atomic_bool chosen;
 };
 
 /* handshake.c: sends what the socket takes of the greeting now, through

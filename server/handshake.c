@@ -174,6 +174,7 @@ static void hs_choose(struct conn *c, const struct export *e)
   c->eflags = export_eflags(e, c->structured);
   c->meta_active = c->structured && c->meta_base_allocation &&
                    c->meta_export == e;
+  atomic_store(&c->chosen, true);
 }
 
 static int opt_info_go(struct conn *c, uint32_t opt, const uint8_t *data,
