@@ -4,7 +4,8 @@
 #
 #   bg CMD...                 start CMD in the background; stopped at exit
 #   stop_bg PID               stop one background process now
-#   wait_socket PATH          wait (bounded) until PATH is a socket
+#   wait_socket PATH          wait (bounded) until PATH is a socket that
+#                             accepts connections
 #   start_nbdkit NAME ARGS... nbdkit -f -U $PWD/NAME.sock ARGS in the
 #                             background; sets $sock and $pid
 #   client_battery URI IMG [check-with-nbdcopy]
@@ -47,7 +48,14 @@ _client_cleanup() {
 }
 trap _client_cleanup EXIT
 
-wait_socket() { wait_for 20 test -S "$1"; }
+# A server binds its socket before it listens: in between, the file is
+# there and a connection is refused (seen with nbdkit on a loaded
+# machine), so wait until one connects.
+_accepts() {
+  /usr/bin/python3 -c 'import socket, sys
+socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$1" 2>/dev/null
+}
+wait_socket() { wait_for 20 _accepts "$1"; }
 
 start_nbdkit() {
   sock=$PWD/$1.sock
