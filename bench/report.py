@@ -17,7 +17,9 @@ from collections import defaultdict
 ANCHORS = ["nbdkit-memory", "nbdkit-file", "qemu-nbd", "nbd-server"]
 CEILING = "nbdkit-null"
 SNBD_ROWS = ["snbd", "snbd-memory"]
-ORDER = SNBD_ROWS + ANCHORS + [CEILING]
+PREV = "snbd-prev"                      # an earlier snbd build (BENCH_PREV)
+ORDER = SNBD_ROWS + [PREV] + ANCHORS + [CEILING]
+WORSE = 0.05                            # what "worse than before" allows
 TRANSPORT_NAMES = {"tcp": "TCP", "unix": "Unix", "x509": "TLS X.509",
                    "psk": "TLS PSK"}
 
@@ -414,6 +416,37 @@ columns where lower is better):
 """
 
 
+def prev_table(res):
+    """snbd ÷ snbd-prev per column: the change against the tree before it,
+    measured in the same run.  A figure more than WORSE worse is marked."""
+    snbd = res.snbd_row()
+    if PREV not in res.servers or not snbd:
+        return []
+    out = ["## snbd against an earlier snbd (`snbd-prev`, BENCH_PREV)", "",
+           "snbd tree {}, snbd-prev tree {}.  Each cell is snbd ÷ snbd-prev; "
+           "**worse** marks a figure more than {:.0f}% worse (lower where "
+           "higher is better, higher where ↓).".format(
+               res.meta.get("git"), res.meta.get("git_prev"), WORSE * 100),
+           "", table_row(["transport"] + [c[1] for c in COLUMNS]),
+           table_row(["---"] + ["---:"] * len(COLUMNS))]
+    worse = 0
+    for t in res.transports:
+        cells = []
+        for metric, _, better, _ in COLUMNS:
+            mine, prev = res.median(snbd, t, metric), res.median(PREV, t, metric)
+            if mine is None or prev is None or mine <= 0 or prev <= 0:
+                cells.append("")
+                continue
+            r = mine / prev
+            bad = r < 1 - WORSE if better == "hi" else r > 1 + WORSE
+            worse += bad
+            cells.append("{:.2f}×{}".format(r, " **worse**" if bad else ""))
+        out.append(table_row([TRANSPORT_NAMES.get(t, t)] + cells))
+    out += ["", "{} figure(s) more than {:.0f}% worse than snbd-prev.".format(
+        worse, WORSE * 100), ""]
+    return out
+
+
 def meta_lines(res):
     m = res.meta.get
     out = []
@@ -488,6 +521,7 @@ def main():
     if snbd_present(res):
         doc += ["## Targets (from the benchmark issue)", ""] + targets_table(res)
         doc += [""] + client_hs_lines(res) + [""]
+    doc += prev_table(res)
     doc += scale_lines(res, notes)
     doc += ["## snbd-copy against nbdcopy (both on snbd-server: a file "
             "in, then out to `null:`)", ""] + copies
@@ -501,7 +535,7 @@ def main():
         f.write("\n".join(doc))
     targets = targets_table(res) if snbd_present(res) else []
     print("\n".join(meta_lines(res) + [""] + table + [""] + copies + [""]
-                    + targets))
+                    + targets + [""] + prev_table(res)))
     if notes.reasons:
         print("\n".join([""] + notes.lines()))
     print("\nwritten to " + sys.argv[2])

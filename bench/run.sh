@@ -51,6 +51,18 @@ HOLD_TIMEOUT=$((60 + CONNS / 20))
 SCALE_TIMEOUT=$((60 + SCALE_CONNS / 20 + COPY_TIMEOUT))
 
 SNBD_SERVER=$build/server/snbd-server
+# BENCH_PREV=BUILD_DIR: the build directory of an earlier snbd tree, served
+# as the row snbd-prev beside snbd (file backend, same options), so that a
+# change is measured against the tree before it in one interleaved run.
+SNBD_PREV_SERVER=""
+if [ -n "${BENCH_PREV:-}" ]; then
+  SNBD_PREV_SERVER=$(cd "$BENCH_PREV" && pwd)/server/snbd-server
+  [ -x "$SNBD_PREV_SERVER" ] || { echo "bench: no $SNBD_PREV_SERVER" >&2; exit 2; }
+  case " $SERVERS " in
+    *" snbd-prev "*) ;;
+    *) SERVERS="$SERVERS snbd-prev" ;;
+  esac
+fi
 SNBD_COPY=$build/tools/snbd-copy
 BIN=$build/bench
 PY=/usr/bin/python3 # Debian's (the one on PATH may lack modules)
@@ -123,6 +135,13 @@ record_meta() {
   meta conns "$CONNS"
   meta scale_conns "$SCALE_CONNS"
   meta git "$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
+  if [ -n "$SNBD_PREV_SERVER" ]; then
+    local prev_src
+    prev_src=$("$PY" -c 'import json, sys
+print(json.load(open(sys.argv[1]))["directories"]["source"])' \
+      "$BENCH_PREV/meson-info/meson-info.json" 2>/dev/null)
+    meta git_prev "$(git -C "${prev_src:-/nonexistent}" describe --always --dirty 2>/dev/null || echo unknown)"
+  fi
 }
 record_meta
 
@@ -230,7 +249,7 @@ log "done in $(( $(date +%s) - started )) s; writing $OUT"
 # Every run's raw figure, in the order measured, beside the report.
 cp "$RESULTS" "${OUT%.md}.tsv"
 # A failed snbd figure fails `make bench`; an anchor's is only reported.
-if grep -q $'^snbd[^\t]*\t[^\t]*\tna:' "$RESULTS"; then
+if grep -Eq $'^snbd(-memory)?\t[^\t]*\tna:' "$RESULTS"; then
   echo "bench: some snbd figures are missing (see the notes in $OUT)" >&2
   exit 1
 fi

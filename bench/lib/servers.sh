@@ -11,7 +11,8 @@
 #   scrub TEXT                   TEXT with the work dir as $W and the
 #                                port as $PORT, for the record
 #
-# NAME: snbd (file backend), snbd-memory, nbdkit-memory, nbdkit-file,
+# NAME: snbd (file backend), snbd-memory, snbd-prev (SNBD_PREV_SERVER, an
+# earlier build, file backend), nbdkit-memory, nbdkit-file,
 # qemu-nbd, nbd-server, nbdkit-null (the do-nothing ceiling).
 # TRANSPORT: tcp (loopback), unix, x509 (TLS with client certificates,
 # peer verified), psk (TLS-PSK); TLS is over loopback TCP.
@@ -52,6 +53,7 @@ _listen_args() { # TCP_ARGS... -- UNIX_ARGS...: pick by $_T
 
 _cmd_snbd() {
   cmd=("$SNBD_SERVER")
+  [ "$1" != snbd-prev ] || cmd=("$SNBD_PREV_SERVER")
   _listen_args -i 127.0.0.1 -p "$_port" -- -U "$_sock"
   case $_T in
     x509) cmd+=(--tls-certificates "$PKI" --tls-verify-peer) ;;
@@ -189,7 +191,7 @@ server_start() {
     rm -f "$_sock"
     _conf_text=""
     case $_name in
-      snbd|snbd-memory) _cmd_snbd "$_name" ;;
+      snbd|snbd-memory|snbd-prev) _cmd_snbd "$_name" ;;
       nbdkit-*) _cmd_nbdkit "$_name" ;;
       qemu-nbd) _cmd_qemu ;;
       nbd-server) _cmd_nbd_server; exp=disk ;;
