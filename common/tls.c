@@ -1,5 +1,6 @@
 /* snbd: TLS sessions and the TLS transport (see tls.h).  Credentials are
- * loaded in tls_creds.c; GnuTLS is used in these two files only.
+ * loaded in tls_creds.c, the peer's identity read in tls_peer.c, session
+ * resumption in tls_resume.c; GnuTLS is used in these files only.
  *
  * I/O model.  GnuTLS reads and writes the socket only through tls_pull and
  * tls_push below.  tls_pull never blocks (MSG_DONTWAIT): when the socket
@@ -49,6 +50,7 @@
 
 #include "log.h"
 #include "tls_creds.h"
+#include "tls_resume.h"
 
 /* Bytes gathered by gnutls_record_cork before we flush, bounding the copy
  * GnuTLS keeps of a large payload. */
@@ -74,6 +76,9 @@ struct tls_conn {
   gnutls_session_t s;
   struct tls_creds *creds;                    /* a reference */
   char *hostname;                             /* client: for verification */
+  char *resume_key;                           /* client: where to cache the
+                                                 session's ticket; NULL when
+                                                 none or once cached */
   gnutls_typed_vdata_st vdata[2];
   unsigned nvdata;
   int recv_errno;                             /* set by tls_pull only */
@@ -352,15 +357,16 @@ static void conn_free(struct tls_conn *conn)
     gnutls_deinit(conn->s);
   tls_creds_unref(conn->creds);
   free(conn->hostname);
+  free(conn->resume_key);
   free(conn);
 }
 
 static const struct transport_ops tls_ops;
 
 /* A TLS transport over plain's fd with a configured session; plain is not
- * touched. */
+ * touched.  tickets: session tickets (resumption) on this session. */
 static struct transport *tls_new(struct tls_creds *c,
-                                 const struct transport *plain)
+                                 const struct transport *plain, bool tickets)
 {
   struct transport *t = calloc(1, sizeof *t);
   struct tls_conn *conn = calloc(1, sizeof *conn);
@@ -374,9 +380,8 @@ static struct transport *tls_new(struct tls_creds *c,
   t->wake_fd = plain->wake_fd;
   t->deadline = plain->deadline;
   t->priv = conn;
-  /* No session tickets: NBD connections are long-lived and never resumed. */
   int r = gnutls_init(&conn->s, (c->server ? GNUTLS_SERVER : GNUTLS_CLIENT) |
-                                GNUTLS_NO_TICKETS);
+                                (tickets ? 0 : GNUTLS_NO_TICKETS));
   if (r < 0) {
     conn->s = NULL;
     set_error(ENOMEM, "gnutls_init: %s", gnutls_strerror(r));
@@ -393,6 +398,9 @@ static struct transport *tls_new(struct tls_creds *c,
     set_error(EINVAL, "TLS session setup: %s", gnutls_strerror(r));
     goto err;
   }
+  if (c->server && tickets &&
+      tls_tickets_enable(conn->s, &c->ticket_key, c->ticket_lifetime) == -1)
+    goto err;
   gnutls_transport_set_ptr(conn->s, t);
   gnutls_transport_set_pull_function(conn->s, tls_pull);
   gnutls_transport_set_vec_push_function(conn->s, tls_push);
@@ -434,142 +442,6 @@ static void set_vdata(struct tls_conn *conn, bool server)
   }
 }
 
-/* ---- what the handshake established ---- */
-
-static void copy_name(char *dst, size_t len, const char *name)
-{
-  snprintf(dst, len, "%s", name ? name : "");
-}
-
-/* GnuTLS names TLS 1.3 certificate key exchanges "ECDHE-RSA" whatever
- * the key; the group is what was negotiated, so say that instead. */
-static void kx_name(gnutls_session_t s, char *dst, size_t len)
-{
-  const char *group = gnutls_group_get_name(gnutls_group_get(s));
-  if (gnutls_protocol_get_version(s) == GNUTLS_TLS1_3 &&
-      gnutls_auth_get_type(s) == GNUTLS_CRD_CERTIFICATE && group)
-    snprintf(dst, len, "%s-%s",
-             strncmp(group, "FFDHE", 5) == 0 ? "DHE" : "ECDHE", group);
-  else
-    copy_name(dst, len, gnutls_kx_get_name(gnutls_kx_get(s)));
-}
-
-/* Subject DN and CN of a verified peer certificate.  A DN or CN that does
- * not fit, an embedded NUL or two CNs fail: a truncated or ambiguous name
- * must never reach an identity check. */
-static int peer_names(gnutls_x509_crt_t crt, struct tls_peer *p)
-{
-  /* RFC 4514 (last RDN first), as `certtool -i` prints it, so an admin can
-   * paste that into allow=.  get_dn2 and GNUTLS_X509_DN_FLAG_COMPAT give
-   * the certificate's own order instead. */
-  gnutls_datum_t dn = { 0 };
-  int r = gnutls_x509_crt_get_dn3(crt, &dn, 0);
-  if (r < 0 || dn.size >= sizeof p->dn || memchr(dn.data, 0, dn.size)) {
-    gnutls_free(dn.data);
-    set_error(EACCES, "peer certificate: unusable subject DN");
-    return -1;
-  }
-  memcpy(p->dn, dn.data, dn.size);
-  p->dn[dn.size] = '\0';
-  gnutls_free(dn.data);
-
-  size_t size = sizeof p->cn;
-  r = gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0,
-                                    p->cn, &size);
-  if (r == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) {
-    p->cn[0] = '\0';
-    return 0;
-  }
-  char other[8];
-  size_t osize = sizeof other;
-  if (r < 0 || size >= sizeof p->cn || strlen(p->cn) != size ||
-      gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 1, 0,
-                                    other, &osize)
-      != GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) {
-    set_error(EACCES, "peer certificate: unusable common name");
-    return -1;
-  }
-  return 0;
-}
-
-/* Fills has_cert/dn/cn if the peer presented a certificate that verifies
- * against our CA (and CRL, key purpose, host name).  One that does not is
- * ignored here: with verify_peer the handshake already refused it. */
-static int peer_cert(struct tls_conn *conn, struct tls_peer *p,
-                     bool want_names)
-{
-  unsigned n = 0, status = 0;
-  const gnutls_datum_t *certs = gnutls_certificate_get_peers(conn->s, &n);
-  if (!certs || n == 0)
-    return 0;
-  /* With verify_peer the handshake already verified it (and refused the
-   * session otherwise): checking again would cost an ECDSA verification
-   * per connection for nothing. */
-  if (!(conn->creds->cert && conn->creds->verify_peer)) {
-    int r = gnutls_certificate_verify_peers(conn->s, conn->vdata,
-                                            conn->nvdata, &status);
-    if (r < 0 || status != 0) {
-      log_debug("TLS peer certificate not trusted, ignored");
-      return 0;
-    }
-  }
-  if (!want_names) {
-    p->has_cert = true;
-    return 0;
-  }
-  gnutls_x509_crt_t crt;
-  if (gnutls_x509_crt_init(&crt) < 0) {
-    set_error(ENOMEM, "out of memory");
-    return -1;
-  }
-  int r = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER);
-  if (r < 0)
-    set_error(EACCES, "peer certificate: %s", gnutls_strerror(r));
-  else
-    r = peer_names(crt, p);
-  gnutls_x509_crt_deinit(crt);
-  if (r < 0)
-    return -1;
-  p->has_cert = true;
-  return 0;
-}
-
-/* The client's SNI host name; anything odd is left out, not an error. */
-static void peer_sni(gnutls_session_t s, struct tls_peer *p)
-{
-  char name[sizeof p->sni];
-  size_t size = sizeof name;
-  unsigned type;
-  if (gnutls_server_name_get(s, name, &size, &type, 0) == 0 &&
-      type == GNUTLS_NAME_DNS && size < sizeof name && strlen(name) == size)
-    memcpy(p->sni, name, size + 1);
-}
-
-static int fill_peer(struct tls_conn *conn, struct tls_peer *p)
-{
-  bool want_names = !conn->creds->server || p->want_names;
-  memset(p, 0, sizeof *p);
-  p->want_names = want_names;
-  gnutls_session_t s = conn->s;
-  if (conn->creds->server)
-    peer_sni(s, p);
-  copy_name(p->version, sizeof p->version,
-            gnutls_protocol_get_name(gnutls_protocol_get_version(s)));
-  copy_name(p->cipher, sizeof p->cipher,
-            gnutls_cipher_get_name(gnutls_cipher_get(s)));
-  kx_name(s, p->kx, sizeof p->kx);
-  if (gnutls_auth_get_type(s) == GNUTLS_CRD_PSK) {
-    const char *user = conn->creds->server
-                       ? gnutls_psk_server_get_username(s)
-                       : conn->creds->psk_user;
-    copy_name(p->psk_username, sizeof p->psk_username, user);
-    return 0;
-  }
-  if (gnutls_auth_get_type(s) == GNUTLS_CRD_CERTIFICATE)
-    return peer_cert(conn, p, want_names);
-  return 0;
-}
-
 /* ---- the TLS transport ---- */
 
 /* Decrypted bytes, or else ciphertext read ahead (readable at once, though
@@ -597,6 +469,10 @@ static ssize_t tls_recv(struct transport *t, void *buf, size_t len)
         transport_wait(t, POLLIN) == -1)
       return -1;
     ssize_t r = gnutls_record_recv(conn->s, buf, len);
+    if (conn->resume_key && tls_resume_save(conn->s, conn->resume_key)) {
+      free(conn->resume_key);   /* a TLS 1.3 ticket arrived, or a TLS */
+      conn->resume_key = NULL;  /* 1.2 session: cached for next time */
+    }
     if (r >= 0)
       return r;                 /* 0: the peer's close_notify */
     if (r == GNUTLS_E_AGAIN) {
@@ -825,7 +701,15 @@ static struct transport *finish(struct transport *t, struct transport *plain,
   struct tls_peer local = { .want_names = false };
   if (!peer)
     peer = &local;
-  if (handshake_loop(t) == -1 || fill_peer(t->priv, peer) == -1) {
+  struct tls_conn *conn = t->priv;
+  if (handshake_loop(t) == -1) {
+    tls_discard(t);
+    return NULL;
+  }
+  struct tls_peer_ctx x = { conn->s, conn->creds, conn->vdata, conn->nvdata,
+                            gnutls_session_is_resumed(conn->s) != 0 };
+  if (tls_fill_peer(&x, peer) == -1) {
+    send_alert(conn, GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR);
     tls_discard(t);
     return NULL;
   }
@@ -841,7 +725,7 @@ struct transport *tls_server_handshake(struct tls_creds *c,
     set_error(EINVAL, "client credentials used for a server handshake");
     return NULL;
   }
-  struct transport *t = tls_new(c, plain);
+  struct transport *t = tls_new(c, plain, c->ticket_key.data != NULL);
   if (!t)
     return NULL;
   struct tls_conn *conn = t->priv;
@@ -868,6 +752,7 @@ static bool is_ip_literal(const char *host)
 struct transport *tls_client_handshake(struct tls_creds *c,
                                        struct transport *plain,
                                        const char *hostname,
+                                       const char *resume_key,
                                        struct tls_peer *peer)
 {
   if (c->server) {
@@ -878,11 +763,12 @@ struct transport *tls_client_handshake(struct tls_creds *c,
     set_error(EINVAL, "verifying the server certificate needs a host name");
     return NULL;
   }
-  struct transport *t = tls_new(c, plain);
+  struct transport *t = tls_new(c, plain, resume_key != NULL);
   if (!t)
     return NULL;
   struct tls_conn *conn = t->priv;
-  if (hostname && !(conn->hostname = strdup(hostname))) {
+  if ((hostname && !(conn->hostname = strdup(hostname))) ||
+      (resume_key && !(conn->resume_key = strdup(resume_key)))) {
     set_error(ENOMEM, "out of memory");
     tls_discard(t);
     return NULL;
@@ -894,5 +780,7 @@ struct transport *tls_client_handshake(struct tls_creds *c,
                            strlen(hostname));
   if (c->cert && c->verify_peer)
     gnutls_session_set_verify_cert2(conn->s, conn->vdata, conn->nvdata, 0);
+  if (resume_key)
+    tls_resume_offer(conn->s, resume_key);
   return finish(t, plain, peer);
 }

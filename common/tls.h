@@ -1,5 +1,5 @@
 /* snbd: TLS credentials, sessions and peer identity (all GnuTLS lives in
- * common/tls.c and common/tls_creds.c and nowhere else).
+ * common/tls*.c and nowhere else).
  *
  * Credentials are loaded once into an immutable, reference-counted
  * struct tls_creds; the server swaps in a freshly loaded one on SIGHUP and
@@ -26,6 +26,11 @@
  * handshake; a recv that fails with ETIMEDOUT or ECANCELED leaves the
  * session usable (sendv still works, and recv again after the cause is
  * gone).  TLS 1.3 0-RTT data is never accepted.
+ *
+ * Session resumption (tls_resume.c): a server issues session tickets
+ * unless told not to, under a key made when its credentials are loaded
+ * (a reload makes a new one, refusing every older ticket); a client given
+ * a resume_key offers the session it cached under that key.
  */
 #ifndef SNBD_TLS_H
 #define SNBD_TLS_H
@@ -63,6 +68,9 @@ struct tls_server_config {
                               Without it a certificate the client offers
                               is still verified and, if good, fills
                               tls_peer (else ignored) */
+  bool no_tickets;         /* issue no session tickets: every client does
+                              a full handshake each time (tls_resume.c) */
+  unsigned ticket_lifetime;/* seconds a ticket resumes; 0: 6 hours */
 };
 /* Server: cert_dir, psk_file or both (the client's offer decides).
  * ca-cert.pem is required only with verify_peer. */
@@ -85,6 +93,11 @@ struct tls_creds;
  * Both call tls_global_init(). */
 struct tls_creds *tls_creds_load_server(const struct tls_server_config *cfg);
 struct tls_creds *tls_creds_load_client(const struct tls_client_config *cfg);
+/* The same, shared by the callers of one process with the same settings
+ * while none of the files changed (at most 60 s): a reference to an
+ * already loaded set when there is one (tls_resume.c). */
+struct tls_creds *tls_creds_load_client_shared(
+  const struct tls_client_config *cfg);
 struct tls_creds *tls_creds_ref(struct tls_creds *c);
 void tls_creds_unref(struct tls_creds *c);
 bool tls_creds_is_psk(const struct tls_creds *c);  /* a PSK file loaded */
@@ -113,6 +126,9 @@ struct tls_peer {
   char sni[256];           /* server: the host name the client sent (SNI),
                               "" if none or unusable; peer data, quote it
                               before logging */
+  bool resumed;            /* an abbreviated handshake resumed an earlier
+                              session (its identity and certificate are
+                              those of that session, verified again) */
 };
 
 /* Run the TLS handshake over an established plain transport and return a
@@ -130,13 +146,20 @@ struct tls_peer {
  * peer an alert.  In TLS 1.3 the client's handshake ends before the server
  * has judged the client's certificate: a refusal reaches the client as
  * that alert on its first recv (-1, EPROTO, "peer sent TLS alert: ...").
- * Only peer->want_names is read on entry; everything else is written. */
+ * Only peer->want_names is read on entry; everything else is written.
+ * resume_key (client): NULL, or where in the process-wide cache this
+ * session's resumption data live: a session cached under the same key is
+ * offered, and the new one's ticket is cached under it once it arrives.
+ * The key must name the server and everything that makes the client who
+ * it is (address, host name checked, credentials, identity): a session is
+ * only ever offered back where it came from. */
 struct transport *tls_server_handshake(struct tls_creds *c,
                                        struct transport *plain,
                                        struct tls_peer *peer);
 struct transport *tls_client_handshake(struct tls_creds *c,
                                        struct transport *plain,
                                        const char *hostname,
+                                       const char *resume_key,
                                        struct tls_peer *peer);
 
 /* The gnutls_session_t of a TLS transport, for tests that need GnuTLS

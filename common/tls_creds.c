@@ -20,6 +20,7 @@
 
 #include "log.h"
 #include "tls_creds.h"
+#include "tls_resume.h"
 
 /* psktool lines are "user:hexkey"; a longer line is refused, not split. */
 #define PSK_LINE_MAX 1024
@@ -485,6 +486,7 @@ static void creds_free(struct tls_creds *c)
     psk_entry_free(&c->users[i]);
   free(c->users);
   free(c->psk_user);
+  tls_ticket_key_free(&c->ticket_key);
   free(c);
 }
 
@@ -499,10 +501,12 @@ struct tls_creds *tls_creds_load_server(const struct tls_server_config *cfg)
     return NULL;
   if ((cfg->cert_dir && load_x509_server(c, cfg->cert_dir) == -1) ||
       (cfg->psk_file && load_psk_server(c, cfg->psk_file) == -1) ||
-      load_priority(c, cfg->priority) == -1) {
+      load_priority(c, cfg->priority) == -1 ||
+      (!cfg->no_tickets && tls_ticket_key_new(&c->ticket_key) == -1)) {
     creds_free(c);
     return NULL;
   }
+  c->ticket_lifetime = cfg->ticket_lifetime;
   return c;
 }
 

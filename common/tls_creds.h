@@ -29,6 +29,21 @@ struct tls_creds {
   struct psk_entry *users;                    /* server: keys from the file */
   size_t nusers;
   char *psk_user;                             /* client: our PSK identity */
+  gnutls_datum_t ticket_key;                  /* server: session tickets'
+                                                 master key; NULL data: no
+                                                 tickets (tls_resume.c) */
+  unsigned ticket_lifetime;                   /* server: seconds, 0 default */
 };
+
+/* tls_peer.c: fills *p (only p->want_names is read) from a session whose
+ * handshake just ended; -1 with set_error() if the peer must be refused. */
+struct tls_peer_ctx {
+  gnutls_session_t s;
+  const struct tls_creds *creds;
+  gnutls_typed_vdata_st *vdata;         /* what certificates are checked */
+  unsigned nvdata;                      /* against (key purpose, host) */
+  bool resumed;                         /* gnutls_session_is_resumed */
+};
+int tls_fill_peer(const struct tls_peer_ctx *x, struct tls_peer *p);
 
 #endif

@@ -35,6 +35,7 @@ struct snbd_handle *snbd_create(void)
     return NULL;
   }
   h->tls_verify_peer = true;
+  h->tls_resume = true;
   h->request_sr = true;
   h->hs_timeout = 60;
   h->child = -1;
@@ -216,6 +217,7 @@ int snbd_set_tls_priority(struct snbd_handle *h, const char *priority)
 SETTER(snbd_set_tls, enum snbd_tls_mode, tls_mode,
        v == SNBD_TLS_DISABLE || v == SNBD_TLS_ALLOW || v == SNBD_TLS_REQUIRE)
 SETTER(snbd_set_tls_verify_peer, bool, tls_verify_peer, true)
+SETTER(snbd_set_tls_session_resumption, bool, tls_resume, true)
 SETTER(snbd_set_request_structured_replies, bool, request_sr, true)
 SETTER(snbd_set_uri_allow_local_file, bool, allow_local_file, true)
 SETTER(snbd_set_handshake_timeout, unsigned, hs_timeout, v < 86400 * 365)

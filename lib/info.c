@@ -246,6 +246,17 @@ char *snbd_get_tls_kx(struct snbd_handle *h)
   return tls_string(h, offsetof(struct tls_peer, kx));
 }
 
+int snbd_get_tls_session_resumed(struct snbd_handle *h)
+{
+  API();
+  SCOPED_LOCK(&h->lock);
+  if (!h->tls_active) {
+    lib_error(ENOTCONN, "TLS was not negotiated");
+    return -1;
+  }
+  return h->peer.resumed;
+}
+
 char *snbd_get_tls_peer(struct snbd_handle *h)
 {
   API();

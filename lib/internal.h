@@ -118,6 +118,7 @@ struct snbd_handle {
   char *tls_certificates, *tls_psk_file, *tls_username, *tls_hostname;
   char *tls_priority;
   bool tls_verify_peer;
+  bool tls_resume;          /* offer and keep TLS sessions (tls_resume.c) */
   bool request_sr;
   bool allow_local_file;
   bool opt_mode;

@@ -110,6 +110,7 @@ static int set_tls(struct server *s, struct options *o, const char *v)
 
 /* LOG_TO_* in table order. */
 static const char *const log_targets[] = { "stderr", "syslog", NULL };
+static const char *const off_on[] = { "off", "on", NULL };
 
 /* Where a row's value goes: a field of struct server or struct options,
  * checked at compile time to have the type the row's kind writes. */
@@ -152,6 +153,13 @@ const struct config_opt config_opts[] = {
     .help = "require a client certificate" },
   { "tls-priority", 0, CFG_STR, FIELD(server, tls_priority, char *),
     .arg = " STRING", .help = "GnuTLS priority (default: TLS 1.2 minimum)" },
+  { "tls-session-tickets", 0, CFG_ENUM, FIELD(server, tls_tickets, int),
+    .names = off_on, .arg = "=on|off",
+    .help = "TLS session tickets: clients resume\n"
+            "without a full handshake (default on)" },
+  { "tls-session-ticket-lifetime", 0, CFG_INT,
+    FIELD(server, tls_ticket_lifetime, int), .min = 1, .max = 7 * 86400,
+    .arg = " S", .help = "seconds a ticket resumes (default 7200)" },
   { "handshake-timeout", 0, CFG_INT, FIELD(server, handshake_timeout, int),
     .min = 1, .max = 3600, .arg = " S",
     .help = "seconds to finish negotiating (default 10)" },

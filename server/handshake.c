@@ -327,9 +327,10 @@ static int opt_starttls(struct conn *c, uint32_t opt, const uint8_t *data,
   c->meta_base_allocation = false;
   c->meta_export = NULL;
   c->exp = NULL;
-  log_debug("%s: TLS %s %s %s%s%s%s%s", c->peer, peer.version, peer.cipher,
-           peer.kx, peer.cn[0] ? " cn=" : "", peer.cn,
-           peer.psk_username[0] ? " psk:" : "", peer.psk_username);
+  log_debug("%s: TLS %s %s %s%s%s%s%s%s", c->peer, peer.version,
+            peer.cipher, peer.kx, peer.cn[0] ? " cn=" : "", peer.cn,
+            peer.psk_username[0] ? " psk:" : "", peer.psk_username,
+            peer.resumed ? " (resumed session)" : "");
   return HS_CONTINUE;
 }
 

@@ -22,6 +22,8 @@ static struct server srv = {
   .max_inflight = 64,
   .handshake_timeout = 10,
   .max_negotiating = 256,
+  .tls_tickets = 1,
+  .tls_ticket_lifetime = 7200,
   .max_connections = 16384,
   .wake_pipe = { -1, -1 },
   .creds_lock = PTHREAD_MUTEX_INITIALIZER,
@@ -53,6 +55,8 @@ static int load_creds(void)
   struct tls_server_config cfg = {
     .cert_dir = srv.tls_certs, .psk_file = srv.tls_psk,
     .priority = srv.tls_priority, .verify_peer = srv.tls_verify_peer,
+    .no_tickets = !srv.tls_tickets,
+    .ticket_lifetime = (unsigned)srv.tls_ticket_lifetime,
   };
   struct tls_creds *c = tls_creds_load_server(&cfg);
   if (!c)

@@ -54,6 +54,8 @@ struct server {
   char *tls_psk;            /* file */
   char *tls_priority;
   bool tls_verify_peer;
+  int tls_tickets;          /* 1: issue session tickets (default), 0: not */
+  int tls_ticket_lifetime;  /* seconds */
   bool xmit_workers_only;   /* test knob (fuzz_server.c): every request
                                runs on the worker pool, none inline or
                                submitted from the reader (xmit.c) */

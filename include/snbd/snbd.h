@@ -64,6 +64,13 @@ int snbd_set_tls_username(struct snbd_handle *h, const char *username);
 int snbd_set_tls_hostname(struct snbd_handle *h, const char *hostname);
 int snbd_set_tls_verify_peer(struct snbd_handle *h, bool verify); /* default true */
 int snbd_set_tls_priority(struct snbd_handle *h, const char *priority);
+/* TLS session resumption (default true): the handle offers a session this
+ * process had with the same server address under the same host name and
+ * credentials (a TLS 1.3 ticket, in a process-wide cache), which saves
+ * most of a full handshake; the server authorises a resumed session as it
+ * would a full one.  Unnamed sockets (snbd_connect_command, socketpairs)
+ * never resume. */
+int snbd_set_tls_session_resumption(struct snbd_handle *h, bool resume);
 int snbd_set_request_structured_replies(struct snbd_handle *h, bool request);
 /* Asks for a metadata context (e.g. "base:allocation") during negotiation;
  * snbd_can_meta_context() says whether the server agreed.  At most 16. */
@@ -136,6 +143,9 @@ char *snbd_get_tls_cipher(struct snbd_handle *h);    /* "AES-256-GCM" */
 char *snbd_get_tls_kx(struct snbd_handle *h);        /* "ECDHE-RSA" */
 /* The server's certificate subject DN, or the PSK identity used. */
 char *snbd_get_tls_peer(struct snbd_handle *h);
+/* 1 if the TLS handshake resumed an earlier session, 0 if it was a full
+ * one, -1 (ENOTCONN) without TLS. */
+int snbd_get_tls_session_resumed(struct snbd_handle *h);
 
 /* ---- Commands ---- */
 #define SNBD_CMD_FLAG_FUA       (1u << 0)

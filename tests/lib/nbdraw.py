@@ -531,10 +531,12 @@ class Conn:
             self.set_meta(name)
         return self.go(name)
 
-    def starttls(self, ctx, hostname="localhost"):
-        """NBD_OPT_STARTTLS then the TLS handshake; ssl errors propagate."""
+    def starttls(self, ctx, hostname="localhost", session=None):
+        """NBD_OPT_STARTTLS then the TLS handshake (offering session, an
+        ssl.SSLSession, for resumption); ssl errors propagate."""
         self.expect_option(REP_ACK, OPT_STARTTLS)
-        self.sock = ctx.wrap_socket(self.sock, server_hostname=hostname)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=hostname,
+                                    session=session)
         self.structured = False
 
     # -- transmission --

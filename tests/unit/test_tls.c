@@ -160,7 +160,7 @@ static void test_x509_hostname(void **state)
   /* verify_peer without a host name is refused before any I/O */
   struct transport *plain = transport_plain_new(-1);
   assert_non_null(plain);
-  assert_null(tls_client_handshake(cc, plain, NULL, NULL));
+  assert_null(tls_client_handshake(cc, plain, NULL, NULL, NULL));
   assert_int_equal(get_errno(), EINVAL);
   transport_close(plain);
   tls_creds_unref(sc);

@@ -98,7 +98,7 @@ void *handshake_thread(void *arg)
   plain->deadline = s->deadline ? s->deadline : monotonic_ns() + TEST_DEADLINE;
   s->t = s->server ? tls_server_handshake(s->creds, plain, &s->peer)
                    : tls_client_handshake(s->creds, plain, s->hostname,
-                                          &s->peer);
+                                          s->resume_key, &s->peer);
   if (!s->t) {
     s->err = get_errno();
     snprintf(s->msg, sizeof s->msg, "%s", get_error());
@@ -113,12 +113,19 @@ void *handshake_thread(void *arg)
 bool run_pair(struct tls_creds *sc, struct tls_creds *cc,
               const char *hostname, struct side *srv, struct side *cli)
 {
+  return run_pair_key(sc, cc, hostname, NULL, srv, cli);
+}
+
+bool run_pair_key(struct tls_creds *sc, struct tls_creds *cc,
+                  const char *hostname, const char *key, struct side *srv,
+                  struct side *cli)
+{
   int sv[2];
   assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   *srv = (struct side){ .server = true, .creds = sc, .fd = sv[0],
                         .peer.want_names = true };
   *cli = (struct side){ .server = false, .creds = cc, .fd = sv[1],
-                        .hostname = hostname };
+                        .hostname = hostname, .resume_key = key };
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, handshake_thread, srv), 0);
   handshake_thread(cli);
@@ -215,10 +222,15 @@ static int run_script(const char *script, const char *arg1, const char *arg2)
   return system(cmd);
 }
 
+const char *tls_fixture_src(void)
+{
+  return getenv("SNBD_SRC") ? getenv("SNBD_SRC") : SNBD_SRC_DIR;
+}
+
 int tls_fixture_main(const char *name, const struct CMUnitTest *tests,
                      size_t n)
 {
-  const char *src = getenv("SNBD_SRC") ? getenv("SNBD_SRC") : SNBD_SRC_DIR;
+  const char *src = tls_fixture_src();
   const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 
   if (system("command -v certtool >/dev/null && "

@@ -42,6 +42,7 @@ struct side {
   struct tls_creds *creds;
   int fd;
   const char *hostname;
+  const char *resume_key;          /* client: tls_client_handshake's */
   int64_t deadline;                /* 0: now + TEST_DEADLINE */
   struct transport *t;             /* result, NULL on failure */
   struct tls_peer peer;
@@ -54,6 +55,10 @@ void *handshake_thread(void *arg);
 /* Both handshakes over a new socketpair; true if both succeeded. */
 bool run_pair(struct tls_creds *sc, struct tls_creds *cc,
               const char *hostname, struct side *srv, struct side *cli);
+/* The same, the client caching its session under key (resumption). */
+bool run_pair_key(struct tls_creds *sc, struct tls_creds *cc,
+                  const char *hostname, const char *key, struct side *srv,
+                  struct side *cli);
 void close_pair(struct side *srv, struct side *cli);
 /* Both ends fail. */
 void expect_refused(struct tls_creds *sc, struct tls_creds *cc,
@@ -65,6 +70,9 @@ void expect_server_refused(struct tls_creds *sc, struct tls_creds *cc,
 void assert_modern(const struct tls_peer *p);
 /* A few bytes each way. */
 void small_roundtrip(struct transport *a, struct transport *b);
+
+/* The source tree (for tests/lib/tls.sh). */
+const char *tls_fixture_src(void);
 
 /* main(): makes the credentials (exit 77 without certtool/psktool), runs
  * the tests, removes the directory. */
