@@ -38,6 +38,12 @@ COLUMNS = [
     ("rss_copy_kib", "RSS copy KiB ↓", "lo", "{:.0f}"),
     ("conn_kib", "KiB/idle conn ↓", "lo", "{:.1f}"),
 ]
+# The reconnect loop (TLS only), in a table of its own.
+RECONNECT_COLUMNS = [
+    ("reconnects_per_s", "reconnects/s", "hi", "{:.0f}"),
+    ("srv_ms_per_reconnect", "server CPU ms/reconnect ↓", "lo", "{:.2f}"),
+    ("cli_ms_per_reconnect", "client CPU ms/reconnect ↓", "lo", "{:.2f}"),
+]
 # Which columns a missing workload leaves empty.
 NA_COVERS = {
     "seq": ["seq_write_mibs", "seq_read_mibs", "srv_cpu_per_gib",
@@ -45,6 +51,7 @@ NA_COVERS = {
     "randread": ["randread_iops", "srv_us_per_req"],
     "randwrite": ["randwrite_iops", "srv_us_per_req"],
     "handshakes": ["handshakes_per_s", "srv_ms_per_hs", "cli_ms_per_hs"],
+    "reconnect": [c[0] for c in RECONNECT_COLUMNS],
     "conn_kib": ["conn_kib"],
     "snbd_copy": ["sc_write_mibs", "sc_read_mibs"],
     "scale": ["scale_conns", "scale_kib_per_conn", "scale_rss_kib",
@@ -210,6 +217,31 @@ def main_table(res, notes):
     return out
 
 
+def reconnect_table(res, notes):
+    """connect + read 512 bytes + disconnect, each server with its own
+    client library (libsnbd for snbd rows, libnbd for the others)."""
+    ts = [t for t in res.transports if t in ("x509", "psk")]
+    if not ts:
+        return []
+    heads = ["transport", "server"] + [c[1] for c in RECONNECT_COLUMNS]
+    out = ["## TLS reconnects (connect, read 512 bytes, disconnect; snbd rows "
+           "through libsnbd, which resumes sessions, the others through "
+           "libnbd)", "", table_row(heads),
+           table_row(["---", "---"] + ["---:"] * len(RECONNECT_COLUMNS))]
+    for t in ts:
+        for s in res.rows():
+            if s == CEILING:
+                continue
+            cells = []
+            for metric, _, _, pattern in RECONNECT_COLUMNS:
+                v = res.median(s, t, metric)
+                why = res.na[(s, t)].get(metric)
+                cells.append(fmt(v, pattern) if v is not None
+                             else notes.mark(why) if why else "")
+            out.append(table_row([TRANSPORT_NAMES.get(t, t), s] + cells))
+    return out + [""]
+
+
 def copy_table(res, notes):
     gib = float(res.meta.get("size", 1 << 30)) / (1 << 30)
     heads = ["transport", "nbdcopy write MiB/s", "snbd-copy write MiB/s",
@@ -275,7 +307,8 @@ def target_rows(res):
     rows = []
 
     def vs_anchor(label, t, metric, factor):
-        _, _, better, pattern = next(c for c in COLUMNS if c[0] == metric)
+        _, _, better, pattern = next(c for c in COLUMNS + RECONNECT_COLUMNS
+                                     if c[0] == metric)
         mine = res.median(snbd, t, metric)
         best, name = best_anchor(res, t, metric, better)
         if mine is None or best is None:
@@ -323,6 +356,9 @@ def target_rows(res):
             vs_null(t, metric)
         vs_anchor("srv_us_per_req ≤ 0.5× best anchor", t, "srv_us_per_req", 0.5)
     vs_anchor("handshakes_per_s ≥ 3× best anchor", "x509", "handshakes_per_s", 3.0)
+    vs_anchor("srv_ms_per_hs ≤ 0.5× best anchor", "x509", "srv_ms_per_hs", 0.5)
+    vs_anchor("reconnects_per_s ≥ 3× best anchor (own client library)", "x509",
+              "reconnects_per_s", 3.0)
     vs_anchor("handshakes_per_s ≥ 2× best anchor", "tcp", "handshakes_per_s", 2.0)
     vs_anchor("handshakes_per_s ≥ 1.3× best anchor", "unix", "handshakes_per_s", 1.3)
     for t in ("tcp", "unix", "x509", "psk"):
@@ -521,6 +557,7 @@ def main():
     if snbd_present(res):
         doc += ["## Targets (from the benchmark issue)", ""] + targets_table(res)
         doc += [""] + client_hs_lines(res) + [""]
+    doc += reconnect_table(res, notes)
     doc += prev_table(res)
     doc += scale_lines(res, notes)
     doc += ["## snbd-copy against nbdcopy (both on snbd-server: a file "

@@ -79,7 +79,7 @@ log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 for c in nbdcopy fio certtool psktool ss numfmt "$PY"; do
   command -v "$c" >/dev/null || { echo "bench: $c is missing (make deps)" >&2; exit 1; }
 done
-make -s -C "$top/bench" "O=$BIN" >&2
+make -s -C "$top/bench" "O=$BIN" "SNBD_BUILD=$build" >&2
 
 # 1,000 (and 10,000) connections need descriptors on both sides.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -219,7 +219,7 @@ run_transport() {
   local round step
   start_all
   for ((round = 1; round <= RUNS; round++)); do
-    for step in seq rand handshakes snbd_copy; do
+    for step in seq rand handshakes reconnect snbd_copy; do
       log "$TRANSPORT round $round/$RUNS: $step"
       for SERVER in "${STARTED[@]}"; do
         [ "$step" != snbd_copy ] || [ "$SERVER" = snbd ] || continue

@@ -4,7 +4,7 @@
 #   rec METRIC VALUE          one line "server transport metric value"
 #   rec_na METRIC REASON      why a figure is missing
 # into $RESULTS (tab separated, one line per run; report.py takes the
-# median).  wl_seq, wl_rand, wl_handshakes and wl_snbd_copy do one run
+# median).  wl_seq, wl_rand, wl_handshakes, wl_reconnect and wl_snbd_copy do one run
 # each: bench/run.sh calls them in rounds across the servers.  Every
 # client runs under `timeout`; every background process is tracked and
 # stopped by PID.
@@ -157,18 +157,41 @@ wl_rand() {
 # One handshake loop: handshakes per second, and the CPU each side spent
 # per handshake (the client's own cost bounds the rate: the loop runs one
 # at a time).
-wl_handshakes() {
-  local out=$W/hs.out rc=0 n srv
+# _conn_loop NA RATE SRV_MS CLI_MS CLIENT [ARGS...]: one run of a
+# connection loop program (bench/handshakes.c) on the current server,
+# recording connections per second and server and client CPU ms per
+# connection under the given metric names (NA names a failure).
+_conn_loop() {
+  local na=$1 rate=$2 srv_ms=$3 cli_ms=$4 out=$W/loop.out rc=0 n srv
+  shift 4
   cpu_mark
-  timed $((${HS_SECONDS%.*} + 60)) "$out" "$BIN/handshakes" -t "$HS_SECONDS" \
-    "$SRV_URI" || rc=$?
-  if [ "$rc" -ne 0 ]; then rec_na handshakes "$(_why "$out" "$rc")"; return 1; fi
+  timed $((${HS_SECONDS%.*} + 60)) "$out" "$@" -t "$HS_SECONDS" "$SRV_URI" ||
+    rc=$?
+  if [ "$rc" -ne 0 ]; then rec_na "$na" "$(_why "$out" "$rc")"; return 1; fi
   srv=$(cpu_since_mark)
   n=$(sed -n 's/^handshakes=\([0-9]*\).*/\1/p' "$out")
-  [ "${n:-0}" -gt 0 ] || { rec_na handshakes "no handshake completed"; return 1; }
-  rec handshakes_per_s "$(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' "$out")"
-  rec srv_ms_per_hs "$(calc 'c * 1000 / n' "c=$srv" "n=$n")"
-  rec cli_ms_per_hs "$(calc 'c * 1000 / n' "c=$T_CPU" "n=$n")"
+  [ "${n:-0}" -gt 0 ] || { rec_na "$na" "no connection completed"; return 1; }
+  rec "$rate" "$(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' "$out")"
+  rec "$srv_ms" "$(calc 'c * 1000 / n' "c=$srv" "n=$n")"
+  rec "$cli_ms" "$(calc 'c * 1000 / n' "c=$T_CPU" "n=$n")"
+}
+
+wl_handshakes() {
+  _conn_loop handshakes handshakes_per_s srv_ms_per_hs cli_ms_per_hs \
+    "$BIN/handshakes"
+}
+
+# The reconnect loop (TLS transports only): connect, read 512 bytes,
+# disconnect, one connection at a time, each server with its own client
+# library (snbd: libsnbd's snbd-handshakes, which resumes TLS sessions;
+# the anchors: libnbd's handshakes, which does not).  What a client that
+# reconnects often (a backup tool, a health check) pays per connection.
+wl_reconnect() {
+  local client=$BIN/handshakes
+  case $TRANSPORT in x509|psk) ;; *) return 0 ;; esac
+  case $SERVER in snbd*) client=$BIN/snbd-handshakes ;; esac
+  _conn_loop reconnect reconnects_per_s srv_ms_per_reconnect \
+    cli_ms_per_reconnect "$client" -r 512
 }
 
 # Idle RSS, then CONNS idle connections held open: memory per connection
