@@ -20,7 +20,6 @@
 
 #include "log.h"
 #include "tls_creds.h"
-#include "tls_resume.h"
 
 /* psktool lines are "user:hexkey"; a longer line is refused, not split. */
 #define PSK_LINE_MAX 1024
@@ -457,6 +456,28 @@ static int load_priority(struct tls_creds *c, const char *priority)
   return 0;
 }
 
+/* The master key of a server's session tickets (tls_resume.c says how
+ * tickets are used): random, in memory only, wiped when freed. */
+static int ticket_key_new(gnutls_datum_t *key)
+{
+  int r = gnutls_session_ticket_key_generate(key);
+  if (r < 0) {
+    set_error(ENOMEM, "TLS session ticket key: %s", gnutls_strerror(r));
+    key->data = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+static void ticket_key_free(gnutls_datum_t *key)
+{
+  if (!key->data)
+    return;
+  gnutls_memset(key->data, 0, key->size);
+  gnutls_free(key->data);
+  key->data = NULL;
+}
+
 static struct tls_creds *creds_new(bool server, bool verify_peer)
 {
   if (tls_global_init() == -1)
@@ -486,7 +507,7 @@ static void creds_free(struct tls_creds *c)
     psk_entry_free(&c->users[i]);
   free(c->users);
   free(c->psk_user);
-  tls_ticket_key_free(&c->ticket_key);
+  ticket_key_free(&c->ticket_key);
   free(c);
 }
 
@@ -502,7 +523,7 @@ struct tls_creds *tls_creds_load_server(const struct tls_server_config *cfg)
   if ((cfg->cert_dir && load_x509_server(c, cfg->cert_dir) == -1) ||
       (cfg->psk_file && load_psk_server(c, cfg->psk_file) == -1) ||
       load_priority(c, cfg->priority) == -1 ||
-      (!cfg->no_tickets && tls_ticket_key_new(&c->ticket_key) == -1)) {
+      (!cfg->no_tickets && ticket_key_new(&c->ticket_key) == -1)) {
     creds_free(c);
     return NULL;
   }

@@ -39,26 +39,6 @@
 
 /* ---- server ---- */
 
-int tls_ticket_key_new(gnutls_datum_t *key)
-{
-  int r = gnutls_session_ticket_key_generate(key);
-  if (r < 0) {
-    set_error(ENOMEM, "TLS session ticket key: %s", gnutls_strerror(r));
-    key->data = NULL;
-    return -1;
-  }
-  return 0;
-}
-
-void tls_ticket_key_free(gnutls_datum_t *key)
-{
-  if (!key->data)
-    return;
-  gnutls_memset(key->data, 0, key->size);
-  gnutls_free(key->data);
-  key->data = NULL;
-}
-
 int tls_tickets_enable(gnutls_session_t s, const gnutls_datum_t *key,
                        unsigned lifetime)
 {

@@ -7,9 +7,6 @@
 
 #include <gnutls/gnutls.h>
 
-/* Server: a fresh ticket master key (0), or -1 with set_error(). */
-int tls_ticket_key_new(gnutls_datum_t *key);
-void tls_ticket_key_free(gnutls_datum_t *key);   /* wiped; NULL data: no-op */
 /* Server: issue and accept tickets on s under key; lifetime in seconds
  * (0: GnuTLS's default, 6 hours). */
 int tls_tickets_enable(gnutls_session_t s, const gnutls_datum_t *key,
