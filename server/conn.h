@@ -115,6 +115,9 @@ enum policy_verdict policy_option(const struct policy_session *s,
 /* May this session see / use export e (NULL: no such export)? */
 enum policy_verdict policy_export(const struct policy_session *s,
                                   const struct export *e);
+/* What the client is told for a verdict of policy_export: DENIED looks
+ * like UNKNOWN. */
+enum policy_verdict policy_export_answer(enum policy_verdict v);
 bool policy_identity_allowed(const struct tls_peer *peer,
                              char *const *allow);
 /* Does this allow list name certificates (cn=, DN), i.e. need the peer's
