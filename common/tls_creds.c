@@ -26,13 +26,14 @@
 #define PSK_USER_MAX 255          /* fits tls_peer.psk_username */
 #define PSK_KEY_MAX 256           /* bytes; psktool makes 32 */
 
-/* PSK added to whatever priority is in use (as nbdkit and libnbd do);
- * in TLS 1.3 this gives psk_dhe_ke, ECDHE first.  With PSK alone the
+/* PSK added to whatever priority is in use (as nbdkit and libnbd do, but
+ * without plain PSK, which has no forward secrecy); in TLS 1.3 this gives
+ * psk_dhe_ke only, ECDHE first.  With PSK alone the
  * certificate key exchanges go: a TLS 1.2 client that offers them (say
  * gnutls-cli, which always has X.509 credentials) otherwise gets
  * "Insufficient credentials" from a PSK-only GnuTLS server (nbdkit too). */
-#define TLS_PSK_PRIORITY ":+ECDHE-PSK:+DHE-PSK:+PSK"
-#define TLS_PSK_ONLY_PRIORITY ":-KX-ALL:+ECDHE-PSK:+DHE-PSK:+PSK"
+#define TLS_PSK_PRIORITY ":+ECDHE-PSK:+DHE-PSK"
+#define TLS_PSK_ONLY_PRIORITY ":-KX-ALL:+ECDHE-PSK:+DHE-PSK"
 
 /* ---- global ---- */
 
@@ -434,14 +435,16 @@ static int load_x509_client(struct tls_creds *c, const char *dir)
 }
 
 /* Call after loading the credentials: the PSK suffix depends on them. */
-static int load_priority(struct tls_creds *c, const char *priority)
+static int load_priority(struct tls_creds *c, const char *priority,
+                         bool allow_old_versions)
 {
   char buf[1024];
   const char *base = priority ? priority : tls_default_priority();
   bool psk = c->psk_server || c->psk_client;
   const char *suffix = !psk ? "" : c->cert ? TLS_PSK_PRIORITY
                                            : TLS_PSK_ONLY_PRIORITY;
-  int n = snprintf(buf, sizeof buf, "%s%s", base, suffix);
+  const char *floor = allow_old_versions ? "" : TLS_VERSION_FLOOR;
+  int n = snprintf(buf, sizeof buf, "%s%s%s", base, suffix, floor);
   if (n < 0 || (size_t)n >= sizeof buf) {
     set_error(EINVAL, "TLS priority string too long");
     return -1;
@@ -499,7 +502,7 @@ struct tls_creds *tls_creds_load_server(const struct tls_server_config *cfg)
     return NULL;
   if ((cfg->cert_dir && load_x509_server(c, cfg->cert_dir) == -1) ||
       (cfg->psk_file && load_psk_server(c, cfg->psk_file) == -1) ||
-      load_priority(c, cfg->priority) == -1) {
+      load_priority(c, cfg->priority, cfg->allow_old_versions) == -1) {
     creds_free(c);
     return NULL;
   }
@@ -518,7 +521,8 @@ struct tls_creds *tls_creds_load_client(const struct tls_client_config *cfg)
   int r = cfg->psk_file
           ? load_psk_client(c, cfg->psk_file, cfg->username)
           : load_x509_client(c, cfg->cert_dir);
-  if (r == -1 || load_priority(c, cfg->priority) == -1) {
+  if (r == -1 ||
+      load_priority(c, cfg->priority, cfg->allow_old_versions) == -1) {
     creds_free(c);
     return NULL;
   }

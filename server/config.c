@@ -151,7 +151,11 @@ const struct config_opt config_opts[] = {
   { "tls-verify-peer", 0, CFG_FLAG, FIELD(server, tls_verify_peer, bool),
     .help = "require a client certificate" },
   { "tls-priority", 0, CFG_STR, FIELD(server, tls_priority, char *),
-    .arg = " STRING", .help = "GnuTLS priority (default: TLS 1.2 minimum)" },
+    .arg = " STRING", .help = "GnuTLS priority (TLS 1.2 minimum, whatever\n"
+    "it says; default: AEAD and (EC)DHE only)" },
+  { "tls-unsafe-old-versions", 0, CFG_FLAG,
+    FIELD(server, tls_old_versions, bool),
+    .help = "UNSAFE: let --tls-priority enable TLS 1.0/1.1" },
   { "handshake-timeout", 0, CFG_INT, FIELD(server, handshake_timeout, int),
     .min = 1, .max = 3600, .arg = " S",
     .help = "seconds to finish negotiating (default 10)" },

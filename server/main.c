@@ -53,6 +53,7 @@ static int load_creds(void)
   struct tls_server_config cfg = {
     .cert_dir = srv.tls_certs, .psk_file = srv.tls_psk,
     .priority = srv.tls_priority, .verify_peer = srv.tls_verify_peer,
+    .allow_old_versions = srv.tls_old_versions,
   };
   struct tls_creds *c = tls_creds_load_server(&cfg);
   if (!c)

@@ -54,6 +54,7 @@ struct server {
   char *tls_psk;            /* file */
   char *tls_priority;
   bool tls_verify_peer;
+  bool tls_old_versions;    /* --tls-unsafe-old-versions */
   bool xmit_workers_only;   /* test knob (fuzz_server.c): every request
                                runs on the worker pool, none inline or
                                submitted from the reader (xmit.c) */
