@@ -188,6 +188,33 @@ static void check_binds(void)
       refuse_plain_text(opt.bind[i]);
 }
 
+/* --tls=on (SELECTIVETLS) serves every export without tls-only or allow=
+ * in clear text: name them for each address beyond loopback. */
+static void warn_clear_text(const char *where)
+{
+  char names[512] = "";
+  size_t len = 0;
+  if (srv.tls_mode != TLS_MODE_ON)
+    return;
+  for (size_t i = 0; i < srv.nexports && len < sizeof names; i++)
+    if (!srv.exports[i].tls_only && !srv.exports[i].allow)
+      len += (size_t)snprintf(names + len, sizeof names - len, "%s\"%s\"",
+                              len ? ", " : "", srv.exports[i].name);
+  if (len)
+    log_warn("--tls=on serves export(s) %s in clear text on %s, beyond "
+             "loopback: mark them tls-only, or use --tls=require", names,
+             where);
+}
+
+/* Clear text beyond loopback must be asked for (an explicit --tls), and
+ * --tls=on's clear-text exports are named. */
+static void check_clear_text(const char *where)
+{
+  if (srv.tls_mode != TLS_MODE_REQUIRE && !srv.tls_mode_set)
+    refuse_plain_text(where);
+  warn_clear_text(where);
+}
+
 static void check_tls_defaults(const struct listener *ls, int n)
 {
   bool have_creds = srv.tls_certs || srv.tls_psk;
@@ -199,10 +226,12 @@ static void check_tls_defaults(const struct listener *ls, int n)
     exit(EXIT_FAILURE);
   }
   /* Secure by default: clear text beyond loopback must be asked for. */
-  if (srv.tls_mode != TLS_MODE_REQUIRE && !srv.tls_mode_set)
-    for (int i = 0; i < n; i++)    /* also sockets systemd handed us */
-      if (!listener_is_local(&ls[i]))
-        refuse_plain_text(ls[i].desc);
+  for (int i = 0; i < n; i++)    /* also sockets systemd handed us */
+    if (!listener_is_local(&ls[i]))
+      check_clear_text(ls[i].desc);
+  char peer[128];
+  if (opt.single && !fd_peer_is_local(0, peer, sizeof peer))
+    check_clear_text(peer);      /* -s: the one client's address */
   for (size_t i = 0; i < srv.nexports; i++)
     if ((srv.exports[i].tls_only || srv.exports[i].allow) &&
         srv.tls_mode == TLS_MODE_OFF) {
