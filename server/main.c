@@ -245,18 +245,31 @@ static void check_tls_defaults(const struct listener *ls, int n)
   }
 }
 
+/* FILE.tmp is made afresh (O_EXCL, O_NOFOLLOW: a symlink planted there
+ * is removed, never followed, and one planted again after that fails the
+ * open) and renamed over FILE, which replaces a symlink at FILE rather
+ * than writing through it.  The directory walk follows symlinks: Debian's
+ * /var/run is one (docs/security.md 36). */
 static void write_pid_file(void)
 {
   if (!opt.pid_file)
     return;
-  char tmp[PATH_MAX];
+  char tmp[PATH_MAX], line[32];
   snprintf(tmp, sizeof tmp, "%s.tmp", opt.pid_file);
-  FILE *f = fopen(tmp, "w");
-  if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0 ||
-      rename(tmp, opt.pid_file) == -1) {
-    log_error("pid file %s: %m", opt.pid_file);
-    exit(EXIT_FAILURE);
-  }
+  int n = snprintf(line, sizeof line, "%d\n", (int)getpid());
+  if (unlink(tmp) == -1 && errno != ENOENT)
+    goto fail;
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                0644);
+  if (fd == -1)
+    goto fail;
+  bool ok = fchmod(fd, 0644) == 0 && write(fd, line, (size_t)n) == n;
+  if (close(fd) == -1 || !ok || rename(tmp, opt.pid_file) == -1)
+    goto fail;
+  return;
+fail:
+  log_error("pid file %s: %m", opt.pid_file);
+  exit(EXIT_FAILURE);
 }
 
 static void cleanup_files(void)
