@@ -103,6 +103,29 @@ struct tls_creds *tls_creds_ref(struct tls_creds *c);
 void tls_creds_unref(struct tls_creds *c);
 bool tls_creds_is_psk(const struct tls_creds *c);  /* a PSK file loaded */
 
+/* What a server's credentials hold: logged at start and at every reload,
+ * and compared by a reload so that it never silently drops what was there
+ * (docs/security.md 29). */
+struct tls_creds_info {
+  bool x509, psk;
+  unsigned ca_certs;          /* certificates in ca-cert.pem (0: none) */
+  char ca_subject[256];       /* the first one's subject DN */
+  char cert_subject[256];     /* server-cert.pem's */
+  long long cert_expires;     /* its notAfter, Unix time */
+  bool crl;                   /* ca-crl.pem loaded */
+  unsigned crl_entries;       /* certificates it revokes */
+  size_t psk_users;
+};
+const struct tls_creds_info *tls_creds_info(const struct tls_creds *c);
+/* One line for the log: "X.509 CA ..., certificate ... (expires ...),
+ * CRL N entries; PSK N users". */
+void tls_creds_describe(const struct tls_creds_info *i, char *buf,
+                        size_t size);
+/* What replacing old by new would drop (a loaded CRL, the CA, the X.509
+ * or PSK credentials), or NULL if nothing. */
+const char *tls_creds_dropped(const struct tls_creds_info *old,
+                              const struct tls_creds_info *new);
+
 /* What the TLS handshake established about the peer. */
 struct tls_peer {
   char version[16];        /* "TLS1.3" */

@@ -29,6 +29,7 @@ struct tls_creds {
   struct psk_entry *users;                    /* server: keys from the file */
   size_t nusers;
   char *psk_user;                             /* client: our PSK identity */
+  struct tls_creds_info info;                 /* server: what was loaded */
 };
 
 #endif

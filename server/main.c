@@ -58,6 +58,18 @@ static int load_creds(void)
   struct tls_creds *c = tls_creds_load_server(&cfg);
   if (!c)
     return -1;
+  /* A reload never silently drops what was loaded: a CRL deleted by
+   * mistake would un-revoke every certificate in it. */
+  const char *dropped = srv.creds ? tls_creds_dropped(
+    tls_creds_info(srv.creds), tls_creds_info(c)) : NULL;
+  if (dropped) {
+    tls_creds_unref(c);
+    set_error(EINVAL, "%s", dropped);
+    return -1;
+  }
+  char what[1024];
+  tls_creds_describe(tls_creds_info(c), what, sizeof what);
+  log_info("TLS credentials loaded: %s", what);
   pthread_mutex_lock(&srv.creds_lock);
   struct tls_creds *old = srv.creds;
   srv.creds = c;
