@@ -162,6 +162,10 @@ const struct config_opt config_opts[] = {
   { "max-negotiating", 0, CFG_INT, FIELD(server, max_negotiating, int),
     .min = 1, .max = 1000000, .arg = " N",
     .help = "connections negotiating at once (default 256)" },
+  { "max-negotiating-per-source", 0, CFG_INT,
+    FIELD(server, max_negotiating_per_source, int), .min = 0,
+    .max = 1000000, .arg = " N", .help = "of those, from one IP address "
+    "(IPv6: /64;\n0: no limit; default 16)" },
   { "max-connections", 0, CFG_INT, FIELD(server, max_connections, int),
     .min = 1, .max = 1000000, .arg = " N",
     .help = "connections at once (default 16384)" },

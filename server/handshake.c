@@ -323,6 +323,7 @@ static int opt_starttls(struct conn *c, uint32_t opt, const uint8_t *data,
   c->t = t;
   c->tls = true;
   c->tls_peer = peer;
+  conn_progress(c);
   /* Forget all negotiated state (proto.md NBD_OPT_STARTTLS). */
   c->structured = false;
   c->meta_base_allocation = false;
@@ -415,6 +416,7 @@ static int hs_option(struct conn *c)
     log_info("%s: bad option magic; closing", c->peer);
     return HS_CLOSE;
   }
+  conn_progress(c);
   /* Once an option has begun, shutdown does not interrupt it: its payload
    * is read whole and it gets its reply. */
   int wake = c->t->wake_fd;
@@ -518,6 +520,7 @@ int srv_hs_run(struct conn *c)
   }
   c->fixed = cflags & NBD_FLAG_C_FIXED_NEWSTYLE;
   c->no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
+  conn_progress(c);
   int rc;
   do
     rc = hs_option(c);

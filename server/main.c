@@ -22,6 +22,7 @@ static struct server srv = {
   .max_inflight = 64,
   .handshake_timeout = 10,
   .max_negotiating = 256,
+  .max_negotiating_per_source = 16,
   .max_connections = 16384,
   .wake_pipe = { -1, -1 },
   .creds_lock = PTHREAD_MUTEX_INITIALIZER,

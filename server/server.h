@@ -47,6 +47,7 @@ struct server {
   int max_inflight;         /* per connection */
   int handshake_timeout;    /* seconds */
   int max_negotiating;      /* connections allowed in the handshake */
+  int max_negotiating_per_source; /* of those, from one address (0: any) */
   int max_connections;
   enum tls_mode tls_mode;
   bool tls_mode_set;        /* --tls given explicitly */
@@ -69,6 +70,7 @@ struct server {
   pthread_cond_t conns_cond;
   struct conn *conns;       /* doubly-linked list of live connections */
   int nconns;
+  struct conn *negotiating; /* those in the handshake (neglimit.c) */
   int nnegotiating;
   bool trim_pending;        /* large request buffers, or many connections'
                                buffers, freed since the last malloc_trim */
