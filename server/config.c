@@ -169,6 +169,9 @@ const struct config_opt config_opts[] = {
   { "max-connections", 0, CFG_INT, FIELD(server, max_connections, int),
     .min = 1, .max = 1000000, .arg = " N",
     .help = "connections at once (default 16384)" },
+  { "max-queued-mib", 0, CFG_INT, FIELD(server, max_queued_mib, int),
+    .min = 0, .max = 1 << 20, .arg = " N", .help = "MiB of requests and "
+    "replies queued, all\nconnections (default 256; 0: no bound)" },
   { "pid-file", 'P', CFG_STR, FIELD(options, pid_file, char *),
     .arg = " FILE", .help = "write the PID once listening" },
   { "verbose", 'v', CFG_FLAG, FIELD(options, verbose, bool),

@@ -63,7 +63,8 @@ struct conn {
   pthread_mutex_t send_lock;
   pthread_t writer;             /* set once, when writer_started is */
   /* The reader's alone (no lock): */
-  bool big_io;                  /* had a READ/WRITE of 128 KiB or more */
+  bool big_io;                  /* had a READ/WRITE of 128 KiB or more,
+                                   or 8 MiB of them in flight */
   /* Replies of REPLY_BATCH requests held back to go out together in one
    * send (reply.h). */
   struct reply *held, *held_tail;

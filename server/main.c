@@ -24,6 +24,7 @@ static struct server srv = {
   .max_negotiating = 256,
   .max_negotiating_per_source = 16,
   .max_connections = 16384,
+  .max_queued_mib = 256,
   .wake_pipe = { -1, -1 },
   .creds_lock = PTHREAD_MUTEX_INITIALIZER,
   .conns_lock = PTHREAD_MUTEX_INITIALIZER,
@@ -299,12 +300,16 @@ static void cleanup_files(void)
  * instead of a fresh mmap per request: glibc's default maps anything over
  * 128 KiB-32 MiB afresh, so every 256 KiB nbdcopy request cost 64 page
  * faults, zeroing and a TLB shootdown on munmap (12% of the server's CPU
- * in a TLS copy).  Freed memory is kept up to 64 MiB per arena and given
- * back when the last connection closes (conn.c). */
+ * in a TLS copy).  Free memory at the top of a heap is kept up to 8 MiB
+ * (32 requests of 256 KiB) and given back beyond that: malloc_trim (when
+ * a connection with large buffers closes, conn.c) gives back free pages
+ * inside every heap but never the top of a thread's heap, and with
+ * 64 MiB kept there, six thread heaps held 190 MiB after clients that
+ * had pinned 256 MiB of replies closed (tests/load/test-reply-memory.py). */
 static void tune_malloc(void)
 {
   mallopt(M_MMAP_THRESHOLD, NBD_MAX_PAYLOAD);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 8 << 20);
 }
 
 /* One descriptor per connection: lift the soft limit (1,024 by default)

@@ -11,6 +11,7 @@
 #define SNBD_SERVER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -49,6 +50,8 @@ struct server {
   int max_negotiating;      /* connections allowed in the handshake */
   int max_negotiating_per_source; /* of those, from one address (0: any) */
   int max_connections;
+  int max_queued_mib;       /* request + reply bytes queued, all
+                               connections (0: no bound) */
   enum tls_mode tls_mode;
   bool tls_mode_set;        /* --tls given explicitly */
   char *tls_certs;          /* directory */
@@ -69,6 +72,7 @@ struct server {
   pthread_mutex_t conns_lock;
   pthread_cond_t conns_cond;
   struct conn *conns;       /* doubly-linked list of live connections */
+  _Atomic uint64_t queued_bytes; /* (reply.c) against max_queued_mib */
   int nconns;
   struct conn *negotiating; /* those in the handshake (neglimit.c) */
   int nnegotiating;

@@ -203,9 +203,11 @@ void xmit_run(struct conn *c)
     if (r.type == NBD_CMD_DISC)
       break;
     int err = closing ? ESHUTDOWN : validate(c, &r);
+    if (err == 0 && !reply_wait_budget(c, &r))
+      break;
     if ((r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) && err == 0 &&
         r.count >= 128 * 1024)
-      c->big_io = true;         /* conn.c: malloc_trim when idle */
+      c->big_io = true;         /* conn.c: malloc_trim when it closes */
     struct req *q = err ? NULL : malloc(sizeof *q);
     struct req refused;        /* stands in for a request refused here */
     if (!q && !err)
