@@ -183,17 +183,28 @@ def case_sigterm_requests_in_flight(_):
               disk[2 * MiB:2 * MiB + 8192])
 
 
+def stopped_reading(srv, seconds):
+    """Waits (bounded) until the server logs that a connection's reader
+    has stopped taking requests in; False if it never says so."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if "shutting down: no more requests read" in srv.stderr():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def case_sigterm_tls_replies_in_flight(_):
     """The same over TLS: replies being written (the socket full) when
-    SIGTERM comes are finished, not cut, however long they take.  Four
-    32 MiB READs are more than a connection may have in flight (64 MiB),
-    so at SIGTERM the server's reader is waiting for room; the client
-    reads three replies (the reader then takes the rest of the requests
-    and finds no more), then reads nothing until the server says it has
-    stopped reading requests (2 s after it found none), and only then the
-    last 32 MiB reply.  A server that bounded its sends by that window
-    (it did: 128 MiB of TLS replies were cut on a loaded machine) now
-    fails every time, not only under load."""
+    SIGTERM comes are finished, not cut, however slowly the client reads.
+    The client reads the four 32 MiB replies, then reads nothing more
+    until the server has stopped reading requests (its log says so, 2 s
+    after the reader found none), with 16 MiB of smaller replies still
+    queued or their requests still unread, and only then reads those.
+    The server used to end that 2 s window with the transport's deadline,
+    which also stopped it taking in requests the client had sent before
+    SIGTERM and bounded its sends, so a client slower than 2 s (on a
+    loaded machine, or pausing here) lost replies."""
     d = make_x509(os.path.join(os.environ["TMPDIR"], "x509"))
     ctx = client_context(d)
     with Server("memory:1G", args=["--tls=require", "--tls-certificates",
@@ -207,7 +218,10 @@ def case_sigterm_tls_replies_in_flight(_):
             t.write(k * MAX_PAYLOAD, pattern(k, 4096))
         reads = [t.request(CMD_READ, k * MAX_PAYLOAD, MAX_PAYLOAD)
                  for k in range(4)]
-        small = [t.request(CMD_READ, 0, 65536) for _ in range(8)]
+        # more than the 64 requests a connection may have in flight, so
+        # the server's reader for t is waiting for room, not reading, and
+        # 16 MiB: more than the sockets hold while the client pauses
+        small = [t.request(CMD_READ, 0, 256 << 10) for _ in range(66)]
         h = srv.connect()              # FORCEDTLS: TLS_REQD until TLS
         h.handshake()
         h.starttls(ctx)
@@ -215,10 +229,6 @@ def case_sigterm_tls_replies_in_flight(_):
         t0 = sigterm(srv)
         shutdown_barrier(srv, h)
         for k, cookie in enumerate(reads):
-            if k == len(reads) - 1:
-                srv.wait_for("the server to stop reading requests", lambda:
-                             "shutting down: no more requests read" in
-                             srv.stderr(), EXIT_WITHIN)
             try:
                 r = t.reply(cookie)
             except Closed:
@@ -227,8 +237,15 @@ def case_sigterm_tls_replies_in_flight(_):
             expect_eq("in-flight READ %d over TLS: error" % k, 0, r.error)
             check(r.data[:4096] == pattern(k, 4096),
                   "in-flight READ %d over TLS: wrong data", k)
-        for cookie in small:
-            r = t.reply(cookie)
+        # A server that never says so gets the same pause, bounded.
+        if not stopped_reading(srv, EXIT_WITHIN / 2):
+            log("  the server never said it stopped reading requests")
+        for i, cookie in enumerate(small):
+            try:
+                r = t.reply(cookie)
+            except Closed:
+                raise TestFailure("queued READ %d: connection cut after "
+                                  "the client paused" % i)
             check(r.error in (0, ESHUTDOWN), "queued READ: error %d",
                   r.error)
         try:
