@@ -195,28 +195,15 @@ def open_silent(port, sources):
     return socks
 
 
-def closed(socks):
-    out = []
-    for s in socks:
-        s.settimeout(0)
-        try:
-            out.append(s.recv(1) == b"")
-        except BlockingIOError:
-            out.append(False)
-        except OSError:
-            out.append(True)
-    return out
-
-
 def case_per_source(srv):
     one = open_silent(srv.port, ["127.3.0.1"] * 20)
     many = open_silent(srv.port, ["127.4.0.%d" % i for i in range(1, 21)])
     try:
         # Each drop happened before the next connection was greeted.
-        check(closed(one) == [True] * 4 + [False] * 16,
-              "one address: not the 4 oldest dropped: %s", closed(one))
-        check(not any(closed(many)), "twenty addresses: some dropped: %s",
-              closed(many))
+        check(nbdraw.closed_by_peer(one) == [True] * 4 + [False] * 16,
+              "one address: not the 4 oldest dropped: %s", nbdraw.closed_by_peer(one))
+        check(not any(nbdraw.closed_by_peer(many)), "twenty addresses: some dropped: %s",
+              nbdraw.closed_by_peer(many))
     finally:
         for s in one + many:
             s.close()

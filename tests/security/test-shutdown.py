@@ -183,6 +183,14 @@ def case_sigterm_requests_in_flight(_):
               disk[2 * MiB:2 * MiB + 8192])
 
 
+def reply_or_cut(t, cookie, what):
+    """The reply to cookie; a connection cut before it is a failure."""
+    try:
+        return t.reply(cookie)
+    except Closed:
+        raise TestFailure("%s: connection cut before its reply" % what)
+
+
 def stopped_reading(srv, seconds):
     """Waits (bounded) until the server logs that a connection's reader
     has stopped taking requests in; False if it never says so."""
@@ -229,11 +237,8 @@ def case_sigterm_tls_replies_in_flight(_):
         t0 = sigterm(srv)
         shutdown_barrier(srv, h)
         for k, cookie in enumerate(reads):
-            try:
-                r = t.reply(cookie)
-            except Closed:
-                raise TestFailure("TLS READ %d in flight at SIGTERM: "
-                                  "connection cut mid-reply" % k)
+            r = reply_or_cut(t, cookie, "TLS READ %d in flight at SIGTERM"
+                             % k)
             expect_eq("in-flight READ %d over TLS: error" % k, 0, r.error)
             check(r.data[:4096] == pattern(k, 4096),
                   "in-flight READ %d over TLS: wrong data", k)
@@ -241,11 +246,8 @@ def case_sigterm_tls_replies_in_flight(_):
         if not stopped_reading(srv, EXIT_WITHIN / 2):
             log("  the server never said it stopped reading requests")
         for i, cookie in enumerate(small):
-            try:
-                r = t.reply(cookie)
-            except Closed:
-                raise TestFailure("queued READ %d: connection cut after "
-                                  "the client paused" % i)
+            r = reply_or_cut(t, cookie, "queued READ %d, after the client "
+                             "paused" % i)
             check(r.error in (0, ESHUTDOWN), "queued READ: error %d",
                   r.error)
         try:
