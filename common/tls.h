@@ -46,22 +46,35 @@
   ":-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1" \
   ":+GROUP-SECP521R1:+GROUP-X448:+GROUP-FFDHE2048:+GROUP-FFDHE3072" \
   ":+GROUP-FFDHE4096:+GROUP-FFDHE6144:+GROUP-FFDHE8192"
+/* TLS 1.2 suites: AEAD ciphers only (no CBC, so no SHA-1 MAC) and
+ * (EC)DHE key exchange only (no RSA key transport, no plain PSK): every
+ * suite has forward secrecy (docs/security.md 35).  TLS 1.3 suites are
+ * all AEAD with (EC)DHE already. */
+#define TLS_AEAD_DHE_ONLY ":-RSA"
 #define TLS_DEFAULT_PRIORITY \
   "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2" \
-  ":-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+AES-256-CCM:+AES-256-CBC" \
-  ":+AES-128-CCM:+AES-128-CBC:+CHACHA20-POLY1305" TLS_GROUPS \
+  ":-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+AES-256-CCM" \
+  ":+AES-128-CCM:+CHACHA20-POLY1305" TLS_GROUPS TLS_AEAD_DHE_ONLY \
   ":%SERVER_PRECEDENCE"
 #define TLS_PRIORITY_NO_AES \
-  "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2" TLS_GROUPS
+  "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2" \
+  ":-CIPHER-ALL:+CHACHA20-POLY1305:+AES-256-GCM:+AES-128-GCM" \
+  ":+AES-256-CCM:+AES-128-CCM" TLS_GROUPS TLS_AEAD_DHE_ONLY
+/* Appended to every priority string, the default or one given, unless the
+ * configuration asks for old versions by name (allow_old_versions): the
+ * 1.2 floor is not a property of one string (docs/security.md 2). */
+#define TLS_VERSION_FLOOR ":-VERS-TLS1.1:-VERS-TLS1.0:-VERS-SSL3.0"
 
 struct tls_server_config {
   const char *cert_dir;    /* ca-cert.pem, server-cert.pem, server-key.pem,
                               optional ca-crl.pem; NULL if unused */
   const char *psk_file;    /* psktool format "user:hexkey"; NULL if unused */
   const char *priority;    /* NULL: tls_default_priority(); with a PSK
-                              file ":+ECDHE-PSK:+DHE-PSK:+PSK" is appended
-                              (":-KX-ALL:+ECDHE-PSK:+DHE-PSK:+PSK" if PSK
+                              file ":+ECDHE-PSK:+DHE-PSK" is appended
+                              (":-KX-ALL:+ECDHE-PSK:+DHE-PSK" if PSK
                               is the only credential) */
+  bool allow_old_versions; /* UNSAFE: leave TLS 1.0/1.1 to the priority
+                              string instead of always removing them */
   bool verify_peer;        /* require a client certificate signed by the CA
                               (X.509), refuse the handshake otherwise; a
                               PSK client is authenticated by its key.
@@ -83,6 +96,7 @@ struct tls_client_config {
   const char *username;    /* PSK identity; NULL means the login name
                               (else the effective user's), as libnbd does */
   const char *priority;    /* as for the server */
+  bool allow_old_versions; /* as for the server (tests only) */
   bool verify_peer;        /* verify server certificate + hostname (default
                               true in every caller); needs a hostname */
 };
@@ -101,6 +115,29 @@ struct tls_creds *tls_creds_load_client_shared(
 struct tls_creds *tls_creds_ref(struct tls_creds *c);
 void tls_creds_unref(struct tls_creds *c);
 bool tls_creds_is_psk(const struct tls_creds *c);  /* a PSK file loaded */
+
+/* What a server's credentials hold: logged at start and at every reload,
+ * and compared by a reload so that it never silently drops what was there
+ * (docs/security.md 29). */
+struct tls_creds_info {
+  bool x509, psk;
+  unsigned ca_certs;          /* certificates in ca-cert.pem (0: none) */
+  char ca_subject[256];       /* the first one's subject DN */
+  char cert_subject[256];     /* server-cert.pem's */
+  long long cert_expires;     /* its notAfter, Unix time */
+  bool crl;                   /* ca-crl.pem loaded */
+  unsigned crl_entries;       /* certificates it revokes */
+  size_t psk_users;
+};
+const struct tls_creds_info *tls_creds_info(const struct tls_creds *c);
+/* One line for the log: "X.509 CA ..., certificate ... (expires ...),
+ * CRL N entries; PSK N users". */
+void tls_creds_describe(const struct tls_creds_info *i, char *buf,
+                        size_t size);
+/* What replacing old by new would drop (a loaded CRL, the CA, the X.509
+ * or PSK credentials), or NULL if nothing. */
+const char *tls_creds_dropped(const struct tls_creds_info *old,
+                              const struct tls_creds_info *new);
 
 /* What the TLS handshake established about the peer. */
 struct tls_peer {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <gnutls/gnutls.h>
@@ -26,13 +27,14 @@
 #define PSK_USER_MAX 255          /* fits tls_peer.psk_username */
 #define PSK_KEY_MAX 256           /* bytes; psktool makes 32 */
 
-/* PSK added to whatever priority is in use (as nbdkit and libnbd do);
- * in TLS 1.3 this gives psk_dhe_ke, ECDHE first.  With PSK alone the
+/* PSK added to whatever priority is in use (as nbdkit and libnbd do, but
+ * without plain PSK, which has no forward secrecy); in TLS 1.3 this gives
+ * psk_dhe_ke only, ECDHE first.  With PSK alone the
  * certificate key exchanges go: a TLS 1.2 client that offers them (say
  * gnutls-cli, which always has X.509 credentials) otherwise gets
  * "Insufficient credentials" from a PSK-only GnuTLS server (nbdkit too). */
-#define TLS_PSK_PRIORITY ":+ECDHE-PSK:+DHE-PSK:+PSK"
-#define TLS_PSK_ONLY_PRIORITY ":-KX-ALL:+ECDHE-PSK:+DHE-PSK:+PSK"
+#define TLS_PSK_PRIORITY ":+ECDHE-PSK:+DHE-PSK"
+#define TLS_PSK_ONLY_PRIORITY ":-KX-ALL:+ECDHE-PSK:+DHE-PSK"
 
 /* ---- global ---- */
 
@@ -268,6 +270,8 @@ static int load_psk_server(struct tls_creds *c, const char *file)
   gnutls_psk_set_server_credentials_function2(c->psk_server,
                                               psk_server_lookup);
   gnutls_psk_set_server_known_dh_params(c->psk_server, GNUTLS_SEC_PARAM_MEDIUM);
+  c->info.psk = true;
+  c->info.psk_users = c->nusers;
   return 0;
 }
 
@@ -319,6 +323,68 @@ static int load_psk_client(struct tls_creds *c, const char *file,
   return 0;
 }
 
+static void subject_of(gnutls_x509_crt_t crt, char *buf, size_t size)
+{
+  gnutls_datum_t dn = { NULL, 0 };
+  buf[0] = '\0';
+  if (gnutls_x509_crt_get_dn3(crt, &dn, 0) >= 0)
+    snprintf(buf, size, "%.*s", (int)dn.size, (const char *)dn.data);
+  gnutls_free(dn.data);
+}
+
+/* The first certificate of a PEM file, for tls_creds_info. */
+static void ca_info(struct tls_creds *c, const char *file)
+{
+  gnutls_datum_t data = { NULL, 0 };
+  gnutls_x509_crt_t *list = NULL;
+  unsigned n = 0;
+  if (gnutls_load_file(file, &data) < 0)
+    return;
+  if (gnutls_x509_crt_list_import2(&list, &n, &data, GNUTLS_X509_FMT_PEM,
+                                   0) >= 0 && n > 0)
+    subject_of(list[0], c->info.ca_subject, sizeof c->info.ca_subject);
+  for (unsigned i = 0; i < n; i++)
+    gnutls_x509_crt_deinit(list[i]);
+  gnutls_free(list);
+  gnutls_free(data.data);
+}
+
+/* The server certificate's subject and expiry, for tls_creds_info. */
+static void cert_info(struct tls_creds *c)
+{
+  gnutls_datum_t raw;
+  gnutls_x509_crt_t crt;
+  if (gnutls_certificate_get_crt_raw(c->cert, 0, 0, &raw) < 0 ||
+      gnutls_x509_crt_init(&crt) < 0)
+    return;
+  if (gnutls_x509_crt_import(crt, &raw, GNUTLS_X509_FMT_DER) >= 0) {
+    subject_of(crt, c->info.cert_subject, sizeof c->info.cert_subject);
+    c->info.cert_expires = gnutls_x509_crt_get_expiration_time(crt);
+  }
+  gnutls_x509_crt_deinit(crt);
+}
+
+/* How many certificates a CRL file revokes, for tls_creds_info. */
+static unsigned crl_entries(const char *file)
+{
+  gnutls_datum_t data = { NULL, 0 };
+  gnutls_x509_crl_t *list = NULL;
+  unsigned n = 0, entries = 0;
+  if (gnutls_load_file(file, &data) < 0)
+    return 0;
+  if (gnutls_x509_crl_list_import2(&list, &n, &data, GNUTLS_X509_FMT_PEM,
+                                   0) < 0)
+    n = 0;
+  for (unsigned i = 0; i < n; i++) {
+    int k = gnutls_x509_crl_get_crt_count(list[i]);
+    entries += k > 0 ? (unsigned)k : 0;
+    gnutls_x509_crl_deinit(list[i]);
+  }
+  gnutls_free(list);
+  gnutls_free(data.data);
+  return entries;
+}
+
 static int load_ca(struct tls_creds *c, const char *ca)
 {
   int r = gnutls_certificate_set_x509_trust_file(c->cert, ca,
@@ -328,6 +394,8 @@ static int load_ca(struct tls_creds *c, const char *ca)
               r == 0 ? "no certificates found" : gnutls_strerror(r));
     return -1;
   }
+  c->info.ca_certs = (unsigned)r;
+  ca_info(c, ca);
   return 0;
 }
 
@@ -347,6 +415,8 @@ static int load_crl(struct tls_creds *c, const char *dir)
     set_error(EINVAL, "%s: %s", crl, gnutls_strerror(r));
     return -1;
   }
+  c->info.crl = true;
+  c->info.crl_entries = crl_entries(crl);
   return 0;
 }
 
@@ -391,6 +461,8 @@ static int load_x509_server(struct tls_creds *c, const char *dir)
   if (load_key_pair(c, cert, key) == -1 || load_crl(c, dir) == -1)
     return -1;
   gnutls_certificate_set_known_dh_params(c->cert, GNUTLS_SEC_PARAM_MEDIUM);
+  c->info.x509 = true;
+  cert_info(c);
   return 0;
 }
 
@@ -434,14 +506,16 @@ static int load_x509_client(struct tls_creds *c, const char *dir)
 }
 
 /* Call after loading the credentials: the PSK suffix depends on them. */
-static int load_priority(struct tls_creds *c, const char *priority)
+static int load_priority(struct tls_creds *c, const char *priority,
+                         bool allow_old_versions)
 {
   char buf[1024];
   const char *base = priority ? priority : tls_default_priority();
   bool psk = c->psk_server || c->psk_client;
   const char *suffix = !psk ? "" : c->cert ? TLS_PSK_PRIORITY
                                            : TLS_PSK_ONLY_PRIORITY;
-  int n = snprintf(buf, sizeof buf, "%s%s", base, suffix);
+  const char *floor = allow_old_versions ? "" : TLS_VERSION_FLOOR;
+  int n = snprintf(buf, sizeof buf, "%s%s%s", base, suffix, floor);
   if (n < 0 || (size_t)n >= sizeof buf) {
     set_error(EINVAL, "TLS priority string too long");
     return -1;
@@ -522,7 +596,7 @@ struct tls_creds *tls_creds_load_server(const struct tls_server_config *cfg)
     return NULL;
   if ((cfg->cert_dir && load_x509_server(c, cfg->cert_dir) == -1) ||
       (cfg->psk_file && load_psk_server(c, cfg->psk_file) == -1) ||
-      load_priority(c, cfg->priority) == -1 ||
+      load_priority(c, cfg->priority, cfg->allow_old_versions) == -1 ||
       (!cfg->no_tickets && ticket_key_new(&c->ticket_key) == -1)) {
     creds_free(c);
     return NULL;
@@ -543,7 +617,8 @@ struct tls_creds *tls_creds_load_client(const struct tls_client_config *cfg)
   int r = cfg->psk_file
           ? load_psk_client(c, cfg->psk_file, cfg->username)
           : load_x509_client(c, cfg->cert_dir);
-  if (r == -1 || load_priority(c, cfg->priority) == -1) {
+  if (r == -1 ||
+      load_priority(c, cfg->priority, cfg->allow_old_versions) == -1) {
     creds_free(c);
     return NULL;
   }
@@ -566,4 +641,47 @@ void tls_creds_unref(struct tls_creds *c)
 bool tls_creds_is_psk(const struct tls_creds *c)
 {
   return c->psk_server != NULL || c->psk_client != NULL;
+}
+
+const struct tls_creds_info *tls_creds_info(const struct tls_creds *c)
+{
+  return &c->info;
+}
+
+void tls_creds_describe(const struct tls_creds_info *i, char *buf,
+                        size_t size)
+{
+  char expires[32] = "?", ca[300] = "none", crl[48] = "no CRL";
+  time_t t = (time_t)i->cert_expires;
+  struct tm tm;
+  if (i->cert_expires > 0 && gmtime_r(&t, &tm))
+    strftime(expires, sizeof expires, "%Y-%m-%d %H:%M UTC", &tm);
+  if (i->ca_certs)
+    snprintf(ca, sizeof ca, "\"%s\"", i->ca_subject);
+  if (i->crl)
+    snprintf(crl, sizeof crl, "CRL revoking %u", i->crl_entries);
+  int n = 0;
+  buf[0] = '\0';
+  if (i->x509)
+    n = snprintf(buf, size, "X.509: CA %s, certificate \"%s\" expires %s, "
+                 "%s", ca, i->cert_subject, expires, crl);
+  if (i->psk && n >= 0 && (size_t)n < size)
+    snprintf(buf + n, size - (size_t)n, "%sPSK: %zu user%s",
+             n ? "; " : "", i->psk_users, i->psk_users == 1 ? "" : "s");
+}
+
+const char *tls_creds_dropped(const struct tls_creds_info *old,
+                              const struct tls_creds_info *new)
+{
+  if (old->crl && !new->crl)
+    return "ca-crl.pem was loaded and is gone: its revocations would be "
+           "lost (replace it with an empty CRL to drop them)";
+  if (old->ca_certs && !new->ca_certs)
+    return "ca-cert.pem was loaded and is gone: client certificates "
+           "would no longer be verified";
+  if (old->x509 && !new->x509)
+    return "the X.509 credentials would be dropped";
+  if (old->psk && !new->psk)
+    return "the PSK credentials would be dropped";
+  return NULL;
 }

@@ -33,6 +33,7 @@ struct tls_creds {
                                                  master key; NULL data: no
                                                  tickets (tls_resume.c) */
   unsigned ticket_lifetime;                   /* server: seconds, 0 default */
+  struct tls_creds_info info;                 /* server: what was loaded */
 };
 
 /* tls_peer.c: fills *p (only p->want_names is read) from a session whose

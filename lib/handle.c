@@ -221,6 +221,7 @@ SETTER(snbd_set_tls_session_resumption, bool, tls_resume, true)
 SETTER(snbd_set_request_structured_replies, bool, request_sr, true)
 SETTER(snbd_set_uri_allow_local_file, bool, allow_local_file, true)
 SETTER(snbd_set_handshake_timeout, unsigned, hs_timeout, v < 86400 * 365)
+SETTER(snbd_set_request_timeout, unsigned, req_timeout, v < 86400 * 365)
 SETTER(snbd_set_opt_mode, bool, opt_mode, true)
 
 int snbd_get_tls(struct snbd_handle *h)

@@ -51,7 +51,8 @@ int inflight_req_add(struct snbd_handle *h, struct op *op, struct nbd_req *q,
   r->buf = buf;
   r->next = h->reqs[BUCKET(r->cookie)];
   h->reqs[BUCKET(r->cookie)] = r;
-  h->nr_reqs++;
+  if (h->nr_reqs++ == 0)
+    h->last_heard = monotonic_ns();   /* reply.c: the request timeout */
   op->parts_left++;
   return 0;
 }

@@ -123,6 +123,7 @@ struct snbd_handle {
   bool allow_local_file;
   bool opt_mode;
   unsigned hs_timeout;
+  unsigned req_timeout;     /* seconds; 0: none (reply.c) */
   char *want_ctx[MAX_META_CONTEXTS];
   int nr_want_ctx;
 
@@ -159,6 +160,8 @@ struct snbd_handle {
   struct op *ready;         /* done ops whose callbacks are due */
   bool reader_running;
   pthread_t reader;
+  int64_t last_heard;       /* monotonic ns: the last reply began, or the
+                               first command went out after none */
 };
 
 /* Errors.  Public entry points record their name with API(); messages

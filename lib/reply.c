@@ -6,6 +6,7 @@
  * reply that breaks the protocol ends the connection: the stream can no
  * longer be trusted to be in step. */
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,15 +50,57 @@ static int fatal(int err, const char *fmt, ...)
   return -1;
 }
 
+/* With a request timeout (snbd_set_request_timeout): wait until the
+ * server sends something.  Before a reply (begun false) the connection
+ * ends once commands in flight have had no reply for the timeout; inside
+ * one, once the server has sent nothing for the timeout.  The reader
+ * polls the socket rather than setting the transport's deadline, which
+ * the senders share. */
+static int await_data(struct snbd_handle *h, bool begun)
+{
+  int64_t limit = (int64_t)h->req_timeout * 1000000000;
+  if (!limit)
+    return 0;
+  while (transport_pending(h->t) == 0) {
+    struct pollfd p = { .fd = h->t->fd, .events = POLLIN };
+    int r = poll(&p, 1, (int)(h->req_timeout * 1000));
+    if (r != 0)
+      break;                    /* readable, or an error recv will see */
+    if (begun)
+      return fatal(ETIMEDOUT, "the server sent nothing for %u s in the "
+                   "middle of a reply (request timeout)", h->req_timeout);
+    pthread_mutex_lock(&h->lock);
+    bool stalled = h->nr_reqs > 0 && monotonic_ns() - h->last_heard >= limit;
+    pthread_mutex_unlock(&h->lock);
+    if (stalled)
+      return fatal(ETIMEDOUT, "no reply from the server for %u s (request "
+                   "timeout)", h->req_timeout);
+  }
+  if (!begun) {
+    pthread_mutex_lock(&h->lock);
+    h->last_heard = monotonic_ns();
+    pthread_mutex_unlock(&h->lock);
+  }
+  return 0;
+}
+
 static int read_or_fatal(struct snbd_handle *h, void *buf, size_t len)
 {
-  if (transport_read_full(h->t, buf, len) == -1) {
-    int e = errno;
-    if (e == ECONNRESET)
-      return fatal(e, "the server closed the connection in the middle of "
-                   "a reply");
-    return fatal(e, "reading a reply: %s", strerror(e));
+  int e = 0;
+  for (size_t got = 0; got < len && !e;) {
+    if (await_data(h, true) == -1)
+      return -1;
+    ssize_t n = transport_recv(h->t, (char *)buf + got, len - got);
+    if (n > 0)
+      got += (size_t)n;
+    else
+      e = n == 0 ? ECONNRESET : errno == EINTR ? 0 : errno;
   }
+  if (e == ECONNRESET)
+    return fatal(e, "the server closed the connection in the middle of a "
+                 "reply");
+  if (e)
+    return fatal(e, "reading a reply: %s", strerror(e));
   return 0;
 }
 
@@ -378,6 +421,8 @@ static int read_one(struct snbd_handle *h)
 {
   uint8_t hdr[sizeof(struct nbd_simple_reply)];
   ssize_t n;
+  if (await_data(h, false) == -1)
+    return -1;
   do
     n = transport_recv(h->t, hdr, sizeof hdr);
   while (n == -1 && errno == EINTR);

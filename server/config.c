@@ -152,7 +152,11 @@ const struct config_opt config_opts[] = {
   { "tls-verify-peer", 0, CFG_FLAG, FIELD(server, tls_verify_peer, bool),
     .help = "require a client certificate" },
   { "tls-priority", 0, CFG_STR, FIELD(server, tls_priority, char *),
-    .arg = " STRING", .help = "GnuTLS priority (default: TLS 1.2 minimum)" },
+    .arg = " STRING", .help = "GnuTLS priority (TLS 1.2 minimum, whatever\n"
+    "it says; default: AEAD and (EC)DHE only)" },
+  { "tls-unsafe-old-versions", 0, CFG_FLAG,
+    FIELD(server, tls_old_versions, bool),
+    .help = "UNSAFE: let --tls-priority enable TLS 1.0/1.1" },
   { "tls-session-tickets", 0, CFG_ENUM, FIELD(server, tls_tickets, int),
     .names = off_on, .arg = "=on|off",
     .help = "TLS session tickets: clients resume\n"
@@ -166,9 +170,16 @@ const struct config_opt config_opts[] = {
   { "max-negotiating", 0, CFG_INT, FIELD(server, max_negotiating, int),
     .min = 1, .max = 1000000, .arg = " N",
     .help = "connections negotiating at once (default 256)" },
+  { "max-negotiating-per-source", 0, CFG_INT,
+    FIELD(server, max_negotiating_per_source, int), .min = 0,
+    .max = 1000000, .arg = " N", .help = "of those, from one IP address "
+    "(IPv6: /64;\n0: no limit; default 16)" },
   { "max-connections", 0, CFG_INT, FIELD(server, max_connections, int),
     .min = 1, .max = 1000000, .arg = " N",
     .help = "connections at once (default 16384)" },
+  { "max-queued-mib", 0, CFG_INT, FIELD(server, max_queued_mib, int),
+    .min = 0, .max = 1 << 20, .arg = " N", .help = "MiB of requests and "
+    "replies queued, all\nconnections (default 256; 0: no bound)" },
   { "pid-file", 'P', CFG_STR, FIELD(options, pid_file, char *),
     .arg = " FILE", .help = "write the PID once listening" },
   { "verbose", 'v', CFG_FLAG, FIELD(options, verbose, bool),

@@ -74,6 +74,7 @@ void config_free(struct server *s, struct options *o);
 
 bool listener_is_local(const struct listener *l);
 bool addr_is_local(const char *addr);
+bool fd_peer_is_local(int fd, char *desc, size_t size);
 void single_start(struct server *s);
 int single_wait(struct server *s);
 

@@ -41,29 +41,8 @@ static void conn_unlink(struct server *s, struct conn *c)
   if (c->next)
     c->next->prev = c->prev;
   s->nconns--;
-  if (c->negotiating)
-    s->nnegotiating--;
+  neg_leave(s, c);
   pthread_cond_broadcast(&s->conns_cond);
-}
-
-/* Under conns_lock: make room for one more negotiation by dropping the
- * oldest one still negotiating (its reader sees EOF and closes). */
-static void drop_oldest_negotiating(struct server *s)
-{
-  struct conn *oldest = NULL;
-  for (struct conn *c = s->conns; c; c = c->next)
-    if (c->negotiating && !atomic_load(&c->chosen) &&
-        (!oldest || c->started < oldest->started))
-      oldest = c;
-  if (oldest) {
-    log_info("%s: too many connections negotiating (%d); dropping the "
-             "oldest", oldest->peer, s->nnegotiating);
-    /* The fd stays open until the owner unlinks it, which needs
-     * conns_lock: shutdown() cannot hit a reused descriptor. */
-    shutdown(oldest->fd, SHUT_RDWR);
-    oldest->negotiating = false;
-    s->nnegotiating--;
-  }
 }
 
 static void conn_free(struct conn *c)
@@ -111,10 +90,7 @@ static void *conn_thread(void *arg)
   int rc = srv_hs_run(c);
 
   pthread_mutex_lock(&s->conns_lock);
-  if (c->negotiating) {
-    c->negotiating = false;
-    s->nnegotiating--;
-  }
+  neg_leave(s, c);
   pthread_mutex_unlock(&s->conns_lock);
 
   if (rc == 0) {
@@ -131,16 +107,19 @@ static void *conn_thread(void *arg)
   pthread_mutex_lock(&s->conns_lock);
   conn_unlink(s, c);
   /* The heap keeps freed request buffers for reuse (main.c); give them
-   * back once nobody is connected, if large ones were used or 64
-   * connections' worth of small ones (not after every connection of a
-   * client that connects and disconnects in a loop: that cost 4% of plain
-   * handshakes/s). */
-  if (c->big_io || ++s->closed_since_trim >= 64)
+   * back when a connection that used large ones closes (clients that
+   * pinned hundreds of MiB of replies left ~940 MiB in the heap for good
+   * while other connections stayed open), or once nobody is connected
+   * after 64 connections' worth of small ones (not after every connection
+   * of a client that connects and disconnects in a loop: that cost 4% of
+   * plain handshakes/s). */
+  bool big = c->big_io;
+  if (++s->closed_since_trim >= 64)
     s->trim_pending = true;
-  /* Close while still holding conns_lock: drop_oldest_negotiating may
-   * only touch fds of listed connections. */
+  /* Close while still holding conns_lock: neglimit.c's drop may only
+   * touch fds of connections still listed. */
   conn_free(c);
-  bool trim = s->nconns == 0 && s->trim_pending;
+  bool trim = big || (s->nconns == 0 && s->trim_pending);
   if (trim) {
     s->trim_pending = false;
     s->closed_since_trim = 0;
@@ -180,10 +159,12 @@ void conn_start(struct server *s, int fd, bool tcp_loopback, const char *peer)
     conn_free(c);
     return;
   }
-  if (s->nnegotiating >= s->max_negotiating)
-    drop_oldest_negotiating(s);
-  c->negotiating = true;
-  s->nnegotiating++;
+  if (neg_enter(s, c) == -1) {
+    pthread_mutex_unlock(&s->conns_lock);
+    log_error("%s: out of memory", peer);
+    conn_free(c);
+    return;
+  }
   conn_link(s, c);
   /* The thread start was on the critical path of every handshake: now
    * the client reads the greeting and answers meanwhile. */

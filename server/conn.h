@@ -63,7 +63,8 @@ struct conn {
   pthread_mutex_t send_lock;
   pthread_t writer;             /* set once, when writer_started is */
   /* The reader's alone (no lock): */
-  bool big_io;                  /* had a READ/WRITE of 128 KiB or more */
+  bool big_io;                  /* had a READ/WRITE of 128 KiB or more,
+                                   or 8 MiB of them in flight */
   /* Replies of REPLY_BATCH requests held back to go out together in one
    * send (reply.h). */
   struct reply *held, *held_tail;
@@ -71,7 +72,14 @@ struct conn {
   size_t held_len;
 
   struct conn *prev, *next;     /* server.conns, under conns_lock */
-  bool negotiating;             /* counted in server.nnegotiating */
+  /* Under conns_lock (neglimit.c): while negotiating, c is in
+   * server.negotiating and src (its source address's count) is set. */
+  struct conn *neg_prev, *neg_next;
+  struct neg_source *src;
+  /* Steps the client has completed (flags, options, TLS handshake): a
+   * flood drops the connections that made the least (neglimit.c).
+   * Written by the connection's thread, read under conns_lock. */
+  atomic_uint progress;
   /* Set by the handshake when it accepts GO / EXPORT_NAME, before the
    * reply goes out: from then on the client believes it is connected, so
    * the connection is never the one a flood drops (conn.c), even while
@@ -92,6 +100,16 @@ int srv_hs_run(struct conn *c);
 /* xmit.c: serve requests until the client disconnects or shutdown. */
 void xmit_run(struct conn *c);
 uint32_t xmit_nbd_errno(int err);
+
+/* neglimit.c, under conns_lock: count c as negotiating, first dropping
+ * the negotiation a flood should lose if c's address or the server is at
+ * its limit (-1: out of memory); and stop counting it (idempotent). */
+int neg_enter(struct server *s, struct conn *c);
+void neg_leave(struct server *s, struct conn *c);
+static inline void conn_progress(struct conn *c)
+{
+  atomic_fetch_add(&c->progress, 1);
+}
 
 /* policy.c: the one place every TLS/identity/export yes-no is answered. */
 enum policy_verdict {
@@ -115,6 +133,9 @@ enum policy_verdict policy_option(const struct policy_session *s,
 /* May this session see / use export e (NULL: no such export)? */
 enum policy_verdict policy_export(const struct policy_session *s,
                                   const struct export *e);
+/* What the client is told for a verdict of policy_export: DENIED looks
+ * like UNKNOWN. */
+enum policy_verdict policy_export_answer(enum policy_verdict v);
 bool policy_identity_allowed(const struct tls_peer *peer,
                              char *const *allow);
 /* Does this allow list name certificates (cn=, DN), i.e. need the peer's

@@ -81,13 +81,10 @@ static int hs_verdict_error(struct conn *c, uint32_t opt,
   static const char *const why[] = {
     [POLICY_TLS_REQD] = "TLS is required: send NBD_OPT_STARTTLS first",
     [POLICY_DENIED] = "not permitted by server policy",
-    [POLICY_UNKNOWN] = "no such export",
+    [POLICY_UNKNOWN] = "not available",
     [POLICY_INVALID] = "invalid in this state",
     [POLICY_UNSUP] = "not supported",
   };
-  if (v == POLICY_DENIED)
-    log_info("%s: %s refused by policy (%s)", c->peer, nbd_opt_name(opt),
-             what);
   return hs_error(c, opt, policy_rep_error(v), "%s: %s", what, why[v]);
 }
 
@@ -119,13 +116,17 @@ static const struct export *hs_lookup(struct conn *c, uint32_t opt,
   enum policy_verdict v = policy_export(&ps, e);
   /* SELECTIVETLS: TLS_REQD only ever answers INFO and GO (proto.md
    * "SELECTIVETLS mode"); other options naming a TLS-only or unknown
-   * export are refused by policy instead. */
+   * export are refused by policy instead, and then both answered as
+   * unknown. */
   if (v == POLICY_TLS_REQD && opt != NBD_OPT_INFO && opt != NBD_OPT_GO)
     v = POLICY_DENIED;
   if (v != POLICY_OK) {
     char what[300];
     snprintf(what, sizeof what, "export \"%s\"", qname(q, sizeof q, name, len));
-    *rc = hs_verdict_error(c, opt, v, what);
+    if (v == POLICY_DENIED)
+      log_info("%s: %s refused by policy (%s), answered as unknown",
+               c->peer, nbd_opt_name(opt), what);
+    *rc = hs_verdict_error(c, opt, policy_export_answer(v), what);
     return NULL;
   }
   return e;
@@ -322,6 +323,7 @@ static int opt_starttls(struct conn *c, uint32_t opt, const uint8_t *data,
   c->t = t;
   c->tls = true;
   c->tls_peer = peer;
+  conn_progress(c);
   /* Forget all negotiated state (proto.md NBD_OPT_STARTTLS). */
   c->structured = false;
   c->meta_base_allocation = false;
@@ -415,6 +417,7 @@ static int hs_option(struct conn *c)
     log_info("%s: bad option magic; closing", c->peer);
     return HS_CLOSE;
   }
+  conn_progress(c);
   /* Once an option has begun, shutdown does not interrupt it: its payload
    * is read whole and it gets its reply. */
   int wake = c->t->wake_fd;
@@ -518,6 +521,7 @@ int srv_hs_run(struct conn *c)
   }
   c->fixed = cflags & NBD_FLAG_C_FIXED_NEWSTYLE;
   c->no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
+  conn_progress(c);
   int rc;
   do
     rc = hs_option(c);

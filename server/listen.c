@@ -257,6 +257,19 @@ bool listener_is_local(const struct listener *l)
   return sockaddr_is_local(&ss);
 }
 
+/* -s: whether the peer of fd (stdin) is on this host; a pipe or a file
+ * has no peer and counts as local.  desc gets the peer's address. */
+bool fd_peer_is_local(int fd, char *desc, size_t size)
+{
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  memset(&ss, 0, sizeof ss);
+  if (getpeername(fd, (struct sockaddr *)&ss, &sl) == -1)
+    ss.ss_family = AF_UNIX;
+  describe_peer(&ss, sl, desc, size);
+  return sockaddr_is_local(&ss);
+}
+
 /* Whether every address addr resolves to is loopback (numeric only). */
 bool addr_is_local(const char *addr)
 {

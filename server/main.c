@@ -24,7 +24,9 @@ static struct server srv = {
   .max_negotiating = 256,
   .tls_tickets = 1,
   .tls_ticket_lifetime = 7200,
+  .max_negotiating_per_source = 16,
   .max_connections = 16384,
+  .max_queued_mib = 256,
   .wake_pipe = { -1, -1 },
   .creds_lock = PTHREAD_MUTEX_INITIALIZER,
   .conns_lock = PTHREAD_MUTEX_INITIALIZER,
@@ -57,10 +59,23 @@ static int load_creds(void)
     .priority = srv.tls_priority, .verify_peer = srv.tls_verify_peer,
     .no_tickets = !srv.tls_tickets,
     .ticket_lifetime = (unsigned)srv.tls_ticket_lifetime,
+    .allow_old_versions = srv.tls_old_versions,
   };
   struct tls_creds *c = tls_creds_load_server(&cfg);
   if (!c)
     return -1;
+  /* A reload never silently drops what was loaded: a CRL deleted by
+   * mistake would un-revoke every certificate in it. */
+  const char *dropped = srv.creds ? tls_creds_dropped(
+    tls_creds_info(srv.creds), tls_creds_info(c)) : NULL;
+  if (dropped) {
+    tls_creds_unref(c);
+    set_error(EINVAL, "%s", dropped);
+    return -1;
+  }
+  char what[1024];
+  tls_creds_describe(tls_creds_info(c), what, sizeof what);
+  log_info("TLS credentials loaded: %s", what);
   pthread_mutex_lock(&srv.creds_lock);
   struct tls_creds *old = srv.creds;
   srv.creds = c;
@@ -191,6 +206,33 @@ static void check_binds(void)
       refuse_plain_text(opt.bind[i]);
 }
 
+/* --tls=on (SELECTIVETLS) serves every export without tls-only or allow=
+ * in clear text: name them for each address beyond loopback. */
+static void warn_clear_text(const char *where)
+{
+  char names[512] = "";
+  size_t len = 0;
+  if (srv.tls_mode != TLS_MODE_ON)
+    return;
+  for (size_t i = 0; i < srv.nexports && len < sizeof names; i++)
+    if (!srv.exports[i].tls_only && !srv.exports[i].allow)
+      len += (size_t)snprintf(names + len, sizeof names - len, "%s\"%s\"",
+                              len ? ", " : "", srv.exports[i].name);
+  if (len)
+    log_warn("--tls=on serves export(s) %s in clear text on %s, beyond "
+             "loopback: mark them tls-only, or use --tls=require", names,
+             where);
+}
+
+/* Clear text beyond loopback must be asked for (an explicit --tls), and
+ * --tls=on's clear-text exports are named. */
+static void check_clear_text(const char *where)
+{
+  if (srv.tls_mode != TLS_MODE_REQUIRE && !srv.tls_mode_set)
+    refuse_plain_text(where);
+  warn_clear_text(where);
+}
+
 static void check_tls_defaults(const struct listener *ls, int n)
 {
   bool have_creds = srv.tls_certs || srv.tls_psk;
@@ -202,10 +244,12 @@ static void check_tls_defaults(const struct listener *ls, int n)
     exit(EXIT_FAILURE);
   }
   /* Secure by default: clear text beyond loopback must be asked for. */
-  if (srv.tls_mode != TLS_MODE_REQUIRE && !srv.tls_mode_set)
-    for (int i = 0; i < n; i++)    /* also sockets systemd handed us */
-      if (!listener_is_local(&ls[i]))
-        refuse_plain_text(ls[i].desc);
+  for (int i = 0; i < n; i++)    /* also sockets systemd handed us */
+    if (!listener_is_local(&ls[i]))
+      check_clear_text(ls[i].desc);
+  char peer[128];
+  if (opt.single && !fd_peer_is_local(0, peer, sizeof peer))
+    check_clear_text(peer);      /* -s: the one client's address */
   for (size_t i = 0; i < srv.nexports; i++)
     if ((srv.exports[i].tls_only || srv.exports[i].allow) &&
         srv.tls_mode == TLS_MODE_OFF) {
@@ -219,18 +263,31 @@ static void check_tls_defaults(const struct listener *ls, int n)
   }
 }
 
+/* FILE.tmp is made afresh (O_EXCL, O_NOFOLLOW: a symlink planted there
+ * is removed, never followed, and one planted again after that fails the
+ * open) and renamed over FILE, which replaces a symlink at FILE rather
+ * than writing through it.  The directory walk follows symlinks: Debian's
+ * /var/run is one (docs/security.md 36). */
 static void write_pid_file(void)
 {
   if (!opt.pid_file)
     return;
-  char tmp[PATH_MAX];
+  char tmp[PATH_MAX], line[32];
   snprintf(tmp, sizeof tmp, "%s.tmp", opt.pid_file);
-  FILE *f = fopen(tmp, "w");
-  if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0 ||
-      rename(tmp, opt.pid_file) == -1) {
-    log_error("pid file %s: %m", opt.pid_file);
-    exit(EXIT_FAILURE);
-  }
+  int n = snprintf(line, sizeof line, "%d\n", (int)getpid());
+  if (unlink(tmp) == -1 && errno != ENOENT)
+    goto fail;
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                0644);
+  if (fd == -1)
+    goto fail;
+  bool ok = fchmod(fd, 0644) == 0 && write(fd, line, (size_t)n) == n;
+  if (close(fd) == -1 || !ok || rename(tmp, opt.pid_file) == -1)
+    goto fail;
+  return;
+fail:
+  log_error("pid file %s: %m", opt.pid_file);
+  exit(EXIT_FAILURE);
 }
 
 static void cleanup_files(void)
@@ -247,12 +304,16 @@ static void cleanup_files(void)
  * instead of a fresh mmap per request: glibc's default maps anything over
  * 128 KiB-32 MiB afresh, so every 256 KiB nbdcopy request cost 64 page
  * faults, zeroing and a TLB shootdown on munmap (12% of the server's CPU
- * in a TLS copy).  Freed memory is kept up to 64 MiB per arena and given
- * back when the last connection closes (conn.c). */
+ * in a TLS copy).  Free memory at the top of a heap is kept up to 8 MiB
+ * (32 requests of 256 KiB) and given back beyond that: malloc_trim (when
+ * a connection with large buffers closes, conn.c) gives back free pages
+ * inside every heap but never the top of a thread's heap, and with
+ * 64 MiB kept there, six thread heaps held 190 MiB after clients that
+ * had pinned 256 MiB of replies closed (tests/load/test-reply-memory.py). */
 static void tune_malloc(void)
 {
   mallopt(M_MMAP_THRESHOLD, NBD_MAX_PAYLOAD);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 8 << 20);
 }
 
 /* One descriptor per connection: lift the soft limit (1,024 by default)

@@ -90,6 +90,16 @@ enum policy_verdict policy_export(const struct policy_session *s,
   return POLICY_OK;
 }
 
+/* An export this session may not use is answered exactly as a name that
+ * does not exist (proto.md NBD_REP_ERR_UNKNOWN: "the requested export is
+ * not available"), so the answers to INFO, GO and the META options are no
+ * oracle of which exports exist (docs/security.md 34); the real reason is
+ * only logged. */
+enum policy_verdict policy_export_answer(enum policy_verdict v)
+{
+  return v == POLICY_DENIED ? POLICY_UNKNOWN : v;
+}
+
 uint32_t policy_rep_error(enum policy_verdict v)
 {
   switch (v) {

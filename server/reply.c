@@ -1,8 +1,10 @@
 /* snbd-server: reply queue and the per-connection writer (see reply.h). */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "cleanup.h"
 #include "log.h"
@@ -110,6 +112,7 @@ static void replies_done(struct conn *c, int n, uint64_t bytes)
 {
   c->inflight -= n;
   c->inflight_bytes -= bytes;
+  atomic_fetch_sub(&c->srv->queued_bytes, bytes);
   pthread_cond_broadcast(&c->cond);
 }
 
@@ -493,6 +496,9 @@ void reply_account(struct conn *c, const struct nbd_req *r)
   SCOPED_LOCK(&c->lock);
   c->inflight++;
   c->inflight_bytes += req_bytes(r);
+  atomic_fetch_add(&c->srv->queued_bytes, req_bytes(r));
+  if (c->inflight_bytes >= 8u << 20)
+    c->big_io = true;           /* conn.c: malloc_trim when it closes */
 }
 
 /* Under c->lock. */
@@ -515,6 +521,48 @@ bool reply_wait_room(struct conn *c)
   SCOPED_LOCK(&c->lock);
   while (!c->dead && no_room(c))
     pthread_cond_wait(&c->cond, &c->lock);
+  return !c->dead;
+}
+
+/* Under c->lock. */
+static bool over_budget(const struct conn *c, uint32_t bytes)
+{
+  const struct server *s = c->srv;
+  uint64_t max = (uint64_t)s->max_queued_mib << 20;
+  if (max == 0 || s->shutting_down)
+    return false;
+  if (c->inflight == 0 && bytes <= REPLY_ALWAYS_BYTES)
+    return false;
+  return atomic_load(&s->queued_bytes) + bytes > max;
+}
+
+bool reply_wait_budget(struct conn *c, const struct nbd_req *r)
+{
+  uint32_t bytes = req_bytes(r);
+  if (bytes == 0)
+    return true;
+  /* Held replies are in flight but cannot drain while we wait. */
+  if (c->held)
+    reply_flush_held(c);
+  SCOPED_LOCK(&c->lock);
+  bool waited = false;
+  while (!c->dead && over_budget(c, bytes)) {
+    if (!waited)
+      log_debug("%s: %llu bytes queued server-wide; waiting for replies "
+                "to drain", c->peer,
+                (unsigned long long)atomic_load(&c->srv->queued_bytes));
+    waited = true;
+    /* Other connections' replies free the budget without signalling this
+     * one, so look again every 20 ms; only readers over the bound wait. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 20000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+  }
   return !c->dead;
 }
 

@@ -18,6 +18,11 @@
 /* Bound on request payload bytes in flight per connection (back-pressure
  * for large READs and WRITEs, besides the request count). */
 #define REPLY_MAX_INFLIGHT_BYTES (64u * 1024 * 1024)
+/* Over the server-wide bound (--max-queued-mib), a connection with nothing
+ * in flight may still take one request of at most this many bytes, so a
+ * fresh client is served while others pin the budget; each such
+ * connection adds at most this much to the bound. */
+#define REPLY_ALWAYS_BYTES (1u * 1024 * 1024)
 
 struct reply;
 
@@ -63,6 +68,10 @@ void reply_flush_held(struct conn *c);
  * reply went out and stop the writer. */
 void reply_account(struct conn *c, const struct nbd_req *r);
 bool reply_wait_room(struct conn *c);
+/* Before taking in valid request r (its header read, a WRITE's payload
+ * not yet): wait while the server-wide queued bytes are over the bound
+ * (docs/architecture.md "Memory bounds").  False if the connection died. */
+bool reply_wait_budget(struct conn *c, const struct nbd_req *r);
 void replies_finish(struct conn *c);
 
 #endif

@@ -11,6 +11,7 @@
 #define SNBD_SERVER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -47,7 +48,10 @@ struct server {
   int max_inflight;         /* per connection */
   int handshake_timeout;    /* seconds */
   int max_negotiating;      /* connections allowed in the handshake */
+  int max_negotiating_per_source; /* of those, from one address (0: any) */
   int max_connections;
+  int max_queued_mib;       /* request + reply bytes queued, all
+                               connections (0: no bound) */
   enum tls_mode tls_mode;
   bool tls_mode_set;        /* --tls given explicitly */
   char *tls_certs;          /* directory */
@@ -56,6 +60,7 @@ struct server {
   bool tls_verify_peer;
   int tls_tickets;          /* 1: issue session tickets (default), 0: not */
   int tls_ticket_lifetime;  /* seconds */
+  bool tls_old_versions;    /* --tls-unsafe-old-versions */
   bool xmit_workers_only;   /* test knob (fuzz_server.c): every request
                                runs on the worker pool, none inline or
                                submitted from the reader (xmit.c) */
@@ -69,7 +74,9 @@ struct server {
   pthread_mutex_t conns_lock;
   pthread_cond_t conns_cond;
   struct conn *conns;       /* doubly-linked list of live connections */
+  _Atomic uint64_t queued_bytes; /* (reply.c) against max_queued_mib */
   int nconns;
+  struct conn *negotiating; /* those in the handshake (neglimit.c) */
   int nnegotiating;
   bool trim_pending;        /* large request buffers, or many connections'
                                buffers, freed since the last malloc_trim */

@@ -94,6 +94,7 @@ struct endpoint {
    * can_multi_conn: several workers at once (NBD: the server's multi-conn). */
   bool can_zero, can_flush, can_multi_conn, has_extents;
   atomic_bool fast_zero;       /* cleared after the server says ENOTSUP */
+  atomic_bool bs_slow_warned;  /* ep-nbd.c: said block status is too slow */
   uint32_t min_block, max_block;
   uint64_t run_start, run_end; /* a file: a data run SEEK_HOLE found */
 };
@@ -103,6 +104,7 @@ struct copy_opts {
   uint32_t request_size;
   bool flush, progress, sparse, dst_is_zero;
   int tls;                     /* -1: as each URI says */
+  unsigned timeout;            /* libsnbd request timeout, seconds */
 };
 
 struct copy {

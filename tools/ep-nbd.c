@@ -2,6 +2,7 @@
  * worker (when the server allows multi-conn); requests are asynchronous
  * and complete from libsnbd's reader threads. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "copy.h"
@@ -19,6 +20,7 @@ static struct snbd_handle *nbd_connect(struct copy *c, struct endpoint *e,
       (src && c->o.sparse &&
        snbd_add_meta_context(h, "base:allocation") == -1) ||
       (c->o.tls >= 0 && snbd_set_tls(h, c->o.tls) == -1) ||
+      snbd_set_request_timeout(h, c->o.timeout) == -1 ||
       snbd_connect_uri(h, e->name) == -1) {
     copy_fail(c, "%s: %s", e->name, snbd_get_error());
     snbd_close(h);
@@ -83,12 +85,30 @@ static int bs_cb(void *ud, const char *ctx, uint64_t off,
   return 0;
 }
 
+/* A server answering block status with tiny extents (one byte at a
+ * time) kept the copy asking for ever: after this many answers that
+ * advance less than BS_SLOW_BYTES, the rest of the unit is copied as
+ * data, which is always correct. */
+#define BS_MAX_SLOW 16
+#define BS_SLOW_BYTES (64 * 1024)
+
 static int nbd_extents(struct copy *c, struct endpoint *e, int conn,
                        uint64_t off, uint64_t len, struct extent_vec *v)
 {
   struct bs_state s = { v, off, off + len, false };
+  int slow = 0;
   while (s.next < s.end && !atomic_load(&c->stop)) {
     uint64_t at = s.next;
+    if (slow == BS_MAX_SLOW) {
+      if (!atomic_exchange(&e->bs_slow_warned, true))
+        fprintf(stderr, "snbd-copy: %s: block status makes no progress; "
+                "copying what it does not describe as data\n", e->name);
+      if (extent_add(v, at, s.end - at, false) == -1) {
+        copy_fail(c, "out of memory");
+        return -1;
+      }
+      return 0;
+    }
     if (snbd_block_status(e->h[conn], s.end - at, at, bs_cb, &s, 0) == -1) {
       copy_fail(c, "%s: block status: %s", e->name, snbd_get_error());
       return -1;
@@ -97,6 +117,7 @@ static int nbd_extents(struct copy *c, struct endpoint *e, int conn,
       copy_fail(c, "out of memory");
       return -1;
     }
+    slow += s.next < s.end && s.next - at < BS_SLOW_BYTES;
   }
   return 0;
 }

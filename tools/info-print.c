@@ -215,6 +215,13 @@ void print_info(const struct conn_info *ci, const struct export_info *e,
 
 DEFINE_VECTOR(extent_list, struct snbd_extent);
 
+/* A server answering one byte at a time kept --map busy for ever: after
+ * MAP_MAX_SLOW answers advancing less than MAP_SLOW_BYTES, or once
+ * MAP_MAX_EXTENTS extents are held (16 MiB), the rest is shown as data. */
+#define MAP_MAX_SLOW 64
+#define MAP_SLOW_BYTES (64 * 1024)
+#define MAP_MAX_EXTENTS (1024 * 1024)
+
 struct map {
   uint64_t next, end;       /* next offset to report; export size */
   struct extent_list v;     /* merged extents */
@@ -261,13 +268,24 @@ void map_export(struct snbd_handle *h, const struct export_info *e, bool json)
     exit(EXIT_FAILURE);
   }
   struct map m = { .end = (uint64_t)e->size };
+  int slow = 0;
   while (m.next < m.end) {
     uint64_t at = m.next;
+    if (slow == MAP_MAX_SLOW || m.v.len >= MAP_MAX_EXTENTS) {
+      /* Data is the answer that is never wrong. */
+      fprintf(stderr, "snbd-info: block status makes no progress at %"
+              PRIu64 "; the rest is shown as data\n", at);
+      if (map_cb(&m, "base:allocation", at, &(struct snbd_extent){
+                   m.end - at, 0 }, 1, &(int){ 0 }) == -1)
+        exit(EXIT_FAILURE);
+      break;
+    }
     if (snbd_block_status(h, m.end - at, at, map_cb, &m, 0) == -1) {
       fprintf(stderr, "snbd-info: block status at %" PRIu64 ": %s\n", at,
               snbd_get_error());
       exit(EXIT_FAILURE);
     }
+    slow += m.next < m.end && m.next - at < MAP_SLOW_BYTES;
   }
   uint64_t off = 0;
   printf("%s", json ? "[\n" : "");

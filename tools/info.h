@@ -16,6 +16,7 @@ struct info_opts {
   const char *feature;     /* --can / --is */
   bool is, json, list, map, size;
   int tls;                 /* -1: as the URI says */
+  unsigned timeout;        /* libsnbd request timeout, seconds */
 };
 
 DEFINE_VECTOR(strlist, char *);   /* strings it owns */

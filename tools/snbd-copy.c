@@ -36,6 +36,9 @@ static void usage(FILE *f, int status)
 "  --flush               flush DST at the end\n"
 "  -p, --progress        show progress on stderr\n"
 "  --tls=MODE            off, allow or require for nbd:// URIs\n"
+"  --timeout SECONDS     give up on a server that sends no reply for this\n"
+"                        long while requests are in flight (default 60;\n"
+"                        0: wait for ever)\n"
 "  --help, --version\n"
 "\nExit status: 0 if everything was copied, 1 on any error, 130 when\n"
 "interrupted.\n", MAX_CONNECTIONS, MAX_REQUESTS);
@@ -45,7 +48,7 @@ static void usage(FILE *f, int status)
 static struct copy copy = {
   .lock = PTHREAD_MUTEX_INITIALIZER,
   .o = { .connections = 4, .requests = 16, .request_size = 256 * 1024,
-         .sparse = true, .tls = -1 },
+         .sparse = true, .tls = -1, .timeout = 60 },
 };
 static atomic_bool interrupted;
 
@@ -114,7 +117,7 @@ static void parse_args(int argc, char *argv[], const char **src,
                        const char **dst)
 {
   enum { OPT_RS = 256, OPT_NOSPARSE, OPT_ISZERO, OPT_FLUSH, OPT_TLS,
-         OPT_VERSION };
+         OPT_TIMEOUT, OPT_VERSION };
   static const struct option longopts[] = {
     { "connections", required_argument, NULL, 'C' },
     { "requests", required_argument, NULL, 'R' },
@@ -124,6 +127,7 @@ static void parse_args(int argc, char *argv[], const char **src,
     { "flush", no_argument, NULL, OPT_FLUSH },
     { "progress", no_argument, NULL, 'p' },
     { "tls", required_argument, NULL, OPT_TLS },
+    { "timeout", required_argument, NULL, OPT_TIMEOUT },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -140,6 +144,10 @@ static void parse_args(int argc, char *argv[], const char **src,
     case OPT_FLUSH: o->flush = true; break;
     case 'p': o->progress = true; break;
     case OPT_TLS: o->tls = parse_tls(optarg); break;
+    case OPT_TIMEOUT:
+      o->timeout = strcmp(optarg, "0") == 0 ? 0
+                   : (unsigned)parse_int(optarg, 86400);
+      break;
     case 'h': usage(stdout, EXIT_SUCCESS); break;
     case OPT_VERSION: printf("snbd-copy %s\n", SNBD_VERSION); exit(0);
     default: usage(stderr, EXIT_FAILURE);

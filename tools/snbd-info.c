@@ -42,6 +42,8 @@ static void usage(FILE *f, int status)
 "                  metadata context name such as base:allocation\n"
 "  --is FEATURE    exit 0 if true, else 2: read-only rotational tls\n"
 "  --tls=MODE      off, allow or require (nbds:// means require)\n"
+"  --timeout S     give up on a server silent for S seconds while a\n"
+"                  request is in flight (default 60; 0: wait for ever)\n"
 "  --help, --version\n"
 "\nExit status: 0 success, 1 error, 2 --can/--is said no.\n");
   exit(status);
@@ -64,6 +66,7 @@ static struct snbd_handle *open_uri(const struct info_opts *o, bool opt_mode)
     if (snbd_set_uri_allow_local_file(h, true) == -1 ||
         snbd_add_meta_context(h, "base:allocation") == -1 ||
         (o->tls >= 0 && snbd_set_tls(h, o->tls) == -1) ||
+        snbd_set_request_timeout(h, o->timeout) == -1 ||
         snbd_set_opt_mode(h, opt_mode && attempt == 0) == -1)
       die_handle("configuring the handle");
     if (snbd_connect_uri(h, o->uri) == 0)
@@ -202,19 +205,37 @@ static int do_show(const struct info_opts *o)
   return EXIT_SUCCESS;
 }
 
+/* A server may list names for ever: libsnbd stops at 100,000 replies,
+ * which with 4 KiB names held ~410 MiB.  We keep at most this many. */
+#define LIST_MAX_NAMES 10000
+#define LIST_MAX_BYTES (4 << 20)
+
+struct listing {
+  struct strlist names;
+  size_t bytes;
+};
+
 static int collect_export(void *ud, const char *name, const char *desc)
 {
-  struct strlist *names = ud;
+  struct listing *l = ud;
   (void)desc;     /* NBD_OPT_INFO gives the description again */
-  return strlist_add(names, name);
+  l->bytes += strlen(name) + 1;
+  if (l->names.len >= LIST_MAX_NAMES || l->bytes > LIST_MAX_BYTES) {
+    fprintf(stderr, "snbd-info: the server lists more than %d exports or "
+            "%d MiB of names; giving up\n", LIST_MAX_NAMES,
+            LIST_MAX_BYTES >> 20);
+    return -1;
+  }
+  return strlist_add(&l->names, name);
 }
 
 static int do_list(const struct info_opts *o)
 {
   struct snbd_handle *h = open_uri(o, true);
-  struct strlist names = VECTOR_INIT;
-  if (snbd_list_exports(h, collect_export, &names) == -1)
+  struct listing l = { VECTOR_INIT, 0 };
+  if (snbd_list_exports(h, collect_export, &l) == -1)
     die_handle("listing exports");
+  struct strlist names = l.names;
   struct export_info *e = calloc(names.len ? names.len : 1, sizeof *e);
   if (!e) {
     perror("snbd-info: calloc");
@@ -260,10 +281,22 @@ static int parse_tls(const char *s)
   exit(EXIT_FAILURE);
 }
 
+static unsigned parse_timeout(const char *s)
+{
+  char *end;
+  errno = 0;
+  unsigned long v = strtoul(s, &end, 10);
+  if (errno || end == s || *end || v > 86400 || s[0] == '-') {
+    fprintf(stderr, "snbd-info: --timeout takes seconds (0 to 86400)\n");
+    exit(EXIT_FAILURE);
+  }
+  return (unsigned)v;
+}
+
 int main(int argc, char *argv[])
 {
   enum { OPT_CAN = 256, OPT_IS, OPT_JSON, OPT_MAP, OPT_SIZE, OPT_TLS,
-         OPT_VERSION };
+         OPT_TIMEOUT, OPT_VERSION };
   static const struct option longopts[] = {
     { "can", required_argument, NULL, OPT_CAN },
     { "is", required_argument, NULL, OPT_IS },
@@ -272,11 +305,12 @@ int main(int argc, char *argv[])
     { "map", no_argument, NULL, OPT_MAP },
     { "size", no_argument, NULL, OPT_SIZE },
     { "tls", required_argument, NULL, OPT_TLS },
+    { "timeout", required_argument, NULL, OPT_TIMEOUT },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
   };
-  struct info_opts o = { .tls = -1 };
+  struct info_opts o = { .tls = -1, .timeout = 60 };
   int c;
   while ((c = getopt_long(argc, argv, "hL", longopts, NULL)) != -1) {
     switch (c) {
@@ -287,6 +321,7 @@ int main(int argc, char *argv[])
     case OPT_MAP: o.map = true; break;
     case OPT_SIZE: o.size = true; break;
     case OPT_TLS: o.tls = parse_tls(optarg); break;
+    case OPT_TIMEOUT: o.timeout = parse_timeout(optarg); break;
     case 'h': usage(stdout, EXIT_SUCCESS); break;
     case OPT_VERSION: printf("snbd-info %s\n", SNBD_VERSION); return 0;
     default: usage(stderr, EXIT_FAILURE);

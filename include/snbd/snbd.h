@@ -82,6 +82,11 @@ int snbd_set_uri_allow_local_file(struct snbd_handle *h, bool allow);
 /* Seconds the whole handshake (connect, TLS, negotiation) may take;
  * 0 = no limit.  Default 60. */
 int snbd_set_handshake_timeout(struct snbd_handle *h, unsigned seconds);
+/* Seconds a connection with commands in flight may go without a reply
+ * from the server before it is ended: every command in flight then fails
+ * with ETIMEDOUT, and so does the handle.  0 (the default) = wait for
+ * ever.  A reply already begun must also arrive whole within this time. */
+int snbd_set_request_timeout(struct snbd_handle *h, unsigned seconds);
 /* Option mode: connecting stops after STARTTLS and structured-reply
  * negotiation, so snbd_list_exports / snbd_opt_* can be used. */
 int snbd_set_opt_mode(struct snbd_handle *h, bool enable);

@@ -777,6 +777,21 @@ class BioSock:
         self.t.sock.close()
 
 
+def closed_by_peer(socks):
+    """For each socket, whether the peer has closed it (EOF or reset),
+    without waiting (the sockets are left non-blocking)."""
+    out = []
+    for s in socks:
+        s.settimeout(0)
+        try:
+            out.append(s.recv(1) == b"")
+        except BlockingIOError:
+            out.append(False)
+        except OSError:
+            out.append(True)
+    return out
+
+
 # ---- the captive server ----
 
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer",

@@ -156,3 +156,21 @@ make_client_cn() {
 revoke_cert() {
   _tls_crl "${1:?usage: revoke_cert DIR CERT}" "${2:?}"
 }
+
+#   make_rsa_server DIR OUT    (added for tests/tls-interop)
+#                              OUT = DIR's ca-cert.pem + an RSA server key and
+#                              certificate for localhost allowing RSA key
+#                              transport (encryption_key), signed by DIR's CA:
+#                              what a TLS 1.2 RSA key exchange needs.
+make_rsa_server() {
+  local dir=${1:?usage: make_rsa_server DIR OUT} out=${2:?}
+  mkdir -p "$out" && cp "$dir/ca-cert.pem" "$out/" || return 1
+  sed 's/^signing_key$/signing_key\nencryption_key/' "$dir/server.tmpl" \
+    >"$out/server.tmpl"
+  ( umask 077 && _tls_certtool --generate-privkey --key-type=rsa \
+      --bits=2048 --outfile "$out/server-key.pem" ) &&
+  _tls_certtool --generate-certificate --load-privkey "$out/server-key.pem" \
+    --load-ca-certificate "$dir/ca-cert.pem" \
+    --load-ca-privkey "$dir/ca-key.pem" \
+    --template "$out/server.tmpl" --outfile "$out/server-cert.pem"
+}

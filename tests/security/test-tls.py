@@ -191,23 +191,36 @@ def case_require_refused_payloads_drained_over_tls(srv):
         c.disconnect()
 
 
+def refusal_of(c, opt, name):
+    """The replies to opt naming export `name`, the name masked out of
+    the messages, as comparable tuples."""
+    payload = {OPT_INFO: info_payload(name, [INFO_NAME]),
+               OPT_GO: info_payload(name),
+               OPT_LIST_META_CONTEXT: meta_payload(name),
+               OPT_SET_META_CONTEXT: meta_payload(name, ["base:allocation"])}
+    return [(rep_name(r.type), r.data.replace(name.encode(), b"NAME"))
+            for r in c.option(opt, payload[opt])]
+
+
 def case_require_identity_per_export(srv):
     """allow= lists: an export this certificate may not use is not listed,
     not described by INFO (no NBD_REP_INFO), and refused by GO, the META
-    options and EXPORT_NAME (docs/security.md 8)."""
+    options and EXPORT_NAME (docs/security.md 8); the refusal is the very
+    answer a name that does not exist gets, so it tells no one the export
+    exists (docs/security.md 34), and the log says why."""
     with tls(srv) as c:
         names = listed(c)
         check("mine" in names and "theirs" not in names, "LIST: %r", names)
         c.structured_reply()
-        for opt, payload in ((OPT_INFO, info_payload("theirs", [INFO_NAME])),
-                             (OPT_GO, info_payload("theirs")),
-                             (OPT_LIST_META_CONTEXT, meta_payload("theirs")),
-                             (OPT_SET_META_CONTEXT,
-                              meta_payload("theirs", ["base:allocation"]))):
-            reps = c.option(opt, payload)
+        for opt in (OPT_INFO, OPT_GO, OPT_LIST_META_CONTEXT,
+                    OPT_SET_META_CONTEXT):
+            got = refusal_of(c, opt, "theirs")
             expect_eq("%s on a forbidden export" % opt_name(opt),
-                      [rep_name(REP_ERR_POLICY)],
-                      [rep_name(r.type) for r in reps])
+                      [rep_name(REP_ERR_UNKNOWN)], [t for t, _ in got])
+            expect_eq("%s: forbidden and unknown exports answered alike"
+                      % opt_name(opt), refusal_of(c, opt, "n0such"), got)
+        srv.wait_for("the real reason in the log", lambda:
+                     'refused by policy (export "theirs")' in srv.stderr())
         c.set_meta("mine")
         c.go("mine")
         c.expect_cmd(0, "BLOCK_STATUS on mine", CMD_BLOCK_STATUS, 0, 4096)

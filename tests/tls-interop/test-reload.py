@@ -12,7 +12,10 @@ theirs, and a reload that fails keeps the old credentials and says why.
              the certificate in use stays the same and new clients work;
   crl        under --tls-verify-peer, a client certificate revoked in a
              reloaded ca-crl.pem is refused from then on, while a session
-             it opened before keeps working.
+             it opened before keeps working;
+  crl_removed  ca-crl.pem deleted: the reload keeps the old credentials
+             (the certificate stays revoked) and says why; an empty CRL
+             is loaded; each reload logs what it loaded.
 """
 import os
 import shutil
@@ -164,6 +167,46 @@ def case_crl(_):
         works(x509_uri(srv, A), "client1, not revoked")
         session.io()
         session.quit()
+
+
+def case_crl_removed(_):
+    """Deleting ca-crl.pem and sending SIGHUP does not un-revoke: the
+    reload keeps the old credentials and says why; an empty CRL put there
+    instead is the operator saying so, and is loaded.  Every reload logs
+    what it loaded (CA subject, CRL entries, certificate expiry, PSK
+    users)."""
+    srvdir, psk = path("srvrm"), path("rm.psk")
+    os.mkdir(srvdir)
+    c4 = path("c4")
+    ti.tls_sh("make_client_cn", A, c4, "client4")
+    ti.tls_sh("revoke_cert", A, os.path.join(c4, "client-cert.pem"))
+    install(A, srvdir, "ca-cert.pem", "server-cert.pem", "server-key.pem",
+            "ca-crl.pem")
+    ti.tls_sh("make_psk", psk, "alice")
+    ti.tls_sh("make_psk", psk, "bob")
+    args = ["--tls-certificates", srvdir, "--tls-psk", psk,
+            "--tls-verify-peer"]
+    with Server("memory:16M", args=args, tcp=True) as srv:
+        refused(x509_uri(srv, c4), "client4, revoked")
+        text = hup(srv, "SIGHUP: TLS credentials reloaded")
+        line = [ln for ln in text.splitlines()
+                if "TLS credentials loaded: " in ln][-1]
+        for want in ('CA "CN=snbd test CA,O=snbd"', "CRL revoking 1",
+                     'certificate "CN=localhost,O=snbd" expires 20',
+                     "PSK: 2 users"):
+            check(want in line, "reload log lacks %r: %r", want, line)
+        os.unlink(os.path.join(srvdir, "ca-crl.pem"))
+        text = hup(srv, "SIGHUP: keeping the old credentials: ")
+        check("ca-crl.pem" in text and "revocations" in text,
+              "the log does not say the CRL would be lost: %r", text)
+        refused(x509_uri(srv, c4), "client4, CRL deleted and SIGHUP")
+        works(x509_uri(srv, A), "client1, CRL deleted and SIGHUP")
+        # An empty CRL from the same CA: revocations dropped on purpose.
+        ti.tls_sh("_tls_crl", A)
+        install(A, srvdir, "ca-crl.pem")
+        text = hup(srv, "SIGHUP: TLS credentials reloaded")
+        check("CRL revoking 0" in text, "empty CRL not logged: %r", text)
+        works(x509_uri(srv, c4), "client4, empty CRL installed")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""TLS session resumption on snbd-server (docs/security.md 34), with
+"""TLS session resumption on snbd-server (docs/security.md 40), with
 Python's ssl (OpenSSL) and libsnbd (snbd-copy) as clients:
 
   resume       a client with a certificate connects, reads, and resumes

@@ -205,16 +205,7 @@ def case_max_negotiating(_):
                 ti.recv_exact(s, 18, time.monotonic() + 10)
 
             def closed():
-                out = []
-                for s in socks:
-                    s.settimeout(0)
-                    try:
-                        out.append(s.recv(1) == b"")
-                    except BlockingIOError:
-                        out.append(False)
-                    except ConnectionResetError:
-                        out.append(True)
-                return out
+                return nbdraw.closed_by_peer(socks)
             srv.wait_for("15 of 20 silent connections dropped",
                          lambda: sum(closed()) >= 15)
             check(closed() == [True] * 15 + [False] * 5,

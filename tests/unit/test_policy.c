@@ -121,6 +121,12 @@ static void test_rep_errors(void **state)
   (void)state;
   assert_int_equal(policy_rep_error(POLICY_TLS_REQD), NBD_REP_ERR_TLS_REQD);
   assert_int_equal(policy_rep_error(POLICY_DENIED), NBD_REP_ERR_POLICY);
+  /* An export refused by policy is answered as one that does not exist
+   * (docs/security.md 34); the other verdicts are told as they are. */
+  assert_int_equal(policy_export_answer(POLICY_DENIED), POLICY_UNKNOWN);
+  assert_int_equal(policy_export_answer(POLICY_UNKNOWN), POLICY_UNKNOWN);
+  assert_int_equal(policy_export_answer(POLICY_TLS_REQD), POLICY_TLS_REQD);
+  assert_int_equal(policy_export_answer(POLICY_OK), POLICY_OK);
   assert_int_equal(policy_rep_error(POLICY_UNKNOWN), NBD_REP_ERR_UNKNOWN);
   assert_int_equal(policy_rep_error(POLICY_INVALID), NBD_REP_ERR_INVALID);
 }
