@@ -68,7 +68,10 @@ static int configure(rados_t r, const struct rbd_keys *k,
   if ((k->keyring && conf_set(r, "keyring", k->keyring) == -1) ||
       conf_set(r, "client_mount_timeout", t) == -1 ||
       conf_set(r, "rados_mon_op_timeout", t) == -1 ||
-      conf_set(r, "rados_osd_op_timeout", t) == -1)
+      conf_set(r, "rados_osd_op_timeout", t) == -1 ||
+      /* The server keeps a WRITE's buffer untouched until its completion
+       * (backend.h), so librbd may send it without copying it first. */
+      conf_set(r, "rbd_disable_zero_copy_writes", "false") == -1)
     return -1;
   return 0;
 }

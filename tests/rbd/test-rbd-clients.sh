@@ -106,9 +106,8 @@ expect_eq "snapshot bytes" "$(sum_file data.img)" "$(sum_file gold.img)"
 expect_eq "image after the snapshot" "$(sum_file data2.img)" \
   "$(rbd_sum "$CEPH_POOL/disk")"
 
-# Two gateways on one image: A writes and flushes, then B reads.  (Each
-# process has its own librbd cache: B must not have read the range
-# before, see README "Serving Ceph RBD images".)
+# Two gateways on one image: B reads it, A writes and flushes, then B
+# reads A's bytes (B's librbd has read the range before: nothing stale).
 make_random_image data3.img 24
 "$SNBD_SERVER" -U "$PWD/a.sock" -P "$PWD/a.pid" \
   "disk=rbd:$CEPH_POOL/disk,$KEYS" 2>a.log &
@@ -122,6 +121,9 @@ stop_gateways() {
   wait
 }
 wait_for 60 test -S a.sock -a -S b.sock -a -s a.pid -a -s b.pid
+nbdcopy "nbd+unix:///disk?socket=$PWD/b.sock" before4.img ||
+  fail "gateway B: first read failed"
+expect_eq "gateway B before" "$(sum_file data2.img)" "$(sum_file before4.img)"
 "$SNBD_COPY" --flush data3.img "nbd+unix:///disk?socket=$PWD/a.sock" ||
   fail "gateway A: copy in failed"
 nbdcopy "nbd+unix:///disk?socket=$PWD/b.sock" out4.img ||
