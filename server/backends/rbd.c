@@ -332,9 +332,18 @@ static int open_image(struct rbd_backend *rb, const struct rbd_spec *sp,
     return -1;
   }
   rados_ioctx_set_namespace(rb->ioctx, sp->ns);
-  ret = readonly || sp->snap[0]
-        ? rbd_open_read_only(rb->ioctx, sp->image, &rb->image, NULL)
+  /* A read-only open takes no header watch, so it never hears of a
+   * resize: a read-only export of the image itself is opened writable
+   * (the export never writes), unless the user may not. */
+  ret = sp->snap[0] ? -EROFS
         : rbd_open(rb->ioctx, sp->image, &rb->image, NULL);
+  if ((ret == -EROFS || ret == -EPERM || ret == -EACCES) &&
+      (readonly || sp->snap[0])) {
+    if (!sp->snap[0])
+      log_info("rbd:%s: opened read-only (client.%s may not write): it "
+               "will not see resizes", sp->image, k->id ? k->id : "admin");
+    ret = rbd_open_read_only(rb->ioctx, sp->image, &rb->image, NULL);
+  }
   if (ret < 0) {
     rb->image = NULL;
     rbd_set_open_error(RBD_STAGE_IMAGE, ret, sp, k);

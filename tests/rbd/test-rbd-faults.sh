@@ -55,12 +55,15 @@ refuse "missing snapshot" "no snapshot $CEPH_POOL/img@nosuch" \
 refuse "missing namespace" "no image $CEPH_POOL/ns/img" \
   "rbd:$CEPH_POOL/ns/img,$KEYS"
 refuse "bad timeout" "ceph-timeout" "rbd:$CEPH_POOL/img,$KEYS,ceph-timeout=0"
+refuse "one connection, two timeouts" "must agree" \
+  "a=rbd:$CEPH_POOL/img,$KEYS,ceph-timeout=5" "b=rbd:$CEPH_POOL/img,$KEYS"
 refuse "a later export fails" "no image" \
   "mem=memory:1M" "bad=rbd:$CEPH_POOL/nosuch,$KEYS"
 
 # A server for the rest: the image (ceph-timeout 5) and a memory export.
 "$SNBD_SERVER" -U "$PWD/s.sock" -P "$PWD/s.pid" \
-  "img=rbd:$CEPH_POOL/img,$KEYS,ceph-timeout=5" mem=memory:16M 2>server.log &
+  "img=rbd:$CEPH_POOL/img,$KEYS,ceph-timeout=5" mem=memory:16M \
+  "ro=rbd:$CEPH_POOL/img,$KEYS,ceph-timeout=5,readonly" 2>server.log &
 server=$!
 wait_for 60 test -S s.sock -a -s s.pid
 img="nbd+unix:///img?socket=$PWD/s.sock"
@@ -110,7 +113,7 @@ expect_eq "served again after the OSD came back" "$(sum_file back.img)" \
 
 # Resize while a connection reads near the end: a shrink, then a growth.
 cat >resize.py <<'PY'
-import nbd, os, subprocess, sys
+import nbd, os, subprocess, sys, time
 h = nbd.NBD()
 h.connect_uri(os.environ["img"])
 assert h.get_size() == 32 << 20
@@ -120,16 +123,17 @@ p = subprocess.Popen(rbd + ["resize", "--allow-shrink", "--size", "16M",
                             os.environ["CEPH_POOL"] + "/img"],
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 ok = past = 0
-while p.poll() is None or past == 0:
+deadline = time.monotonic() + 120
+while past == 0:
     try:
         h.pread(4096, 30 << 20)
         ok += 1
     except nbd.Error as e:
         assert "Invalid argument" in str(e), e
         past += 1
-    if ok + past > 100000:
-        sys.exit("no error past the new end: %d reads" % ok)
-assert p.wait() == 0
+    if time.monotonic() > deadline:
+        sys.exit("no error past the new end in 120 s: %d reads" % ok)
+assert p.wait(timeout=120) == 0
 try:
     h.pwrite(b"w" * 4096, 20 << 20)
     sys.exit("a write past the new end succeeded")
@@ -141,9 +145,12 @@ PY
 RBD="timeout 60 rbd --id $CEPH_SNBD_ID --keyring $CEPH_SNBD_KEYRING" \
   "$PYTHON" resize.py || fail "resize while reading"
 size_is() { [ "$(nbdinfo --size "$img")" = "$1" ]; }
+ro_size_is() { [ "$(nbdinfo --size "${img/\/img/\/ro}")" = "$1" ]; }
 wait_for 30 size_is $((16 << 20))
+wait_for 30 ro_size_is $((16 << 20))     # a read-only export follows too
 R resize --size 48M "$CEPH_POOL/img" >/dev/null 2>&1 || fail "rbd resize"
 wait_for 30 size_is $((48 << 20))
+wait_for 30 ro_size_is $((48 << 20))
 nbdsh -u "$img" -c 'h.pwrite(b"g" * 4096, 47 << 20); h.flush(); assert h.pread(4096, 47 << 20) == b"g" * 4096' ||
   fail "writing the grown part"
 
