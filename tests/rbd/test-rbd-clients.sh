@@ -6,8 +6,9 @@
 #    bytes checked against `rbd export` (they are really in Ceph);
 #  - TLS PSK: snbd-copy in and out, checked the same way;
 #  - qemu-img convert in and out;
-#  - nbdinfo --map agrees with `rbd diff` after writes, zeroes and
-#    discards;
+#  - nbdinfo --map agrees with `rbd diff` (`--whole-object` with the
+#    object map) after writes, zeroes and discards; one BLOCK_STATUS
+#    covers at most 64 objects without the object map;
 #  - a snapshot export serves the snapshot's bytes after the image changed,
 #    is read-only and refuses writes;
 #  - two snbd-server processes on one image: one writes and flushes, the
@@ -65,11 +66,15 @@ expect_eq "rbd export after qemu-img" "$(sum_file data.img)" \
   "$(rbd_sum "$CEPH_POOL/disk")"
 
 # The allocation map: writes, a zero that may punch, one that may not
-# (NO_HOLE: thick), a discard; then nbdinfo --map against rbd diff.
-R create "$CEPH_POOL/sparse" --size 64M || fail "rbd create sparse"
-serve "sparse=rbd:$CEPH_POOL/sparse,$KEYS" -- '
-  u=$(uri_for sparse)
-  nbdsh -u "$u" -c "
+# (NO_HOLE: thick), a discard; then nbdinfo --map against rbd diff: with
+# the object map (fast-diff, the default) whole objects as `rbd diff
+# --whole-object` shows them, without it the OSDs' extents.
+map_check() {
+  local name=$1 diffarg=$2; shift 2
+  R create "$CEPH_POOL/$name" --size 64M "$@" || fail "rbd create $name"
+  serve "$name=rbd:$CEPH_POOL/$name,$KEYS" -- '
+    u=$(uri_for '"$name"')
+    nbdsh -u "$u" -c "
 h.pwrite(b\"a\" * 65536, 0)
 h.pwrite(b\"b\" * 4096, 20 << 20)
 h.pwrite(b\"c\" * (8 << 20), 30 << 20)
@@ -78,16 +83,41 @@ h.zero(1 << 20, 50 << 20, nbd.CMD_FLAG_NO_HOLE)
 h.trim(4 << 20, 36 << 20)
 h.flush()
 "
-  nbdinfo --map "$u" >map.txt
-' || fail "writing the sparse image failed"
-R diff "$CEPH_POOL/sparse" >diff.txt || fail "rbd diff"
-data_ranges <map.txt >map.ranges
-data_ranges <diff.txt >diff.ranges
-[ -s diff.ranges ] || fail "rbd diff shows no data"
-awk -v a=$((50 << 20)) -v b=$((51 << 20)) '$1 <= a && $1 + $2 >= b' \
-  map.ranges | grep -q . || fail "NO_HOLE zero left a hole: $(cat map.txt)"
-expect_eq "nbdinfo --map vs rbd diff" "$(cat diff.ranges)" \
-  "$(cat map.ranges)"
+    nbdinfo --map "$u" >map.txt
+  ' || fail "writing $name failed"
+  R diff $diffarg "$CEPH_POOL/$name" >diff.txt || fail "rbd diff"
+  data_ranges <map.txt >map.ranges
+  data_ranges <diff.txt >diff.ranges
+  [ -s diff.ranges ] || fail "rbd diff shows no data"
+  awk -v a=$((50 << 20)) -v b=$((51 << 20)) '$1 <= a && $1 + $2 >= b' \
+    map.ranges | grep -q . || fail "NO_HOLE zero left a hole: $(cat map.txt)"
+  expect_eq "$name: nbdinfo --map vs rbd diff $diffarg" \
+    "$(cat diff.ranges)" "$(cat map.ranges)"
+}
+map_check sparse --whole-object
+map_check exact "" --image-feature layering,exclusive-lock
+
+# One BLOCK_STATUS request over nearly 4 GiB of a 1 TiB image: without
+# fast-diff it covers at most 64 objects (256 MiB), so one request never
+# asks the OSDs about thousands of objects; with it, all 4 GiB at once.
+R create "$CEPH_POOL/huge" --size 1T --image-feature layering ||
+  fail "rbd create huge"
+R create "$CEPH_POOL/hugefast" --size 1T || fail "rbd create hugefast"
+serve "huge=rbd:$CEPH_POOL/huge,$KEYS" "hugefast=rbd:$CEPH_POOL/hugefast,$KEYS" -- '
+  for e in huge hugefast; do
+    nbdsh --base-allocation -u "$(uri_for $e)" -c "
+total = []
+def f(meta, off, ents, err):
+    total.append(sum(ents[0::2]))
+h.block_status((4 << 30) - 4096, 0, f)
+print(sum(total))
+" >"$e.covered"
+  done
+' || fail "block status on a 1 TiB image failed"
+expect_eq "one BLOCK_STATUS without fast-diff" $((256 << 20)) \
+  "$(cat huge.covered)"
+expect_eq "one BLOCK_STATUS with fast-diff" $(((4 << 30) - 4096)) \
+  "$(cat hugefast.covered)"
 
 # A snapshot: its bytes after the image changed; read-only.
 R snap create "$CEPH_POOL/disk@gold" || fail "rbd snap create"
