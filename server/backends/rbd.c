@@ -353,6 +353,12 @@ static int open_image(struct rbd_backend *rb, const struct rbd_spec *sp,
     return -1;
   }
   rados_ioctx_set_namespace(rb->ioctx, sp->ns);
+  /* A full pool or cluster: librados holds writes back until there is
+   * room (the request then times out, indistinguishable from a cluster
+   * that went away); with full_try they are sent, and the OSD refuses
+   * them with ENOSPC (EDQUOT for a quota) at once.  librbd's own I/O
+   * context is a copy of this one. */
+  rados_set_pool_full_try(rb->ioctx);
   /* A read-only open takes no header watch, so it never hears of a
    * resize: a read-only export of the image itself is opened writable
    * (the export never writes), unless the user may not. */

@@ -5,9 +5,10 @@
  *
  * librados waits about 300 s for an unreachable monitor unless
  * client_mount_timeout says otherwise, and by default waits for ever on
- * an OSD that is down or full: ceph-timeout sets client_mount_timeout,
+ * an OSD that is down: ceph-timeout sets client_mount_timeout,
  * rados_mon_op_timeout and rados_osd_op_timeout, so a connection at
- * start and every request later fail within it instead of hanging.
+ * start and every request later fail within it instead of hanging.  (A
+ * full cluster: see rbd.c open_image.)
  */
 #include <errno.h>
 #include <pthread.h>
