@@ -155,7 +155,7 @@ struct backend_keys {
   size_t n;
 };
 /* The value of key name: the last one given that is not a fallback, else
- * the last fallback, else NULL.  keys may be NULL. */
+ * the last fallback, else NULL.  keys may be NULL.  (keys.c) */
 const char *backend_key_get(const struct backend_keys *keys,
                             const char *name);
 /* Whether some kind of backend takes the key name. */

@@ -114,16 +114,6 @@ bool backend_key_known(const char *name)
   return false;
 }
 
-const char *backend_key_get(const struct backend_keys *keys,
-                            const char *name)
-{
-  const char *own = NULL, *fallback = NULL;
-  for (size_t i = 0; keys && i < keys->n; i++)
-    if (strcmp(keys->v[i].name, name) == 0)
-      *(keys->v[i].fallback ? &fallback : &own) = keys->v[i].value;
-  return own ? own : fallback;
-}
-
 /* Every key of the export's own is one k takes; else the error is set. */
 static bool keys_apply(const struct backend_kind *k,
                        const struct backend_keys *keys)
