@@ -77,7 +77,9 @@ static struct rbd_backend *rb_of(struct backend *b)
 static int fail(int ret, const char *op)
 {
   int err = rbd_errno(ret);
-  rbd_error(err, "%s: ceph: %s (%d)", op, strerror(-ret), ret);
+  rbd_error(err, "%s: ceph: %s (%d)%s", op, strerror(-ret), ret,
+            ret == -ETIMEDOUT ? ": no answer within ceph-timeout (an OSD "
+            "down?)" : "");
   errno = err;
   return -1;
 }
@@ -174,22 +176,31 @@ static int rbd_submit(struct backend *b, struct backend_io *io)
 
 /* ---- synchronous operations (filters call these: backend_io_run) ---- */
 
+/* 0 if a synchronous read or write did all count bytes (r), else -1
+ * with the error set. */
+static int sync_result(ssize_t r, size_t count, const char *op)
+{
+  if (r < 0)
+    return fail((int)r, op);
+  if ((size_t)r == count)
+    return 0;
+  rbd_error(EIO, "%s: librbd did %zd of %zu bytes", op, r, count);
+  return -1;
+}
+
 static int rbd_pread(struct backend *b, void *buf, size_t count,
                      uint64_t offset)
 {
-  ssize_t r = rbd_read2(rb_of(b)->image, offset, count, buf, 0);
-  return r < 0 ? fail((int)r, "read") : (size_t)r == count ? 0
-         : (rbd_error(EIO, "read: short"), errno = EIO, -1);
+  return sync_result(rbd_read2(rb_of(b)->image, offset, count, buf, 0),
+                     count, "read");
 }
 
 static int rbd_pwrite(struct backend *b, const void *buf, size_t count,
                       uint64_t offset, unsigned flags)
 {
-  struct rbd_backend *rb = rb_of(b);
   (void)flags;                   /* no native FUA: the layer flushes */
-  ssize_t r = rbd_write2(rb->image, offset, count, buf, 0);
-  return r < 0 ? fail((int)r, "write") : (size_t)r == count ? 0
-         : (rbd_error(EIO, "write: short"), errno = EIO, -1);
+  return sync_result(rbd_write2(rb_of(b)->image, offset, count, buf, 0),
+                     count, "write");
 }
 
 static int rbd_flush_sync(struct backend *b)
