@@ -34,10 +34,12 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <rbd/features.h>
 #include <rbd/librbd.h>
@@ -65,6 +67,7 @@ struct rbd_backend {
   bool watching;
   bool fast_zero;                /* no parent: zeroing never copies up */
   uint64_t obj_size;
+  int timeout;                   /* ceph-timeout, seconds */
 };
 
 static struct rbd_backend *rb_of(struct backend *b)
@@ -324,9 +327,9 @@ static void on_update(void *arg)
   rb->b.size = size;
 }
 
-static void rbd_close_be(struct backend *b)
+/* Releases everything rb holds, and rb. */
+static void release(struct rbd_backend *rb)
 {
-  struct rbd_backend *rb = rb_of(b);
   if (rb->watching)
     rbd_update_unwatch(rb->image, rb->watch);
   if (rb->image)
@@ -335,8 +338,94 @@ static void rbd_close_be(struct backend *b)
     rados_ioctx_destroy(rb->ioctx);
   if (rb->cluster)
     rbd_cluster_put(rb->cluster);
-  free(b->desc);
+  free(rb->b.desc);
   free(rb);
+}
+
+/* A close running on a thread of its own (rbd_close_be). */
+struct closer {
+  struct rbd_backend *rb;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool done, abandoned;          /* under lock */
+};
+
+static void closer_free(struct closer *c)
+{
+  pthread_cond_destroy(&c->cond);
+  pthread_mutex_destroy(&c->lock);
+  free(c);
+}
+
+static void *close_thread(void *arg)
+{
+  struct closer *c = arg;
+  release(c->rb);
+  pthread_mutex_lock(&c->lock);
+  c->done = true;
+  bool abandoned = c->abandoned;
+  pthread_cond_signal(&c->cond);
+  pthread_mutex_unlock(&c->lock);
+  if (abandoned)
+    closer_free(c);
+  return NULL;
+}
+
+/* Waits until c is done, at most seconds; false if it is not. */
+static bool closer_wait(struct closer *c, int seconds)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  ts.tv_sec += seconds;
+  pthread_mutex_lock(&c->lock);
+  while (!c->done &&
+         pthread_cond_timedwait(&c->cond, &c->lock, &ts) != ETIMEDOUT)
+    ;
+  bool done = c->done;
+  c->abandoned = !done;
+  pthread_mutex_unlock(&c->lock);
+  return done;
+}
+
+/* Closing talks to the cluster (the update watch, the exclusive lock of
+ * an image written to), and with the cluster gone librbd waits for ever,
+ * beyond every timeout set (seen: a SIGTERMed server hung in rbd_close
+ * after its cluster was stopped).  So the close runs on a thread of its
+ * own; if it has not finished within ceph-timeout and 5 s more, it is
+ * left running and the backend's memory with it.  Exports close only at
+ * exit (export.c), so nothing waits for what is left. */
+static void rbd_close_be(struct backend *b)
+{
+  struct rbd_backend *rb = rb_of(b);
+  char desc[128];
+  int seconds = rb->timeout + 5;
+  snprintf(desc, sizeof desc, "%s", b->desc);
+  struct closer *c = calloc(1, sizeof *c);
+  pthread_t t;
+  pthread_condattr_t ca;
+  if (c == NULL) {
+    release(rb);
+    return;
+  }
+  c->rb = rb;
+  pthread_mutex_init(&c->lock, NULL);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&c->cond, &ca);
+  pthread_condattr_destroy(&ca);
+  if (pthread_create(&t, NULL, close_thread, c) != 0) {
+    closer_free(c);
+    release(rb);
+    return;
+  }
+  if (closer_wait(c, seconds)) {
+    pthread_join(t, NULL);
+    closer_free(c);
+    return;
+  }
+  pthread_detach(t);
+  log_warn("%s: the cluster did not let the image close within %d s; "
+           "left open", desc, seconds);
 }
 
 static const struct backend_ops rbd_ops = {
@@ -450,6 +539,7 @@ struct backend *backend_rbd_open(const char *args, bool readonly,
     return NULL;
   }
   rb->b.ops = &rbd_ops;
+  rb->timeout = k.timeout;
   if (!(rb->cluster = rbd_cluster_get(&k, &sp)) ||
       open_image(rb, &sp, &k, readonly) == -1 ||
       describe(rb, !readonly && !sp.snap[0]) == -1) {

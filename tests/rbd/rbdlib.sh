@@ -6,6 +6,9 @@
 #   rbd_cluster_start       start the private cluster in $PWD/ceph
 #                           (tests/lib/ceph-cluster.sh), stopped at exit,
 #                           and export its variables (CEPH_CONF, ...)
+#   RBD_PIDS+=(PID)         a background server to stop at exit, before
+#                           the cluster (SIGTERM, then SIGKILL after 60 s)
+#   gone PID                true once PID has exited (or is a zombie)
 #   R ARGS...               rbd as client.snbd (the user the server uses)
 #   KEYS                    the export keys for client.snbd
 #   data_ranges             stdin: `nbdinfo --map` or `rbd diff` output;
@@ -18,10 +21,30 @@ rbd_require() {
     skip "snbd-server was built without librbd (no rbd: backend)"
 }
 
+RBD_PIDS=()
+
+gone() {
+  local st
+  st=$(ps -o stat= -p "$1" 2>/dev/null) || return 0
+  [[ $st == Z* ]]
+}
+
+# At exit: the servers first, while the cluster still answers their
+# final flush and close, then the cluster.
+rbd_cleanup() {
+  local p i
+  for p in "${RBD_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${RBD_PIDS[@]}"; do
+    for ((i = 0; i < 600; i++)); do gone "$p" && break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+  "$SNBD_SRC/tests/lib/ceph-cluster.sh" stop "$RBD_DIR" || true
+}
+
 rbd_cluster_start() {
   local cluster=$SNBD_SRC/tests/lib/ceph-cluster.sh
-  # shellcheck disable=SC2064
-  trap "\"$cluster\" stop \"$PWD/ceph\" || true" EXIT
+  RBD_DIR=$PWD/ceph
+  trap rbd_cleanup EXIT
   "$cluster" start "$PWD/ceph" >cluster.out || fail "the cluster did not start"
   # shellcheck source=/dev/null
   . "$PWD/ceph/env"

@@ -141,14 +141,15 @@ expect_eq "image after the snapshot" "$(sum_file data2.img)" \
 make_random_image data3.img 24
 "$SNBD_SERVER" -U "$PWD/a.sock" -P "$PWD/a.pid" \
   "disk=rbd:$CEPH_POOL/disk,$KEYS" 2>a.log &
+gw_a=$!
 "$SNBD_SERVER" -U "$PWD/b.sock" -P "$PWD/b.pid" \
   "disk=rbd:$CEPH_POOL/disk,$KEYS" 2>b.log &
+gw_b=$!
+RBD_PIDS+=("$gw_a" "$gw_b")
 stop_gateways() {
-  local p
-  for p in a b; do
-    [ -f "$p.pid" ] && kill "$(cat "$p.pid")" 2>/dev/null
-  done
-  wait
+  kill "$gw_a" "$gw_b"
+  wait "$gw_a" || fail "gateway A exit status $?: $(tail -3 a.log)"
+  wait "$gw_b" || fail "gateway B exit status $?: $(tail -3 b.log)"
 }
 wait_for 60 test -S a.sock -a -S b.sock -a -s a.pid -a -s b.pid
 nbdcopy "nbd+unix:///disk?socket=$PWD/b.sock" before4.img ||
