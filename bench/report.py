@@ -21,7 +21,7 @@ PREV = "snbd-prev"                      # an earlier snbd build (BENCH_PREV)
 ORDER = SNBD_ROWS + [PREV] + ANCHORS + [CEILING]
 WORSE = 0.05                            # what "worse than before" allows
 TRANSPORT_NAMES = {"tcp": "TCP", "unix": "Unix", "x509": "TLS X.509",
-                   "psk": "TLS PSK"}
+                   "psk": "TLS PSK", "rbd": "Ceph RBD (Unix)"}
 
 # (metric, header, "hi" if higher is better else "lo", format)
 COLUMNS = [
@@ -170,6 +170,8 @@ def limit_for(res, transport):
         return "one TCP stream", res.limit("tcp")
     if transport == "unix":
         return "memcpy", res.limit("memcpy")
+    if transport == "rbd":         # the cluster is the limit: no ceiling
+        return "", None
     negotiated = res.meta.get("cipher_" + transport, "")
     cipher = negotiated.split()[-1] if negotiated else "AES-256-GCM"
     figures = [res.limit(cipher), res.limit("cli-" + cipher)]
@@ -242,14 +244,20 @@ def reconnect_table(res, notes):
     return out + [""]
 
 
+def copy_gib(res, transport):
+    """GiB per copy on transport (rbd copies BENCH_RBD_SIZE)."""
+    key = "rbd_size" if transport == "rbd" else "size"
+    return float(res.meta.get(key, 1 << 30)) / (1 << 30)
+
+
 def copy_table(res, notes):
-    gib = float(res.meta.get("size", 1 << 30)) / (1 << 30)
     heads = ["transport", "nbdcopy write MiB/s", "snbd-copy write MiB/s",
              "ratio", "nbdcopy read MiB/s", "snbd-copy read MiB/s", "ratio",
              "client CPU s/GiB nbdcopy w/r", "client CPU s/GiB snbd-copy w/r"]
     out = [table_row(heads), table_row(["---"] + ["---:"] * 8)]
     for t in res.transports:
         m = lambda k: res.median("snbd", t, k)
+        gib = copy_gib(res, t)
         if m("sc_write_mibs") is None:
             why = res.na[("snbd", t)].get("sc_write_mibs")
             if why:
@@ -381,6 +389,10 @@ def target_rows(res):
                      "", "met" if ok else "**not met**"))
     for t in ("tcp", "unix", "x509", "psk"):
         vs_anchor("srv_cpu_per_gib ≤ 0.75× best anchor", t, "srv_cpu_per_gib", 0.75)
+    # The RBD issue: against qemu-nbd's rbd driver on the same cluster.
+    for metric in ("randread_iops", "randwrite_iops"):
+        vs_anchor(metric + " ≥ 1.1× qemu-nbd", "rbd", metric, 1.1)
+    vs_anchor("srv_us_per_req ≤ 0.8× qemu-nbd", "rbd", "srv_us_per_req", 0.8)
     return rows
 
 
@@ -438,6 +450,13 @@ columns where lower is better):
   negotiated connections held by `build/bench/holdconns`, ÷ BENCH_CONNS.
   Measured once per row on a fresh server (a second round would reuse the
   first round's freed heap).
+- **Ceph RBD (Unix)** rows: the same clients over a Unix socket, each
+  server exporting an RBD image of BENCH_RBD_SIZE in a one-monitor,
+  one-OSD cluster on this host (memstore, `tests/lib/ceph-cluster.sh`):
+  snbd's `rbd:` backend against `qemu-nbd -f raw rbd:POOL/IMAGE:conf=...`
+  (QEMU's rbd driver), both through librbd 16.2.  The OSD shares the
+  CPUs, so server CPU per request matters twice here.  Server CPU counts
+  the librbd threads in the server process, not the OSD's.
 - **snbd ÷ best anchor**: snbd's figure ÷ the best of nbdkit-memory,
   nbdkit-file, qemu-nbd and nbd-server for that column (highest, or lowest
   for ↓ columns, where below 1 means snbd uses less), naming that anchor.
@@ -496,9 +515,9 @@ def meta_lines(res):
         " snbd tree {}".format(m("date"), m("loadavg"), m("loadavg_end"),
                                m("elapsed"), m("git")),
         "- Settings: `{}`".format(m("settings")),
-        "- Versions: {}; {}; {}; nbd-server {}; {}; {}; {}".format(
+        "- Versions: {}; {}; {}; nbd-server {}; {}; {}; {}; {}".format(
             m("v_snbd"), m("v_nbdkit"), m("v_qemu"), m("v_nbd_server"),
-            m("v_libnbd"), m("v_fio"), m("v_gnutls")),
+            m("v_libnbd"), m("v_fio"), m("v_gnutls"), m("v_ceph")),
         "- TLS negotiated by snbd with libnbd: X.509 {}; PSK {}".format(
             m("cipher_x509") or "?", m("cipher_psk") or "?"),
     ]
@@ -512,7 +531,7 @@ def command_lines(res):
            "work directory in /dev/shm, `$PORT` a free loopback port.", "",
            "Clients (`$URI` from the server list below):", ""]
     for key in ("write", "read", "fio", "randio", "handshakes", "holdconns",
-                "snbd_copy"):
+                "snbd_copy", "rbd"):
         if m("cmd_" + key):
             out.append("- `{}`".format(m("cmd_" + key)))
     out += ["", "Servers:", ""]

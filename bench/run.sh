@@ -18,7 +18,11 @@
 #                         client copies BENCH_SIZE in (0: skip)
 #   BENCH_SERVERS="snbd nbdkit-memory nbdkit-file qemu-nbd nbd-server nbdkit-null"
 #                         (snbd-memory: snbd's memory backend, also known)
-#   BENCH_TRANSPORTS="tcp unix x509 psk"
+#   BENCH_TRANSPORTS="tcp unix x509 psk rbd"
+#                         (rbd: snbd's rbd: backend and qemu-nbd's rbd
+#                         driver on images in a Ceph cluster started here)
+#   BENCH_RBD_SIZE=512M   bytes per sequential copy on rbd (the cluster
+#                         keeps every image in RAM)
 #   BENCH_OUT=bench/RESULTS.md  (and every raw figure in bench/RESULTS.tsv)
 #   BENCH_QUICK=1         smoke test: 64M copies, 1 run, 1 s loops,
 #                         50 connections, short limits (figures meaningless)
@@ -38,9 +42,13 @@ else
   CONNS=${BENCH_CONNS:-1000} SCALE_CONNS=${BENCH_SCALE_CONNS:-10000}
 fi
 SERVERS=${BENCH_SERVERS:-snbd nbdkit-memory nbdkit-file qemu-nbd nbd-server nbdkit-null}
-TRANSPORTS=${BENCH_TRANSPORTS:-tcp unix x509 psk}
+TRANSPORTS=${BENCH_TRANSPORTS:-tcp unix x509 psk rbd}
+RBD_SIZE_ARG=${BENCH_RBD_SIZE:-$([ "$quick" = 1 ] && echo 64M || echo 512M)}
 OUT=${BENCH_OUT:-$top/bench/RESULTS.md}
 SIZE=$(numfmt --from=iec "$SIZE_ARG") || { echo "bad BENCH_SIZE" >&2; exit 2; }
+RBD_SIZE=$(numfmt --from=iec "$RBD_SIZE_ARG") || { echo "bad BENCH_RBD_SIZE" >&2; exit 2; }
+[ "$RBD_SIZE" -ge 1048576 ] && [ $((RBD_SIZE % 1048576)) = 0 ] ||
+  { echo "BENCH_RBD_SIZE must be a multiple of 1M" >&2; exit 2; }
 [ "$SIZE" -ge 1048576 ] || { echo "BENCH_SIZE must be at least 1M" >&2; exit 2; }
 if ! [ "$RUNS" -ge 1 ] || ! [ "$CONNS" -ge 1 ] || ! [ "$SCALE_CONNS" -ge 0 ]; then
   echo "BENCH_RUNS and BENCH_CONNS must be positive integers" >&2; exit 2
@@ -87,6 +95,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 W=$(mktemp -d /dev/shm/snbd-bench.XXXXXX)
 on_exit() {
   bench_cleanup
+  rbd_cluster_stop
   rm -rf "$W"
 }
 trap on_exit EXIT
@@ -130,8 +139,10 @@ record_meta() {
   meta v_libnbd "$(nbdcopy --version 2>&1 | head -2 | tr '\n' ' ')"
   meta v_fio "$(fio --version 2>&1)"
   meta v_gnutls "$(gnutls-cli --version 2>&1 | head -1)"
-  meta settings "BENCH_RUNS=$RUNS BENCH_SIZE=$SIZE_ARG BENCH_SECONDS=$RAND_SECONDS BENCH_HS_SECONDS=$HS_SECONDS BENCH_CONNS=$CONNS BENCH_SCALE_CONNS=$SCALE_CONNS BENCH_QUICK=$quick"
+  meta v_ceph "$(ceph --version 2>&1 | cut -d' ' -f1-3)"
+  meta settings "BENCH_RUNS=$RUNS BENCH_SIZE=$SIZE_ARG BENCH_RBD_SIZE=$RBD_SIZE_ARG BENCH_SECONDS=$RAND_SECONDS BENCH_HS_SECONDS=$HS_SECONDS BENCH_CONNS=$CONNS BENCH_SCALE_CONNS=$SCALE_CONNS BENCH_QUICK=$quick"
   meta size "$SIZE"
+  meta rbd_size "$RBD_SIZE"
   meta conns "$CONNS"
   meta scale_conns "$SCALE_CONNS"
   meta git "$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
@@ -166,6 +177,7 @@ done
 # ---- the client command lines, as run (URI per transport below) ----
 meta cmd_write "nbdcopy -- \$W/src.img \$URI"
 meta cmd_read "nbdcopy -- \$URI null:"
+meta cmd_rbd "the rbd transport: the same clients over a Unix socket; each server's export is an RBD image of BENCH_RBD_SIZE (rbd create) in a one-OSD memstore cluster started by tests/lib/ceph-cluster.sh"
 meta cmd_fio "fio --name=rand --ioengine=nbd --uri=\$URI --rw=randread|randwrite --bs=4k --iodepth=32 --numjobs=1 --time_based --runtime=${RAND_SECONDS}s --output-format=json"
 meta cmd_randio "build/bench/randio [-w] -d 32 -b 4096 -t $RAND_SECONDS \$URI"
 meta cmd_handshakes "build/bench/handshakes -t $HS_SECONDS \$URI"
@@ -201,8 +213,12 @@ start_all() {
     STARTED+=("$SERVER")
     rec cmd "$SRV_CMD"
     rec uri "$(scrub "$SRV_URI")"
-    log "$TRANSPORT $SERVER: memory, $CONNS idle connections; a warm-up write"
-    wl_memory || true
+    if [ "$TRANSPORT" = rbd ]; then
+      log "$TRANSPORT $SERVER: a warm-up write"   # memory: as on unix
+    else
+      log "$TRANSPORT $SERVER: memory, $CONNS idle connections; a warm-up write"
+      wl_memory || true
+    fi
     wl_warm || FAILED[$SERVER:$TRANSPORT:seq]=1
   done
 }
@@ -220,6 +236,8 @@ run_transport() {
   start_all
   for ((round = 1; round <= RUNS; round++)); do
     for step in seq rand handshakes reconnect snbd_copy; do
+      # rbd: handshakes are the unix transport's
+      [ "$TRANSPORT" != rbd ] || [ "$step" != handshakes ] || continue
       log "$TRANSPORT round $round/$RUNS: $step"
       for SERVER in "${STARTED[@]}"; do
         [ "$step" != snbd_copy ] || [ "$SERVER" = snbd ] || continue
@@ -237,9 +255,26 @@ run_transport() {
   stop_all
 }
 
+# rbd: a Ceph cluster for the transport's time only, and copies of
+# BENCH_RBD_SIZE from a source of that size.
+run_rbd() {
+  local size=$SIZE src=$SRC timeout=$COPY_TIMEOUT
+  for c in ceph ceph-mon ceph-osd rbd; do
+    command -v "$c" >/dev/null || { log "rbd: $c is missing (make deps)"; return 1; }
+  done
+  log "rbd: starting a Ceph cluster"
+  rbd_cluster_start || { log "rbd: the cluster did not start"; return 1; }
+  SIZE=$RBD_SIZE SRC=$W/src-rbd.img COPY_TIMEOUT=$((60 + RBD_SIZE / 5242880))
+  "$BIN/mkdata" "$SRC" "$SIZE"
+  run_transport
+  rm -f "$SRC"
+  SIZE=$size SRC=$src COPY_TIMEOUT=$timeout
+  rbd_cluster_stop
+}
+
 for TRANSPORT in $TRANSPORTS; do
   S_PID=() S_URI=() S_SOCK=()
-  run_transport
+  if [ "$TRANSPORT" = rbd ]; then run_rbd || true; else run_transport; fi
 done
 
 meta elapsed "$(( $(date +%s) - started )) s"

@@ -186,6 +186,17 @@ const struct config_opt config_opts[] = {
     .help = "debug messages" },
   { "log", 0, CFG_ENUM, FIELD(options, log_to, int), .names = log_targets,
     .arg = "=stderr|syslog", .help = "where messages go (default stderr)" },
+  { "ceph-conf", 0, CFG_KEY, .example = "/etc/ceph/other.conf",
+    .arg = " PATH", .help = "rbd: exports: ceph.conf (default: $CEPH_CONF,\n"
+    "then librados's search path)" },
+  { "ceph-id", 0, CFG_KEY, .example = "snbd", .arg = " NAME",
+    .help = "rbd: exports: cephx user, without client.\n(default admin)" },
+  { "ceph-keyring", 0, CFG_KEY, .example = "/etc/ceph/snbd.keyring",
+    .arg = " PATH", .help = "rbd: exports: the user's keyring (default:\n"
+    "ceph.conf's)" },
+  { "ceph-timeout", 0, CFG_KEY, .example = "10", .arg = " S",
+    .help = "rbd: exports: seconds to reach the cluster at\nstart and for "
+    "each request (default 30)" },
   { "version", 'V', CFG_CLI, .help = "print the version" },
   { "help", 'h', CFG_CLI, .help = "this help" },
 };
@@ -202,6 +213,7 @@ static int set_value(const struct config_opt *r, struct server *s,
   case CFG_FLAG: return parse_flag(r->name, v, p);
   case CFG_ENUM: return parse_enum(r->name, v, r->names, p);
   case CFG_FN: return r->set(s, o, v);
+  case CFG_KEY: return keyvals_set(&s->backend_keys, r->name, v);
   case CFG_CLI: break;
   }
   set_error(EINVAL, "unknown option \"%s\"", r->name);
@@ -318,21 +330,27 @@ void config_free(struct server *s, struct options *o)
   free(s->tls_certs);
   free(s->tls_psk);
   free(s->tls_priority);
+  keyvals_free(&s->backend_keys);
 }
 
 /* ---- The command line ---- */
 
 void config_usage(FILE *f)
 {
+  char kinds[256];
+  backend_kinds_usage(kinds, sizeof kinds);
   fprintf(f,
 "Usage: snbd-server [OPTIONS] EXPORT...\n"
 "Serve block devices over NBD (fixed newstyle, TLS by default when\n"
 "credentials are given).\n\n"
 "EXPORT is [NAME=]BACKEND[,KEY=VALUE...]\n"
-"  BACKEND: memory:SIZE (sparse RAM, e.g. memory:1G) | file:PATH\n"
+"  BACKEND: %s\n"
+"           (memory:SIZE is sparse RAM, e.g. memory:1G)\n"
 "  KEYS:    readonly, description=TEXT, tls-only, allow=ID[;ID...]\n"
-"           (ID: an X.509 subject DN, cn=NAME, or psk:USERNAME)\n"
-"  The first EXPORT is also the default export (empty name).\n\n");
+"           (ID: an X.509 subject DN, cn=NAME, or psk:USERNAME);\n"
+"           rbd: also ceph-conf, ceph-id, ceph-keyring, ceph-timeout\n"
+"           (as the --ceph-* options below, for this export)\n"
+"  The first EXPORT is also the default export (empty name).\n\n", kinds);
   for (size_t i = 0; i < config_nopts; i++) {
     const struct config_opt *r = &config_opts[i];
     char left[64], letter[5] = "    ";

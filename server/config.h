@@ -30,6 +30,10 @@ enum config_kind {
                              * command-line option, no argument: true */
   CFG_ENUM,                 /* one of names: its index */
   CFG_FN,                   /* set() reads it */
+  CFG_KEY,                  /* the server-wide default of a backend's
+                             * export key of the same name (backend.h
+                             * struct backend_key), in
+                             * server.backend_keys */
   CFG_CLI,                  /* command line only: -c, --version, --help */
 };
 
@@ -44,7 +48,8 @@ struct config_opt {
   int min, max;             /* CFG_INT */
   const char *const *names; /* CFG_ENUM, NULL-terminated */
   int (*set)(struct server *, struct options *, const char *value);
-  const char *example;      /* CFG_FN: a valid value, for the tests */
+  const char *example;      /* CFG_FN, CFG_KEY: a valid value, for the
+                             * tests */
   const char *alias;        /* another --spelling (command line only) */
   const char *arg;          /* --help: what follows --name */
   const char *help;         /* --help: its lines, '\n' between them */

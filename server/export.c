@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cleanup.h"
 #include "log.h"
 #include "server.h"
 
@@ -104,6 +105,38 @@ static int parse_allow(struct export *e, const char *value)
   return 0;
 }
 
+int keyvals_set(struct keyvals *v, const char *key, const char *value)
+{
+  if (!value || !*value) {
+    set_error(EINVAL, "%s needs a value", key);
+    return -1;
+  }
+  char *copy = strdup(value);
+  for (size_t i = 0; copy && i < v->len; i++)
+    if (!strcmp(v->ptr[i].key, key)) {
+      free(v->ptr[i].value);
+      v->ptr[i].value = copy;
+      return 0;
+    }
+  struct keyval kv = { copy ? strdup(key) : NULL, copy };
+  if (!kv.key || keyvals_append(v, kv) == -1) {
+    free(kv.key);
+    free(copy);
+    set_error(ENOMEM, "%s", key);
+    return -1;
+  }
+  return 0;
+}
+
+void keyvals_free(struct keyvals *v)
+{
+  for (size_t i = 0; i < v->len; i++) {
+    free(v->ptr[i].key);
+    free(v->ptr[i].value);
+  }
+  keyvals_reset(v);
+}
+
 int export_set_key(struct export *e, const char *key, const char *value)
 {
   bool b;
@@ -128,6 +161,8 @@ int export_set_key(struct export *e, const char *key, const char *value)
       goto bad;
     return parse_allow(e, value);
   }
+  else if (backend_key_known(key))
+    return keyvals_set(&e->keys, key, value);
   else {
     set_error(EINVAL, "export \"%s\": unknown key \"%s\"", e->name, key);
     return -1;
@@ -194,13 +229,33 @@ const struct export *export_find(const struct server *s, const char *name,
   return NULL;
 }
 
+/* Opens e's backend with its keys, after the server's defaults. */
+static struct backend *open_backend(const struct server *s,
+                                    const struct export *e)
+{
+  size_t n = s->backend_keys.len + e->keys.len;
+  CLEANUP_FREE struct backend_key *v = calloc(n ? n : 1, sizeof *v);
+  if (!v) {
+    set_error(ENOMEM, "keys");
+    return NULL;
+  }
+  for (size_t i = 0; i < s->backend_keys.len; i++)
+    v[i] = (struct backend_key){ s->backend_keys.ptr[i].key,
+                                 s->backend_keys.ptr[i].value, true };
+  for (size_t i = 0; i < e->keys.len; i++)
+    v[s->backend_keys.len + i] = (struct backend_key){
+      e->keys.ptr[i].key, e->keys.ptr[i].value, false };
+  struct backend_keys keys = { v, n };
+  return backend_open_keys(e->spec, e->readonly, &keys);
+}
+
 int exports_open(struct server *s, bool all_readonly)
 {
   for (size_t i = 0; i < s->nexports; i++) {
     struct export *e = &s->exports[i];
     if (all_readonly)
       e->readonly = true;
-    e->be = backend_open(e->spec, e->readonly);
+    e->be = open_backend(s, e);
     if (!e->be) {
       log_error("export \"%s\": %s", e->name, get_error());
       return -1;
@@ -228,6 +283,7 @@ int exports_close(struct server *s)
     free(e->description);
     free(e->spec);
     free_allow(e);
+    keyvals_free(&e->keys);
   }
   free(s->exports);
   s->exports = NULL;

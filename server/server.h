@@ -20,6 +20,14 @@
 #include "snbd/protocol.h"
 #include "tls.h"
 #include "transport.h"
+#include "vector.h"
+
+/* A backend's export key (ceph-conf=...), as given: see backend.h
+ * struct backend_key. */
+struct keyval {
+  char *key, *value;
+};
+DEFINE_VECTOR(keyvals, struct keyval);
 
 enum tls_mode { TLS_MODE_OFF, TLS_MODE_ON, TLS_MODE_REQUIRE };
 
@@ -31,6 +39,7 @@ struct export {
   bool readonly;
   bool tls_only;            /* SELECTIVETLS: needs TLS */
   char **allow;             /* NULL, or identities allowed (NULL-ended) */
+  struct keyvals keys;      /* the backend's keys (ceph-conf=...) */
 };
 
 struct listener {
@@ -61,6 +70,7 @@ struct server {
   int tls_tickets;          /* 1: issue session tickets (default), 0: not */
   int tls_ticket_lifetime;  /* seconds */
   bool tls_old_versions;    /* --tls-unsafe-old-versions */
+  struct keyvals backend_keys; /* [server] defaults of backend keys */
   bool xmit_workers_only;   /* test knob (fuzz_server.c): every request
                                runs on the worker pool, none inline or
                                submitted from the reader (xmit.c) */
@@ -87,6 +97,10 @@ struct server {
 int export_parse(struct server *s, const char *arg);
 int export_add(struct server *s, const char *name, const char *backend);
 int export_set_key(struct export *e, const char *key, const char *value);
+/* Sets key to a copy of value in v (replacing an earlier one); -1 with
+ * set_error() if value is missing or memory is short. */
+int keyvals_set(struct keyvals *v, const char *key, const char *value);
+void keyvals_free(struct keyvals *v);
 const struct export *export_find(const struct server *s, const char *name,
                                  size_t len);
 int exports_open(struct server *s, bool all_readonly);

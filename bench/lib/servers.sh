@@ -11,11 +11,18 @@
 #   scrub TEXT                   TEXT with the work dir as $W and the
 #                                port as $PORT, for the record
 #
-# NAME: snbd (file backend), snbd-memory, snbd-prev (SNBD_PREV_SERVER, an
-# earlier build, file backend), nbdkit-memory, nbdkit-file,
-# qemu-nbd, nbd-server, nbdkit-null (the do-nothing ceiling).
+#   rbd_cluster_start / rbd_cluster_stop
+#                                the Ceph cluster of the rbd transport
+#                                (tests/lib/ceph-cluster.sh) in $W/ceph
+#
+# NAME: snbd (file backend; on rbd its rbd: backend), snbd-memory,
+# snbd-prev (SNBD_PREV_SERVER, an earlier build, file backend),
+# nbdkit-memory, nbdkit-file, qemu-nbd (on rbd: QEMU's rbd driver),
+# nbd-server, nbdkit-null (the do-nothing ceiling).
 # TRANSPORT: tcp (loopback), unix, x509 (TLS with client certificates,
-# peer verified), psk (TLS-PSK); TLS is over loopback TCP.
+# peer verified), psk (TLS-PSK); TLS is over loopback TCP.  rbd: a Unix
+# socket to a server whose export is an image in a Ceph cluster on this
+# host (one OSD, memstore), each server its own image.
 #
 # Needs from the caller: W (work dir in /dev/shm), DISK (the image the
 # file servers share), SIZE (bytes), PKI (make_x509 dir), PSK_DIR (holds
@@ -25,13 +32,41 @@ server_na() {
   case "$1:$2" in
     nbd-server:psk)
       echo "nbd-server 3.24 has no TLS-PSK support (X.509 only: certfile/keyfile/cacertfile)" ;;
+    snbd:rbd|qemu-nbd:rbd) return 1 ;;
+    *:rbd) echo "$1 cannot serve a Ceph RBD image" ;;
     *) return 1 ;;
   esac
 }
 
+rbd_cluster_start() {
+  RBD_DIR=$W/ceph
+  # memstore keeps every image in RAM: room for all of them, and a margin.
+  CEPH_CLUSTER_MEMSTORE_BYTES=$(( SIZE * $(wc -w <<<"$SERVERS") * 3 / 2 + (1 << 30) )) \
+    "$top/tests/lib/ceph-cluster.sh" start "$RBD_DIR" >"$LOGDIR/ceph.out" 2>&1 ||
+    { tail -5 "$LOGDIR/ceph.out" >&2; return 1; }
+  # shellcheck source=/dev/null
+  . "$RBD_DIR/env"
+}
+
+rbd_cluster_stop() {
+  [ -n "${RBD_DIR:-}" ] || return 0
+  "$top/tests/lib/ceph-cluster.sh" stop "$RBD_DIR" >&2 || true
+  RBD_DIR=""
+}
+
+_rbd() {
+  timeout 120 rbd --id "$CEPH_SNBD_ID" --keyring "$CEPH_SNBD_KEYRING" "$@"
+}
+
 # The file servers all get a fresh sparse image, so each one pays for
-# allocating the pages on its first write run, as the memory servers do.
+# allocating the pages on its first write run, as the memory servers do;
+# on rbd, a fresh image of the server's own.
 _fresh_disk() {
+  if [ "$_T" = rbd ]; then
+    _rbd rm --no-progress "$CEPH_POOL/bench-$_name" >/dev/null 2>&1 || true
+    _rbd create --size "$((SIZE >> 20))M" "$CEPH_POOL/bench-$_name" >&2
+    return
+  fi
   rm -f "$DISK"
   truncate -s "$SIZE" "$DISK"
 }
@@ -48,7 +83,8 @@ _listen_args() { # TCP_ARGS... -- UNIX_ARGS...: pick by $_T
   while [ "$1" != -- ]; do tcp+=("$1"); shift; done
   shift
   unix=("$@")
-  if [ "$_T" = unix ]; then cmd+=("${unix[@]}"); else cmd+=("${tcp[@]}"); fi
+  if [ "$_T" = unix ] || [ "$_T" = rbd ]; then cmd+=("${unix[@]}")
+  else cmd+=("${tcp[@]}"); fi
 }
 
 _cmd_snbd() {
@@ -59,7 +95,10 @@ _cmd_snbd() {
     x509) cmd+=(--tls-certificates "$PKI" --tls-verify-peer) ;;
     psk) cmd+=(--tls-psk "$PSK_DIR/keys.psk") ;;
   esac
-  if [ "$1" = snbd-memory ]; then cmd+=("memory:$SIZE"); else cmd+=("file:$DISK"); fi
+  if [ "$_T" = rbd ]; then
+    cmd+=("rbd:$CEPH_POOL/bench-$1,ceph-conf=$CEPH_CONF,ceph-id=$CEPH_SNBD_ID,ceph-keyring=$CEPH_SNBD_KEYRING")
+  elif [ "$1" = snbd-memory ]; then cmd+=("memory:$SIZE")
+  else cmd+=("file:$DISK"); fi
 }
 
 _cmd_nbdkit() {
@@ -89,7 +128,11 @@ _cmd_qemu() {
     psk) cmd+=(--object "tls-creds-psk,id=tls0,dir=$PSK_DIR,endpoint=server"
                --tls-creds=tls0) ;;
   esac
-  cmd+=("$DISK")
+  if [ "$_T" = rbd ]; then
+    cmd+=("rbd:$CEPH_POOL/bench-qemu-nbd:conf=$CEPH_CONF:id=$CEPH_SNBD_ID:keyring=$CEPH_SNBD_KEYRING")
+  else
+    cmd+=("$DISK")
+  fi
 }
 
 # nbd-server daemonizes (its -d mode serves one client and exits), so it
@@ -143,14 +186,14 @@ _uri() {
   local exp=$1
   case $_T in
     tcp) SRV_URI="nbd://127.0.0.1:$_port/$exp" ;;
-    unix) SRV_URI="nbd+unix:///$exp?socket=$_sock" ;;
+    unix|rbd) SRV_URI="nbd+unix:///$exp?socket=$_sock" ;;
     x509) SRV_URI="nbds://127.0.0.1:$_port/$exp?tls-certificates=$PKI" ;;
     psk) SRV_URI="nbds://$PSK_USER@127.0.0.1:$_port/$exp?tls-psk-file=$PSK_DIR/keys.psk" ;;
   esac
 }
 
 _listening() {
-  if [ "$_T" = unix ]; then
+  if [ "$_T" = unix ] || [ "$_T" = rbd ]; then
     ss -Hlxn 2>/dev/null | grep -qF " $_sock "
   else
     ss -Hltn "sport = :$_port" 2>/dev/null | grep -q .
@@ -184,7 +227,7 @@ _launch() {
 server_start() {
   _name=$1 _T=$2
   local try log exp=""
-  _fresh_disk
+  _fresh_disk || return 1
   for try in 1 2 3; do
     _port=$(_free_port)
     _sock=$W/$_name-$_T.sock

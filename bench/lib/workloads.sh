@@ -117,7 +117,8 @@ wl_seq() {
 # TLS (fio cannot be given TLS files); sets R_IOPS, R_OPS or R_WHY.
 _rand_once() {
   local mode=$1 out=$W/rand.out rc=0 to=$((${RAND_SECONDS%.*} + 60))
-  if [ "$TRANSPORT" = tcp ] || [ "$TRANSPORT" = unix ]; then
+  if [ "$TRANSPORT" = tcp ] || [ "$TRANSPORT" = unix ] ||
+     [ "$TRANSPORT" = rbd ]; then
     timed "$to" "$out" fio --name=rand --ioengine=nbd "--uri=$SRV_URI" \
       "--rw=rand$mode" --bs=4k --iodepth=32 --numjobs=1 --time_based \
       "--runtime=$(calc 'int(s * 1000)' "s=$RAND_SECONDS")ms" --output-format=json || rc=$?

@@ -258,13 +258,34 @@ static void run(struct backend_req *br)
   br->done(br, br->err);
 }
 
+/* Whether [offset, offset+count) lies within be's current size (read
+ * once: a BACKEND_RESIZES backend's size may change meanwhile). */
+static bool in_range(const struct backend *be, uint64_t offset,
+                     uint64_t count)
+{
+  uint64_t size = be->size;
+  return offset <= size && count <= size - offset;
+}
+
+/* A request past the end of a backend that shrank since xmit.c's validate
+ * checked it: the error validate would answer now. */
+static int past_end(const struct backend *be, const struct backend_req *br)
+{
+  if (br->op == BACKEND_OP_FLUSH || in_range(be, br->offset, br->count))
+    return 0;
+  assert(be->caps & BACKEND_RESIZES);     /* else validate caught it */
+  set_error(writes(br->op) ? ENOSPC : EINVAL, "%s: past the end (%llu "
+            "bytes since it was resized)", be->desc,
+            (unsigned long long)be->size);
+  return get_errno();
+}
+
 /* The facts xmit.c's validate established; a request breaking one is a
- * bug in the server, not the client's doing (docs/security.md 14). */
+ * bug in the server, not the client's doing (docs/security.md 14).  The
+ * range is past_end's. */
 static void assert_valid(const struct backend *be,
                          const struct backend_req *br)
 {
-  if (br->op != BACKEND_OP_FLUSH)
-    assert(br->offset <= be->size && br->count <= be->size - br->offset);
   if (br->op == BACKEND_OP_READ || br->op == BACKEND_OP_WRITE)
     assert(br->count <= SIZE_MAX && (br->buf || br->count == 0 ||
                                      (br->flags & BACKEND_IN_PLACE)));
@@ -284,6 +305,11 @@ void backend_submit(struct backend *be, struct backend_req *br)
   br->pos = 0;
   br->err = 0;
   atomic_init(&br->pending, 0);
+  int err = past_end(be, br);
+  if (err) {
+    br->done(br, err);
+    return;
+  }
   if (br->op == BACKEND_OP_ZERO && br->count > 0 &&
       (br->flags & BACKEND_FAST) &&
       !((be->caps & BACKEND_CAN_FAST_ZERO) && has_zero(be))) {
@@ -378,7 +404,11 @@ int backend_cache(struct backend *be, uint64_t count, uint64_t offset)
 int backend_extents(struct backend *be, uint64_t count, uint64_t offset,
                     struct extents *e)
 {
-  assert(offset <= be->size && count <= be->size - offset);
+  if (!in_range(be, offset, count)) {
+    assert(be->caps & BACKEND_RESIZES);
+    set_error(EINVAL, "%s: past the end (resized)", be->desc);
+    return -1;
+  }
   if ((be->caps & BACKEND_CAN_EXTENTS) && be->ops->extents)
     return be->ops->extents(be, count, offset, e);
   return extents_add(e, offset, count, 0) == -1 ? -1 : 0;

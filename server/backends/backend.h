@@ -38,6 +38,8 @@
                                              call on every read (sparse RAM),
                                              and a hole it reports need not
                                              be read */
+#define BACKEND_RESIZES        (1u << 11) /* size may change while serving
+                                             (see struct backend.size) */
 
 /* Operation flags. */
 #define BACKEND_FUA       (1u << 0)  /* data is durable before completing */
@@ -124,7 +126,12 @@ struct backend_ops {
 
 struct backend {
   const struct backend_ops *ops;
-  uint64_t size;
+  /* Fixed, unless caps has BACKEND_RESIZES: then the backend stores a new
+   * size from its own thread (an RBD image resized by `rbd resize`), new
+   * connections are told it, and the layer fails a request past the end
+   * of a shrunk backend (validated against the older size) instead of
+   * asserting.  Atomic, so a reader sees the old or the new size. */
+  _Atomic uint64_t size;
   unsigned caps;
   uint32_t block_min;      /* 1 unless the device needs more (e.g. 512) */
   uint32_t block_pref;     /* preferred I/O size, e.g. 4096 */
@@ -134,13 +141,39 @@ struct backend {
 
 /* ---- Opening (registry.c) ---- */
 
-/* "memory:SIZE", "file:PATH", or a filter "NAME:ARGS:SPEC" wrapping the
- * backend SPEC (the test-only error and async filters); the table in
- * registry.c lists them.  NULL with set_error() on failure.  A read-only
- * open clears BACKEND_CAN_WRITE, CAN_FUA, CAN_TRIM, CAN_ZERO and
- * CAN_FAST_ZERO; pwrite, trim and zero then fail with EPERM if called
- * anyway. */
+/* Export keys a kind of backend takes besides its spec (ceph-conf=...):
+ * each row of registry.c's table names its own.  An export's keys apply
+ * only to a kind that takes them (else the open fails); a fallback key
+ * (a server-wide default, [server] in the config file) is ignored by a
+ * kind that does not take it. */
+struct backend_key {
+  const char *name, *value;
+  bool fallback;
+};
+struct backend_keys {
+  const struct backend_key *v;
+  size_t n;
+};
+/* The value of key name: the last one given that is not a fallback, else
+ * the last fallback, else NULL.  keys may be NULL.  (keys.c) */
+const char *backend_key_get(const struct backend_keys *keys,
+                            const char *name);
+/* Whether some kind of backend takes the key name. */
+bool backend_key_known(const char *name);
+
+/* "memory:SIZE", "file:PATH", "rbd:POOL/IMAGE" (when built with librbd),
+ * or a filter "NAME:ARGS:SPEC" wrapping the backend SPEC (the test-only
+ * error and async filters); the table in registry.c lists them.  keys
+ * (may be NULL) go to the backend the spec names under its filters.  NULL
+ * with set_error() on failure.  A read-only open clears
+ * BACKEND_CAN_WRITE, CAN_FUA, CAN_TRIM, CAN_ZERO and CAN_FAST_ZERO;
+ * pwrite, trim and zero then fail with EPERM if called anyway. */
+struct backend *backend_open_keys(const char *spec, bool readonly,
+                                  const struct backend_keys *keys);
+/* backend_open_keys without keys. */
 struct backend *backend_open(const char *spec, bool readonly);
+/* The usage line of every kind, for --help: "memory:SIZE | file:PATH...". */
+void backend_kinds_usage(char *buf, size_t len);
 /* Closes b and, after it, the backends it wraps. */
 void backend_close(struct backend *b);
 
@@ -148,6 +181,9 @@ void backend_close(struct backend *b);
 struct backend *backend_memory_open(uint64_t size);
 /* Regular file or block device (see file.c). */
 struct backend *backend_file_open(const char *path, bool readonly);
+/* Ceph RBD image (see rbd.c); only when built with librbd. */
+struct backend *backend_rbd_open(const char *args, bool readonly,
+                                 const struct backend_keys *keys);
 /* Test filters, handed their own arguments and the opened inner backend,
  * which they own on success (see error.c, async.c). */
 struct backend *backend_error_open(const char *args, struct backend *inner);

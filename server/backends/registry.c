@@ -13,6 +13,9 @@
 
 #include "backend.h"
 #include "log.h"
+#ifdef SNBD_HAVE_RBD
+#include "rbd.h"
+#endif
 
 /* Capabilities that only make sense on a writable backend.  A read-only
  * open drops them so the server never advertises them (the backends also
@@ -24,8 +27,10 @@
 #define FILTER_DEPTH_MAX 8
 
 /* Opens "memory:SIZE". */
-static struct backend *open_memory(const char *arg, bool readonly)
+static struct backend *open_memory(const char *arg, bool readonly,
+                                   const struct backend_keys *keys)
 {
+  (void)keys;
   uint64_t size;
   (void)readonly;                /* backend_open drops the write caps */
   if (parse_size(arg, &size) == -1)
@@ -33,25 +38,41 @@ static struct backend *open_memory(const char *arg, bool readonly)
   return backend_memory_open(size);
 }
 
+/* Opens "file:PATH". */
+static struct backend *open_file(const char *arg, bool readonly,
+                                 const struct backend_keys *keys)
+{
+  (void)keys;
+  return backend_file_open(arg, readonly);
+}
+
 struct backend_kind {
   const char *name;              /* the spec's prefix, before ':' */
   const char *usage;             /* one help line */
-  struct backend *(*open)(const char *args, bool readonly);
+  struct backend *(*open)(const char *args, bool readonly,
+                          const struct backend_keys *keys);
   /* A filter: its first nargs ':'-separated arguments are its own; the
    * rest of the spec is the backend it wraps. */
   int nargs;
   struct backend *(*open_filter)(const char *args, struct backend *inner);
+  const char *const *keys;       /* export keys it takes, NULL-ended */
+  bool test_only;                /* not in --help */
 };
 
 static const struct backend_kind kinds[] = {
   { "memory", "memory:SIZE (sparse RAM disk, e.g. memory:1G)",
-    open_memory, 0, NULL },
+    open_memory, 0, NULL, NULL, false },
   { "file", "file:PATH (regular file or block device)",
-    backend_file_open, 0, NULL },
+    open_file, 0, NULL, NULL, false },
+#ifdef SNBD_HAVE_RBD
+  { "rbd", "rbd:POOL/[NAMESPACE/]IMAGE[@SNAP] (Ceph RBD image)",
+    backend_rbd_open, 0, NULL, rbd_key_names, false },
+#endif
   { "error", "error:RATE:ERRNAME:SPEC (test only: fails operations)",
-    NULL, 2, backend_error_open },
+    NULL, 2, backend_error_open, NULL, true },
   { "async", "async:DELAY_US:SPEC (test only: completes operations "
-    "later, from another thread)", NULL, 1, backend_async_open },
+    "later, from another thread)", NULL, 1, backend_async_open, NULL,
+    true },
 };
 #define NKINDS (sizeof kinds / sizeof kinds[0])
 
@@ -77,12 +98,57 @@ static void unknown_kind(const char *spec)
   set_error(EINVAL, "unknown backend \"%.64s\" (use %s)", spec, names);
 }
 
+static bool takes(const struct backend_kind *k, const char *key)
+{
+  for (const char *const *p = k->keys; p && *p; p++)
+    if (strcmp(*p, key) == 0)
+      return true;
+  return false;
+}
+
+bool backend_key_known(const char *name)
+{
+  for (size_t i = 0; i < NKINDS; i++)
+    if (takes(&kinds[i], name))
+      return true;
+  return false;
+}
+
+/* Every key of the export's own is one k takes; else the error is set. */
+static bool keys_apply(const struct backend_kind *k,
+                       const struct backend_keys *keys)
+{
+  for (size_t i = 0; keys && i < keys->n; i++)
+    if (!keys->v[i].fallback && !takes(k, keys->v[i].name)) {
+      set_error(EINVAL, "key %s does not apply to a %s: backend",
+                keys->v[i].name, k->name);
+      return false;
+    }
+  return true;
+}
+
+void backend_kinds_usage(char *buf, size_t len)
+{
+  size_t used = 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < NKINDS && used < len; i++) {
+    const char *u = kinds[i].usage;
+    if (kinds[i].test_only)
+      continue;
+    int n = snprintf(buf + used, len - used, "%s%.*s", used ? " | " : "",
+                     (int)strcspn(u, " "), u);
+    used += n > 0 ? (size_t)n : 0;
+  }
+}
+
 /* Opens a filter's inner spec, then the filter around it. */
 static struct backend *open_filter(const struct backend_kind *k,
                                    const char *args, bool readonly,
+                                   const struct backend_keys *keys,
                                    int depth);
 
-static struct backend *open_spec(const char *spec, bool readonly, int depth)
+static struct backend *open_spec(const char *spec, bool readonly,
+                                 const struct backend_keys *keys, int depth)
 {
   const char *colon = spec ? strchr(spec, ':') : NULL;
   const struct backend_kind *k;
@@ -97,9 +163,11 @@ static struct backend *open_spec(const char *spec, bool readonly, int depth)
     return NULL;
   }
   if (k->open_filter)
-    b = open_filter(k, colon + 1, readonly, depth);
+    b = open_filter(k, colon + 1, readonly, keys, depth);
+  else if (!keys_apply(k, keys))
+    return NULL;
   else
-    b = k->open(colon + 1, readonly);
+    b = k->open(colon + 1, readonly, keys);
   if (b != NULL && readonly)
     b->caps &= ~WRITE_CAPS;
   return b;
@@ -107,6 +175,7 @@ static struct backend *open_spec(const char *spec, bool readonly, int depth)
 
 static struct backend *open_filter(const struct backend_kind *k,
                                    const char *args, bool readonly,
+                                   const struct backend_keys *keys,
                                    int depth)
 {
   const char *rest = args;
@@ -121,7 +190,7 @@ static struct backend *open_filter(const struct backend_kind *k,
     set_error(EINVAL, "%s: filters nested too deep", k->name);
     return NULL;
   }
-  struct backend *inner = open_spec(rest, readonly, depth + 1);
+  struct backend *inner = open_spec(rest, readonly, keys, depth + 1);
   if (inner == NULL)
     return NULL;
   char *own = strndup(args, (size_t)(rest - 1 - args));
@@ -137,9 +206,15 @@ static struct backend *open_filter(const struct backend_kind *k,
   return b;
 }
 
+struct backend *backend_open_keys(const char *spec, bool readonly,
+                                  const struct backend_keys *keys)
+{
+  return open_spec(spec, readonly, keys, 0);
+}
+
 struct backend *backend_open(const char *spec, bool readonly)
 {
-  return open_spec(spec, readonly, 0);
+  return open_spec(spec, readonly, NULL, 0);
 }
 
 void backend_close(struct backend *b)

@@ -276,7 +276,13 @@ static void test_async_error(void **state)
   assert_null(backend_open("async:x:memory:1M", false));
   assert_null(backend_open("async:memory:1M", false));
   assert_null(backend_open("nosuch:1", false));
-  assert_non_null(strstr(get_error(), "memory:SIZE, file:PATH, error:RATE:ERRNAME:SPEC or async:DELAY_US:SPEC"));
+#ifdef SNBD_HAVE_RBD
+#define RBD_KIND "rbd:POOL/[NAMESPACE/]IMAGE[@SNAP], "
+#else
+#define RBD_KIND ""
+#endif
+  assert_non_null(strstr(get_error(), "memory:SIZE, file:PATH, " RBD_KIND
+                         "error:RATE:ERRNAME:SPEC or async:DELAY_US:SPEC"));
 }
 
 int main(void)

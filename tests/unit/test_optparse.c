@@ -201,6 +201,13 @@ static char *settings_text(struct server *s, struct options *o)
       STR(s->tls_priority), s->tls_verify_peer, s->tls_old_versions,
       s->nexports) > 0);
 #undef STR
+  for (size_t i = 0; i < s->backend_keys.len; i++) {
+    char *more = NULL;
+    assert_true(asprintf(&more, "%s %s=%s", t, s->backend_keys.ptr[i].key,
+                         s->backend_keys.ptr[i].value) > 0);
+    free(t);
+    t = more;
+  }
   config_free(s, o);
   exports_close(s);
   return t;
@@ -215,7 +222,7 @@ static const char *sample(const struct config_opt *r, char *buf, size_t n)
   case CFG_FLAG: return "true";
   case CFG_ENUM: { size_t i = 0; while (r->names[i + 1]) i++;
                    return r->names[i]; }
-  case CFG_FN: return r->example;
+  case CFG_FN: case CFG_KEY: return r->example;
   case CFG_CLI: break;
   }
   fail();
