@@ -32,6 +32,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "transport.h"
 
@@ -88,6 +89,9 @@ struct tls_creds *tls_creds_load_client(const struct tls_client_config *cfg);
 struct tls_creds *tls_creds_ref(struct tls_creds *c);
 void tls_creds_unref(struct tls_creds *c);
 bool tls_creds_is_psk(const struct tls_creds *c);  /* a PSK file loaded */
+/* When the first certificate of c expires (seconds since the epoch), or
+ * -1 without one (PSK). */
+int64_t tls_creds_cert_expiry(const struct tls_creds *c);
 
 /* What the TLS handshake established about the peer. */
 struct tls_peer {

@@ -68,6 +68,7 @@ static void drop_oldest_negotiating(struct server *s)
 
 static void conn_free(struct conn *c)
 {
+  metrics_conn_close(c);
   transport_close(c->t);
   if (c->creds)
     tls_creds_unref(c->creds);
@@ -111,11 +112,13 @@ static void *conn_thread(void *arg)
   int rc = srv_hs_run(c);
 
   pthread_mutex_lock(&s->conns_lock);
+  bool dropped = !c->negotiating;     /* drop_oldest_negotiating */
   if (c->negotiating) {
     c->negotiating = false;
     s->nnegotiating--;
   }
   pthread_mutex_unlock(&s->conns_lock);
+  metrics_conn_negotiated(c, rc, dropped);
 
   if (rc == 0) {
     c->t->deadline = 0;
@@ -185,6 +188,7 @@ void conn_start(struct server *s, int fd, bool tcp_loopback, const char *peer)
   c->negotiating = true;
   s->nnegotiating++;
   conn_link(s, c);
+  metrics_conn_open(c);
   /* The thread start was on the critical path of every handshake: now
    * the client reads the greeting and answers meanwhile. */
   srv_hs_greet(c);

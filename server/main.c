@@ -74,10 +74,14 @@ static int on_event(struct server *s, char ev)
   if (ev == 'H') {
     if (srv.tls_mode == TLS_MODE_OFF)
       log_info("SIGHUP: TLS is off, nothing to reload");
-    else if (load_creds() == -1)
+    else if (load_creds() == -1) {
+      metrics_credential_reload(false);
       log_error("SIGHUP: keeping the old credentials: %s", get_error());
-    else
+    }
+    else {
+      metrics_credential_reload(true);
       log_info("SIGHUP: TLS credentials reloaded");
+    }
     return 0;
   }
   if (ev == 'C' && run_pid > 0) {
@@ -306,6 +310,7 @@ static int shut_down(struct listener *ls, int n, int why)
     kill(run_pid, SIGTERM);
   conns_shutdown_wait(&srv, 10);
   pool_stop();
+  metrics_stop();         /* before what a scrape reads goes away */
   bool flush_failed = exports_close(&srv) == -1;
   cleanup_files();
   if (run_pid > 0) {
@@ -339,6 +344,11 @@ int main(int argc, char **argv)
     check_tls_defaults(ls, n);
     for (int i = 0; i < n; i++)
       log_debug("listening on %s", ls[i].desc);
+  }
+  if (opt.metrics &&
+      metrics_start(&srv, opt.metrics, opt.metrics_allow_remote) == -1) {
+    log_error("%s", get_error());
+    exit(EXIT_FAILURE);
   }
   write_pid_file();
   if (opt.run)

@@ -16,6 +16,7 @@
 #include <sys/types.h>
 
 #include "backend.h"
+#include "metrics.h"
 #include "snbd/protocol.h"
 #include "tls.h"
 #include "transport.h"
@@ -30,6 +31,7 @@ struct export {
   bool readonly;
   bool tls_only;            /* SELECTIVETLS: needs TLS */
   char **allow;             /* NULL, or identities allowed (NULL-ended) */
+  struct metrics_export m;  /* its counters (atomic; metrics.c) */
 };
 
 struct listener {
