@@ -319,15 +319,17 @@ static int bind_addr(const char *addr, bool allow_remote)
     h++;
     colon[-1] = '\0';
   }
-  if (listen_tcp(h, (int)port, &l, 1, &n) == -1)
-    return -1;
-  if (!allow_remote && !listener_is_local(&l)) {
-    close(l.fd);
-    log_error("--metrics %s: not a loopback address; the metrics would be "
-              "readable by anyone who can reach it (give "
+  if (!strcmp(h, "localhost"))
+    h = "127.0.0.1";
+  /* Checked before binding: nothing listens beyond loopback unasked. */
+  if (!allow_remote && !addr_is_local(h)) {
+    log_error("--metrics %s: not a numeric loopback address; the metrics "
+              "would be readable by anyone who can reach it (give "
               "--metrics-allow-remote to accept that)", addr);
     return -1;
   }
+  if (listen_tcp(h, (int)port, &l, 1, &n) == -1)
+    return -1;
   return l.fd;
 }
 
