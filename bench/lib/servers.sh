@@ -11,8 +11,10 @@
 #   scrub TEXT                   TEXT with the work dir as $W and the
 #                                port as $PORT, for the record
 #
-# NAME: snbd (file backend), snbd-memory, nbdkit-memory, nbdkit-file,
-# qemu-nbd, nbd-server, nbdkit-null (the do-nothing ceiling).
+# NAME: snbd (file backend), snbd-memory, snbd-metrics (snbd with
+# --metrics on a loopback port, scraped once a second as Prometheus
+# would), nbdkit-memory, nbdkit-file, qemu-nbd, nbd-server, nbdkit-null
+# (the do-nothing ceiling).
 # TRANSPORT: tcp (loopback), unix, x509 (TLS with client certificates,
 # peer verified), psk (TLS-PSK); TLS is over loopback TCP.
 #
@@ -57,7 +59,22 @@ _cmd_snbd() {
     x509) cmd+=(--tls-certificates "$PKI" --tls-verify-peer) ;;
     psk) cmd+=(--tls-psk "$PSK_DIR/keys.psk") ;;
   esac
+  if [ "$1" = snbd-metrics ]; then
+    _mport=$(_free_port)
+    cmd+=(--metrics "127.0.0.1:$_mport")
+  fi
   if [ "$1" = snbd-memory ]; then cmd+=("memory:$SIZE"); else cmd+=("file:$DISK"); fi
+}
+
+# snbd-metrics: one scrape a second while the server runs, as a
+# Prometheus server would make (its CPU counts in the server's figures).
+_start_scraper() {
+  local pid=$SRV_PID url="http://127.0.0.1:$_mport/metrics"
+  ( while alive "$pid"; do
+      curl -s -o /dev/null --max-time 5 "$url" || true
+      sleep 1
+    done ) &
+  track $!
 }
 
 _cmd_nbdkit() {
@@ -132,6 +149,7 @@ scrub() {
   a=${a//"$W"/\$W}
   a=${a//"-p $_port"/-p \$PORT}
   a=${a//":$_port"/:\$PORT}
+  [ -z "${_mport:-}" ] || a=${a//":$_mport"/:\$MPORT}
   a=${a//"port = $_port"/port = \$PORT}
   echo "${a//"$top"\//}"
 }
@@ -187,9 +205,9 @@ server_start() {
     _port=$(_free_port)
     _sock=$W/$_name-$_T.sock
     rm -f "$_sock"
-    _conf_text=""
+    _conf_text="" _mport=""
     case $_name in
-      snbd|snbd-memory) _cmd_snbd "$_name" ;;
+      snbd|snbd-memory|snbd-metrics) _cmd_snbd "$_name" ;;
       nbdkit-*) _cmd_nbdkit "$_name" ;;
       qemu-nbd) _cmd_qemu ;;
       nbd-server) _cmd_nbd_server; exp=disk ;;
@@ -197,6 +215,7 @@ server_start() {
     esac
     log=$LOGDIR/$_name-$_T.log
     if _launch "$log"; then
+      [ "$_name" != snbd-metrics ] || _start_scraper
       _uri "$exp"
       SRV_CMD=$(_printable "${cmd[@]}")
       [ -z "$_conf_text" ] || SRV_CMD="$SRV_CMD  # $_conf_text"
