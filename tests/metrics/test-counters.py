@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """snbd-server --metrics: each counter moves as it should, the page passes
 `promtool check metrics`, and the endpoint is only where it was asked to
-be (docs/security.md 33).
+be (docs/security.md 34).
 
   requests   reads, writes, a flush and a refused read on a Unix socket
              metrics endpoint: requests, bytes (failed ones not), errors,

@@ -190,12 +190,14 @@ static char *settings_text(struct server *s, struct options *o)
 #define STR(x) ((x) ? (x) : "(null)")
   assert_true(asprintf(&t, "port=%d bind=%s unix=%s run=%s pid=%s single=%d "
       "ro=%d verbose=%d log=%d threads=%d hs=%d neg=%d conns=%d tls=%d/%d "
-      "certs=%s psk=%s prio=%s verify=%d exports=%zu", o->port, binds,
+      "certs=%s psk=%s prio=%s verify=%d exports=%zu metrics=%s/%d",
+      o->port, binds,
       STR(o->unix_path), STR(o->run), STR(o->pid_file), o->single,
       o->read_only, o->verbose, o->log_to, s->threads, s->handshake_timeout,
       s->max_negotiating, s->max_connections, (int)s->tls_mode,
       s->tls_mode_set, STR(s->tls_certs), STR(s->tls_psk),
-      STR(s->tls_priority), s->tls_verify_peer, s->nexports) > 0);
+      STR(s->tls_priority), s->tls_verify_peer, s->nexports,
+      STR(o->metrics), o->metrics_allow_remote) > 0);
 #undef STR
   config_free(s, o);
   exports_close(s);
