@@ -334,6 +334,11 @@ int main(int argc, char **argv)
   start_up();
   struct listener ls[MAX_LISTENERS];
   int n = 0;
+  /* Before the first connection can start: counting is switched on once,
+   * while no other thread runs. */
+  if (opt.metrics &&
+      metrics_start(&srv, opt.metrics, opt.metrics_allow_remote) == -1)
+    exit(EXIT_FAILURE);
   if (opt.single) {
     check_tls_defaults(ls, 0);
     single_start(&srv);
@@ -344,11 +349,6 @@ int main(int argc, char **argv)
     check_tls_defaults(ls, n);
     for (int i = 0; i < n; i++)
       log_debug("listening on %s", ls[i].desc);
-  }
-  if (opt.metrics &&
-      metrics_start(&srv, opt.metrics, opt.metrics_allow_remote) == -1) {
-    log_error("%s", get_error());
-    exit(EXIT_FAILURE);
   }
   write_pid_file();
   if (opt.run)

@@ -109,9 +109,10 @@ void metrics_request(const struct export *e, uint16_t type, uint32_t count,
 /* main.c: a SIGHUP reload of the TLS credentials. */
 void metrics_credential_reload(bool ok);
 
-/* metrics_http.c: serve GET /metrics on addr (HOST:PORT or unix:PATH)
- * from libmicrohttpd's thread; a non-loopback HOST is refused unless
- * allow_remote.  -1 with set_error().  metrics_stop is idempotent. */
+/* metrics_http.c: switch counting on and serve GET /metrics on addr
+ * (HOST:PORT or unix:PATH) from libmicrohttpd's thread; a non-loopback
+ * HOST is refused unless allow_remote.  -1 (logged) on failure.  Call it
+ * before any connection starts.  metrics_stop is idempotent. */
 int metrics_start(struct server *s, const char *addr, bool allow_remote);
 void metrics_stop(void);
 

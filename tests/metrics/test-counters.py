@@ -10,7 +10,7 @@ be (docs/security.md 34).
              export name with a quote, a backslash and a newline comes
              back whole through the label escaping; promtool accepts it;
   errors     the error: backend (EIO on every storage operation): errors
-             by export, op and NBD error;
+             by export, op and NBD error, scraped over loopback TCP;
   tls        X.509: a client that breaks its TLS handshake counts as
              tls_failed and in the TLS duration histogram, a good one as
              ok and in the tls="yes" gauge; the certificate expiry is the
@@ -99,7 +99,7 @@ def case_requests(_):
 
 
 def case_errors(_):
-    maddr = unix_addr("errors")
+    maddr = "127.0.0.1:%d" % ml.free_port()      # TCP this time
     srv = Server("bad=error:1:EIO:memory:1M", args=["--metrics", maddr])
     with srv:
         c = srv.client("bad")
@@ -152,7 +152,8 @@ def reload_and_wait(srv, maddr, result, before):
 def case_tls(_):
     pki = os.path.join(TMP, "pki")
     ti.tls_sh("make_x509", pki)
-    maddr = "127.0.0.1:%d" % ml.free_port()
+    # Unix: Server finds its NBD port as the server's one TCP listener.
+    maddr = unix_addr("tls")
     with Server("disk=memory:1M", tcp=True,
                 args=["--metrics", maddr, "--tls-certificates", pki]) as srv:
         break_tls_handshake(srv)
