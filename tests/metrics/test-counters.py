@@ -19,7 +19,10 @@ be (docs/security.md 34).
   policy     PSK with allow=psk:alice: bob is denied (policy_denials of
              that export, handshakes policy_denied), a plain-text GO in
              FORCEDTLS too; no certificate, no expiry sample;
-  timeout    a client that never finishes negotiating: timeout;
+  endings    a client that never finishes negotiating: timeout; one
+             dropped by --max-negotiating: dropped (the gauge keeps one
+             negotiating); NBD_OPT_ABORT and a client that just leaves:
+             aborted;
   refusals   a non-loopback --metrics address, malformed ones, and other
              URLs and methods are refused;
   shutdown   SIGTERM with a scraper's connection still open: the server
@@ -215,7 +218,7 @@ def case_policy(_):
         ml.promtool_check(s.text)
 
 
-def case_timeout(_):
+def case_endings(_):
     maddr = unix_addr("timeout")
     with Server("memory:1M", args=["--metrics", maddr,
                                    "--handshake-timeout", "1"]) as srv:
@@ -224,6 +227,24 @@ def case_timeout(_):
             ml.wait_value(maddr, "the handshake deadline",
                           "snbd_handshakes_total", lambda n: n == 1,
                           result="timeout")
+    maddr = unix_addr("endings")
+    with Server("memory:1M", args=["--metrics", maddr,
+                                   "--max-negotiating", "1"]) as srv:
+        # Server.start's probe connected and left: aborted.
+        ml.wait_value(maddr, "the start-up probe", "snbd_handshakes_total",
+                      lambda n: n == 1, result="aborted")
+        with srv.connect() as old:
+            old.greeting()
+            with srv.connect() as new:     # one too many: old is dropped
+                s = ml.wait_value(maddr, "the drop", "snbd_handshakes_total",
+                                  lambda n: n == 1, result="dropped")
+                expect_eq("negotiating", 1, s.value(
+                    "snbd_connections", state="negotiating",
+                    transport="unix", tls="no"))
+                new.handshake()
+                new.send_option(nbdraw.OPT_ABORT)
+                ml.wait_value(maddr, "NBD_OPT_ABORT", "snbd_handshakes_total",
+                              lambda n: n == 2, result="aborted")
 
 
 def refused(args, why):
@@ -264,7 +285,7 @@ def main():
     ml.need("promtool")
     ti.main([("requests", case_requests), ("errors", case_errors),
              ("tls", case_tls), ("policy", case_policy),
-             ("timeout", case_timeout), ("refusals", case_refusals),
+             ("endings", case_endings), ("refusals", case_refusals),
              ("shutdown", case_shutdown)])
 
 
