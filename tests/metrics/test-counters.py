@@ -25,6 +25,8 @@ be (docs/security.md 34).
              aborted;
   refusals   a non-loopback --metrics address, malformed ones, and other
              URLs and methods are refused;
+  hostile    garbage, a 1 MiB header, a 1 MiB URL, a body on GET: an HTTP
+             error or a close, and the server and the page still work;
   shutdown   SIGTERM with a scraper's connection still open: the server
              exits 0 and removes the metrics socket.
 """
@@ -270,6 +272,48 @@ def case_refusals(_):
         expect_eq("GET", 200, ml.http_get(maddr)[0])
 
 
+def http_raw(maddr, data):
+    """Sends data to the metrics socket; what comes back until it closes
+    (bounded by the socket timeout)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(maddr[5:])
+    got = b""
+    try:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+    except OSError:        # a reset for what it did not read is fine
+        pass
+    finally:
+        s.close()
+    return got
+
+
+def case_hostile(_):
+    maddr = unix_addr("hostile")
+    with Server("disk=memory:1M", args=["--metrics", maddr]) as srv:
+        for what, data in [
+                ("garbage", b"\x00\xff\x16\x03 not HTTP at all\r\n\r\n"),
+                ("a 1 MiB header", b"GET /metrics HTTP/1.1\r\nX: " +
+                 b"a" * (1 << 20) + b"\r\n\r\n"),
+                ("a 1 MiB URL", b"GET /" + b"m" * (1 << 20) +
+                 b" HTTP/1.1\r\n\r\n"),
+                ("a body on GET", b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Length: 100000\r\n\r\n" + b"b" * 100000)]:
+            got = http_raw(maddr, data)
+            check(not got or got.startswith(b"HTTP/1."),
+                  "%s: answered %r", what, got[:100])
+            check(not got.startswith(b"HTTP/1.1 200") or what ==
+                  "a body on GET", "%s: answered 200", what)
+        srv.check_serves("disk")
+        ml.promtool_check(ml.Scrape(maddr).text)
+
+
 def case_shutdown(_):
     maddr = unix_addr("shutdown")
     srv = Server("memory:1M", args=["--metrics", maddr]).start()
@@ -286,7 +330,7 @@ def main():
     ti.main([("requests", case_requests), ("errors", case_errors),
              ("tls", case_tls), ("policy", case_policy),
              ("endings", case_endings), ("refusals", case_refusals),
-             ("shutdown", case_shutdown)])
+             ("hostile", case_hostile), ("shutdown", case_shutdown)])
 
 
 if __name__ == "__main__":
