@@ -334,8 +334,8 @@ int main(int argc, char **argv)
   start_up();
   struct listener ls[MAX_LISTENERS];
   int n = 0;
-  /* Before the first connection can start: counting is switched on once,
-   * while no other thread runs. */
+  /* Before the first connection can start (-s starts one at once):
+   * counting is switched on once, before any thread counts. */
   if (opt.metrics &&
       metrics_start(&srv, opt.metrics, opt.metrics_allow_remote) == -1)
     exit(EXIT_FAILURE);
