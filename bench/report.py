@@ -18,8 +18,10 @@ ANCHORS = ["nbdkit-memory", "nbdkit-file", "qemu-nbd", "nbd-server"]
 CEILING = "nbdkit-null"
 SNBD_ROWS = ["snbd", "snbd-memory"]
 PREV = "snbd-prev"                      # an earlier snbd build (BENCH_PREV)
-ORDER = SNBD_ROWS + [PREV] + ANCHORS + [CEILING]
 WORSE = 0.05                            # what "worse than before" allows
+# snbd with --metrics on (and scraped every second), against snbd.
+METRICS_ROW = "snbd-metrics"
+ORDER = SNBD_ROWS + [PREV, METRICS_ROW] + ANCHORS + [CEILING]
 TRANSPORT_NAMES = {"tcp": "TCP", "unix": "Unix", "x509": "TLS X.509",
                    "psk": "TLS PSK", "rbd": "Ceph RBD (Unix)"}
 
@@ -564,6 +566,29 @@ def client_hs_lines(res):
             "cheap the server is: " + "; ".join(parts) + "."]
 
 
+def metrics_lines(res):
+    """snbd-metrics against snbd: 4 KiB IOPS with metrics on within 2% of
+    off (the live metrics issue's target), each run shown."""
+    out = []
+    for t in res.transports:
+        for metric in ("randread_iops", "randwrite_iops"):
+            on = res.values[(METRICS_ROW, t)].get(metric)
+            off = res.values[("snbd", t)].get(metric)
+            if not on or not off:
+                continue
+            ratio = statistics.median(on) / statistics.median(off)
+            out.append("- {} {}: metrics on {:.0f}, off {:.0f} (median; "
+                       "on ÷ off {:.3f}, target ≥ 0.98: {}); runs on {}, "
+                       "off {}".format(
+                           TRANSPORT_NAMES.get(t, t), metric,
+                           statistics.median(on), statistics.median(off),
+                           ratio, "met" if ratio >= 0.98 else "missed",
+                           " ".join("{:.0f}".format(v) for v in on),
+                           " ".join("{:.0f}".format(v) for v in off)))
+    return (["## Metrics on against off (snbd-metrics ÷ snbd)", ""] + out
+            + [""]) if out else []
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit("usage: report.py RESULTS.tsv OUT.md")
@@ -578,6 +603,7 @@ def main():
         doc += [""] + client_hs_lines(res) + [""]
     doc += reconnect_table(res, notes)
     doc += prev_table(res)
+    doc += metrics_lines(res)
     doc += scale_lines(res, notes)
     doc += ["## snbd-copy against nbdcopy (both on snbd-server: a file "
             "in, then out to `null:`)", ""] + copies
@@ -591,7 +617,8 @@ def main():
         f.write("\n".join(doc))
     targets = targets_table(res) if snbd_present(res) else []
     print("\n".join(meta_lines(res) + [""] + table + [""] + copies + [""]
-                    + targets + [""] + prev_table(res)))
+                    + targets + [""] + prev_table(res)
+                    + metrics_lines(res)))
     if notes.reasons:
         print("\n".join([""] + notes.lines()))
     print("\nwritten to " + sys.argv[2])

@@ -37,6 +37,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "transport.h"
 
@@ -115,6 +116,9 @@ struct tls_creds *tls_creds_load_client_shared(
 struct tls_creds *tls_creds_ref(struct tls_creds *c);
 void tls_creds_unref(struct tls_creds *c);
 bool tls_creds_is_psk(const struct tls_creds *c);  /* a PSK file loaded */
+/* When the first certificate of c expires (seconds since the epoch), or
+ * -1 without one (PSK). */
+int64_t tls_creds_cert_expiry(const struct tls_creds *c);
 
 /* What a server's credentials hold: logged at start and at every reload,
  * and compared by a reload so that it never silently drops what was there

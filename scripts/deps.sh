@@ -8,11 +8,14 @@ PKGS=(
   # build
   build-essential meson ninja-build pkg-config
   libgnutls28-dev liburiparser-dev libinih-dev libcmocka-dev
+  libmicrohttpd-dev
   # sanitizers and fuzzing (clang, libFuzzer, ASan/UBSan runtimes)
   clang libclang-rt-14-dev llvm valgrind
   # real peers and tools used by the tests
   gnutls-bin libnbd-bin libnbd-dev python3-libnbd nbdkit qemu-utils nbd-server fio
   python3 procps iproute2 coreutils util-linux xxd bc
+  # --metrics: a real Prometheus server and promtool scrape it in the tests
+  prometheus curl
   # Ceph RBD backend: librbd/librados headers, and a single-node test
   # cluster (tests/lib/ceph-cluster.sh); qemu-nbd's rbd driver for the bench
   librbd-dev librados-dev ceph-mon ceph-osd ceph-common qemu-block-extra

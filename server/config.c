@@ -180,6 +180,12 @@ const struct config_opt config_opts[] = {
   { "max-queued-mib", 0, CFG_INT, FIELD(server, max_queued_mib, int),
     .min = 0, .max = 1 << 20, .arg = " N", .help = "MiB of requests and "
     "replies queued, all\nconnections (default 256; 0: no bound)" },
+  { "metrics", 0, CFG_STR, FIELD(options, metrics, char *),
+    .arg = " ADDR", .help = "serve Prometheus metrics at http://ADDR/metrics\n"
+    "(HOST:PORT on loopback, or unix:PATH; default off)" },
+  { "metrics-allow-remote", 0, CFG_FLAG,
+    FIELD(options, metrics_allow_remote, bool),
+    .help = "let --metrics listen beyond loopback" },
   { "pid-file", 'P', CFG_STR, FIELD(options, pid_file, char *),
     .arg = " FILE", .help = "write the PID once listening" },
   { "verbose", 'v', CFG_FLAG, FIELD(options, verbose, bool),
@@ -327,6 +333,7 @@ void config_free(struct server *s, struct options *o)
   free(o->unix_real);
   free(o->run);
   free(o->pid_file);
+  free(o->metrics);
   free(s->tls_certs);
   free(s->tls_psk);
   free(s->tls_priority);

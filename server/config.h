@@ -18,6 +18,8 @@ struct options {
   char *unix_real;          /* the path actually used */
   char *run;
   char *pid_file;
+  char *metrics;            /* --metrics ADDR, or NULL */
+  bool metrics_allow_remote;
   bool single, read_only, verbose;
   int log_to;               /* enum log_target */
 };

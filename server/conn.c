@@ -47,6 +47,7 @@ static void conn_unlink(struct server *s, struct conn *c)
 
 static void conn_free(struct conn *c)
 {
+  metrics_conn_close(c);
   transport_close(c->t);
   if (c->creds)
     tls_creds_unref(c->creds);
@@ -90,8 +91,10 @@ static void *conn_thread(void *arg)
   int rc = srv_hs_run(c);
 
   pthread_mutex_lock(&s->conns_lock);
+  bool dropped = c->src == NULL;     /* neg_drop_one took it out */
   neg_leave(s, c);
   pthread_mutex_unlock(&s->conns_lock);
+  metrics_conn_negotiated(c, rc, dropped);
 
   if (rc == 0) {
     c->t->deadline = 0;
@@ -166,6 +169,7 @@ void conn_start(struct server *s, int fd, bool tcp_loopback, const char *peer)
     return;
   }
   conn_link(s, c);
+  metrics_conn_open(c);
   /* The thread start was on the critical path of every handshake: now
    * the client reads the greeting and answers meanwhile. */
   srv_hs_greet(c);

@@ -85,6 +85,7 @@ struct conn {
    * the connection is never the one a flood drops (conn.c), even while
    * its thread has not yet left the negotiating count. */
   atomic_bool chosen;
+  struct metrics_conn m;        /* the connection's thread's (metrics.c) */
 };
 
 /* handshake.c: sends what the socket takes of the greeting now, through

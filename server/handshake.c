@@ -96,6 +96,18 @@ static struct policy_session hs_session(const struct conn *c)
   };
 }
 
+/* The policy's answer about export e (NULL: no such export), counted in
+ * the metrics when it is a refusal. */
+static enum policy_verdict hs_policy_export(struct conn *c,
+                                            const struct export *e)
+{
+  struct policy_session ps = hs_session(c);
+  enum policy_verdict v = policy_export(&ps, e);
+  if (v == POLICY_DENIED || v == POLICY_TLS_REQD)
+    metrics_policy_denied(c, e);
+  return v;
+}
+
 /* Quote an export name for messages and logs. */
 static const char *qname(char *buf, size_t size, const char *name,
                          size_t len)
@@ -112,8 +124,7 @@ static const struct export *hs_lookup(struct conn *c, uint32_t opt,
 {
   char q[256];
   const struct export *e = export_find(c->srv, name, len);
-  struct policy_session ps = hs_session(c);
-  enum policy_verdict v = policy_export(&ps, e);
+  enum policy_verdict v = hs_policy_export(c, e);
   /* SELECTIVETLS: TLS_REQD only ever answers INFO and GO (proto.md
    * "SELECTIVETLS mode"); other options naming a TLS-only or unknown
    * export are refused by policy instead, and then both answered as
@@ -208,8 +219,7 @@ static int opt_export_name(struct conn *c, uint32_t opt, const uint8_t *data,
   const char *name = (const char *)data;
   const struct export *e = optparse_has_nul(name, len) ? NULL
                            : export_find(c->srv, name, len);
-  struct policy_session ps = hs_session(c);
-  enum policy_verdict v = policy_export(&ps, e);
+  enum policy_verdict v = hs_policy_export(c, e);
   (void)opt;
   /* NBD_OPT_EXPORT_NAME cannot be answered with an error: the spec says
    * the server MUST terminate the session. */
@@ -315,7 +325,9 @@ static int opt_starttls(struct conn *c, uint32_t opt, const uint8_t *data,
   struct tls_peer peer = { .want_names = log_verbose() };
   for (size_t i = 0; i < c->srv->nexports && !peer.want_names; i++)
     peer.want_names = policy_needs_cert_names(c->srv->exports[i].allow);
+  int64_t t0 = metrics_clock();
   struct transport *t = tls_server_handshake(c->creds, c->t, &peer);
+  metrics_tls_handshake(c, t0, t != NULL);
   if (!t) {
     log_info("%s: TLS handshake failed: %s", c->peer, get_error());
     return HS_CLOSE;
@@ -454,6 +466,8 @@ static int hs_dispatch(struct conn *c, const struct nbd_opt_hdr *hp)
   struct policy_session ps = hs_session(c);
   enum policy_verdict v = policy_option(&ps, h.option, ent != NULL);
   if (v != POLICY_OK) {
+    if (v == POLICY_TLS_REQD || v == POLICY_DENIED)
+      metrics_policy_denied(c, NULL);
     static const char *const why[] = {
       [POLICY_TLS_REQD] = "TLS is required: send NBD_OPT_STARTTLS first",
       [POLICY_DENIED] = "TLS is not enabled on this server",

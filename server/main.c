@@ -93,10 +93,14 @@ static int on_event(struct server *s, char ev)
   if (ev == 'H') {
     if (srv.tls_mode == TLS_MODE_OFF)
       log_info("SIGHUP: TLS is off, nothing to reload");
-    else if (load_creds() == -1)
+    else if (load_creds() == -1) {
+      metrics_credential_reload(false);
       log_error("SIGHUP: keeping the old credentials: %s", get_error());
-    else
+    }
+    else {
+      metrics_credential_reload(true);
       log_info("SIGHUP: TLS credentials reloaded");
+    }
     return 0;
   }
   if (ev == 'C' && run_pid > 0) {
@@ -371,6 +375,7 @@ static int shut_down(struct listener *ls, int n, int why)
     kill(run_pid, SIGTERM);
   conns_shutdown_wait(&srv, 10);
   pool_stop();
+  metrics_stop();         /* before what a scrape reads goes away */
   bool flush_failed = exports_close(&srv) == -1;
   cleanup_files();
   if (run_pid > 0) {
@@ -394,6 +399,11 @@ int main(int argc, char **argv)
   start_up();
   struct listener ls[MAX_LISTENERS];
   int n = 0;
+  /* Before the first connection can start (-s starts one at once):
+   * counting is switched on once, before any thread counts. */
+  if (opt.metrics &&
+      metrics_start(&srv, opt.metrics, opt.metrics_allow_remote) == -1)
+    exit(EXIT_FAILURE);
   if (opt.single) {
     check_tls_defaults(ls, 0);
     single_start(&srv);

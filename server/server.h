@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include "backend.h"
+#include "metrics.h"
 #include "snbd/protocol.h"
 #include "tls.h"
 #include "transport.h"
@@ -40,6 +41,7 @@ struct export {
   bool tls_only;            /* SELECTIVETLS: needs TLS */
   char **allow;             /* NULL, or identities allowed (NULL-ended) */
   struct keyvals keys;      /* the backend's keys (ceph-conf=...) */
+  struct metrics_export m;  /* its counters (atomic; metrics.c) */
 };
 
 struct listener {

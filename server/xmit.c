@@ -237,7 +237,8 @@ void xmit_run(struct conn *c)
     if (!q && !err)
       err = ENOMEM;
     struct req *in = q ? q : &refused;
-    *in = (struct req){ .c = c, .r = r, .route = REPLY_TO_WRITER };
+    *in = (struct req){ .c = c, .r = r, .route = REPLY_TO_WRITER,
+                        .t0 = metrics_clock() };
     if (r.type == NBD_CMD_WRITE && receive_payload(c, in, &err) == -1) {
       free(in->buf);
       free(q);

@@ -23,6 +23,7 @@ struct req {
   int write_err;             /* ... with this outcome (write_into_map) */
   struct extents ex;         /* structured READ: data and holes */
   struct backend_req br;
+  int64_t t0;                /* its header was read (metrics_clock) */
 };
 
 /* xmit_cmd.c: runs q (its reply queued on q->route) and frees it; the

@@ -46,22 +46,31 @@ static struct req *req_of(struct backend_req *br)
 
 /* ---- replies ---- */
 
-static void send_simple(const struct req *q, uint32_t err)
+/* Every request's reply goes out through here, once: the request is
+ * counted (err: its errno, 0 for success) before its reply is queued,
+ * after which the connection may end at any moment. */
+static void req_reply(const struct req *q, struct reply *rp, int err)
+{
+  metrics_request(q->c->exp, q->r.type, q->r.count, xmit_nbd_errno(err),
+                  q->t0);
+  reply_queue(q->c, &q->r, rp, q->route);
+}
+
+static void send_simple(const struct req *q, int err)
 {
   struct reply *rp = reply_new(&q->r, 1, WIRE_SIMPLE_REPLY_LEN);
   if (rp)
-    wire_encode_simple_reply(reply_hdr(rp, WIRE_SIMPLE_REPLY_LEN), err,
-                             q->r.cookie);
-  reply_queue(q->c, &q->r, rp, q->route);
+    wire_encode_simple_reply(reply_hdr(rp, WIRE_SIMPLE_REPLY_LEN),
+                             xmit_nbd_errno(err), q->r.cookie);
+  req_reply(q, rp, err);
 }
 
 /* An error: a structured ERROR chunk with a message when structured
  * replies are on (required for READ), else a simple reply. */
 void xmit_send_error(const struct req *q, int err, const char *what)
 {
-  uint32_t nerr = xmit_nbd_errno(err);
   if (!q->c->structured) {
-    send_simple(q, nerr);
+    send_simple(q, err);
     return;
   }
   char msg[256];
@@ -74,8 +83,9 @@ void xmit_send_error(const struct req *q, int err, const char *what)
   struct reply *rp = reply_new(&q->r, 1, len);
   if (rp)
     wire_encode_error_chunk(reply_hdr(rp, len), NBD_REPLY_FLAG_DONE,
-                            q->r.cookie, nerr, msg, (uint16_t)n);
-  reply_queue(q->c, &q->r, rp, q->route);
+                            q->r.cookie, xmit_nbd_errno(err), msg,
+                            (uint16_t)n);
+  req_reply(q, rp, err);
 }
 
 /* The reply to a request whose backend work finished (backend_req.done). */
@@ -160,7 +170,7 @@ static bool read_without_buffer(const struct req *q)
     else
       reply_file(rp, fd, fd_off, r->count);
   }
-  reply_queue(c, r, rp, q->route);
+  req_reply(q, rp, 0);
   return true;
 }
 
@@ -198,7 +208,7 @@ static void send_read_chunks(struct req *q)
                           r->cookie, 0);
   reply_own(rp, q->buf);
   q->buf = NULL;
-  reply_queue(q->c, r, rp, q->route);
+  req_reply(q, rp, 0);
 }
 
 static void read_done(struct backend_req *br, int err)
@@ -219,7 +229,7 @@ static void read_done(struct backend_req *br, int err)
       reply_own(rp, q->buf);
       q->buf = NULL;
     }
-    reply_queue(q->c, r, rp, q->route);
+    req_reply(q, rp, 0);
   }
   req_free(q);
 }
@@ -312,7 +322,7 @@ static void cmd_block_status(struct req *q)
   }
   else
     wire_buf_free(&b);
-  reply_queue(q->c, r, rp, q->route);
+  req_reply(q, rp, 0);
 }
 
 /* ---- the rest: one backend request each ---- */

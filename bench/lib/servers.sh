@@ -17,6 +17,8 @@
 #
 # NAME: snbd (file backend; on rbd its rbd: backend), snbd-memory,
 # snbd-prev (SNBD_PREV_SERVER, an earlier build, file backend),
+# snbd-metrics (snbd with --metrics on a loopback port, scraped once a
+# second as Prometheus would),
 # nbdkit-memory, nbdkit-file, qemu-nbd (on rbd: QEMU's rbd driver),
 # nbd-server, nbdkit-null (the do-nothing ceiling).
 # TRANSPORT: tcp (loopback), unix, x509 (TLS with client certificates,
@@ -95,10 +97,25 @@ _cmd_snbd() {
     x509) cmd+=(--tls-certificates "$PKI" --tls-verify-peer) ;;
     psk) cmd+=(--tls-psk "$PSK_DIR/keys.psk") ;;
   esac
+  if [ "$1" = snbd-metrics ]; then
+    _mport=$(_free_port)
+    cmd+=(--metrics "127.0.0.1:$_mport")
+  fi
   if [ "$_T" = rbd ]; then
     cmd+=("rbd:$CEPH_POOL/bench-$1,ceph-conf=$CEPH_CONF,ceph-id=$CEPH_SNBD_ID,ceph-keyring=$CEPH_SNBD_KEYRING")
   elif [ "$1" = snbd-memory ]; then cmd+=("memory:$SIZE")
   else cmd+=("file:$DISK"); fi
+}
+
+# snbd-metrics: one scrape a second while the server runs, as a
+# Prometheus server would make (its CPU counts in the server's figures).
+_start_scraper() {
+  local pid=$SRV_PID url="http://127.0.0.1:$_mport/metrics"
+  ( while alive "$pid"; do
+      curl -s -o /dev/null --max-time 5 "$url" || true
+      sleep 1
+    done ) &
+  track $!
 }
 
 _cmd_nbdkit() {
@@ -177,6 +194,7 @@ scrub() {
   a=${a//"$W"/\$W}
   a=${a//"-p $_port"/-p \$PORT}
   a=${a//":$_port"/:\$PORT}
+  [ -z "${_mport:-}" ] || a=${a//":$_mport"/:\$MPORT}
   a=${a//"port = $_port"/port = \$PORT}
   echo "${a//"$top"\//}"
 }
@@ -232,9 +250,9 @@ server_start() {
     _port=$(_free_port)
     _sock=$W/$_name-$_T.sock
     rm -f "$_sock"
-    _conf_text=""
+    _conf_text="" _mport=""
     case $_name in
-      snbd|snbd-memory|snbd-prev) _cmd_snbd "$_name" ;;
+      snbd|snbd-memory|snbd-prev|snbd-metrics) _cmd_snbd "$_name" ;;
       nbdkit-*) _cmd_nbdkit "$_name" ;;
       qemu-nbd) _cmd_qemu ;;
       nbd-server) _cmd_nbd_server; exp=disk ;;
@@ -242,6 +260,7 @@ server_start() {
     esac
     log=$LOGDIR/$_name-$_T.log
     if _launch "$log"; then
+      [ "$_name" != snbd-metrics ] || _start_scraper
       _uri "$exp"
       SRV_CMD=$(_printable "${cmd[@]}")
       [ -z "$_conf_text" ] || SRV_CMD="$SRV_CMD  # $_conf_text"
