@@ -684,18 +684,10 @@ const char *tls_creds_dropped(const struct tls_creds_info *old,
   if (old->psk && !new->psk)
     return "the PSK credentials would be dropped";
   return NULL;
+}
 
 int64_t tls_creds_cert_expiry(const struct tls_creds *c)
 {
-  gnutls_datum_t der;
-  gnutls_x509_crt_t crt;
-  int64_t t = -1;
-  if (!c->cert || gnutls_certificate_get_crt_raw(c->cert, 0, 0, &der) < 0)
-    return -1;
-  if (gnutls_x509_crt_init(&crt) < 0)
-    return -1;
-  if (gnutls_x509_crt_import(crt, &der, GNUTLS_X509_FMT_DER) >= 0)
-    t = (int64_t)gnutls_x509_crt_get_expiration_time(crt);
-  gnutls_x509_crt_deinit(crt);
-  return t;
+  return c->info.x509 && c->info.cert_expires > 0
+         ? (int64_t)c->info.cert_expires : -1;
 }
