@@ -395,6 +395,26 @@ def target_rows(res):
     for metric in ("randread_iops", "randwrite_iops"):
         vs_anchor(metric + " ≥ 1.1× qemu-nbd", "rbd", metric, 1.1)
     vs_anchor("srv_us_per_req ≤ 0.8× qemu-nbd", "rbd", "srv_us_per_req", 0.8)
+    # The TLS performance issue.
+    vs_anchor("srv_cpu_per_gib ≤ 0.5× best anchor", "x509", "srv_cpu_per_gib", 0.5)
+
+    def pair(label, t, mine_key, other_row, other_key, factor):
+        """snbd-copy (on snbd) against nbdcopy on other_row."""
+        mine = res.median(snbd, t, mine_key)
+        other = res.median(other_row, t, other_key)
+        if mine is None or not other:
+            rows.append((label, t, fmt(mine, "{:.0f}"), "", "", "not measured"))
+            return
+        rows.append((label, t, "{:.0f}".format(mine),
+                     "{:.0f} nbdcopy on {}".format(other, other_row),
+                     "{:.2f}×".format(mine / other),
+                     "met" if mine >= factor * other else "**not met**"))
+    for way in ("write", "read"):
+        pair("system pair {}: snbd-copy + snbd ≥ 1.5× nbdcopy + nbdkit-memory"
+             .format(way), "x509", "sc_%s_mibs" % way, "nbdkit-memory",
+             "seq_%s_mibs" % way, 1.5)
+        pair("snbd-copy {} ≥ 1.2× nbdcopy on snbd".format(way), "x509",
+             "sc_%s_mibs" % way, snbd, "seq_%s_mibs" % way, 1.2)
     return rows
 
 
