@@ -46,6 +46,12 @@ RECONNECT_COLUMNS = [
     ("srv_ms_per_reconnect", "server CPU ms/reconnect ↓", "lo", "{:.2f}"),
     ("cli_ms_per_reconnect", "client CPU ms/reconnect ↓", "lo", "{:.2f}"),
 ]
+# MANY_CLIENTS clients at once over X.509, in a table of its own.
+MANY_COLUMNS = [
+    ("many_read_mibs", "16 clients read MiB/s", "hi", "{:.0f}"),
+    ("many_write_mibs", "16 clients write MiB/s", "hi", "{:.0f}"),
+    ("many_srv_cpu_per_gib", "server CPU s/GiB ↓", "lo", "{:.3f}"),
+]
 # Which columns a missing workload leaves empty.
 NA_COVERS = {
     "seq": ["seq_write_mibs", "seq_read_mibs", "srv_cpu_per_gib",
@@ -54,6 +60,7 @@ NA_COVERS = {
     "randwrite": ["randwrite_iops", "srv_us_per_req"],
     "handshakes": ["handshakes_per_s", "srv_ms_per_hs", "cli_ms_per_hs"],
     "reconnect": [c[0] for c in RECONNECT_COLUMNS],
+    "many": [c[0] for c in MANY_COLUMNS],
     "conn_kib": ["conn_kib"],
     "snbd_copy": ["sc_write_mibs", "sc_read_mibs"],
     "scale": ["scale_conns", "scale_kib_per_conn", "scale_rss_kib",
@@ -252,6 +259,26 @@ def copy_gib(res, transport):
     return float(res.meta.get(key, 1 << 30)) / (1 << 30)
 
 
+def many_table(res, notes):
+    """16 libnbd clients at once over X.509, every server."""
+    if "x509" not in res.transports:
+        return []
+    heads = ["server"] + [c[1] for c in MANY_COLUMNS]
+    out = ["## 16 clients at once (TLS X.509; 256 KiB random reads, then "
+           "writes, depth 4 each, libnbd)", "", table_row(heads),
+           table_row(["---"] + ["---:"] * len(MANY_COLUMNS))]
+    for s in res.rows():
+        cells = []
+        for metric, _, _, pattern in MANY_COLUMNS:
+            v = res.median(s, "x509", metric)
+            why = res.na[(s, "x509")].get(metric)
+            cells.append(fmt(v, pattern) if v is not None
+                         else notes.mark(why) if why else "")
+        if any(cells):
+            out.append(table_row([s] + cells))
+    return out + [""]
+
+
 def copy_table(res, notes):
     heads = ["transport", "nbdcopy write MiB/s", "snbd-copy write MiB/s",
              "ratio", "nbdcopy read MiB/s", "snbd-copy read MiB/s", "ratio",
@@ -317,8 +344,9 @@ def target_rows(res):
     rows = []
 
     def vs_anchor(label, t, metric, factor):
-        _, _, better, pattern = next(c for c in COLUMNS + RECONNECT_COLUMNS
-                                     if c[0] == metric)
+        _, _, better, pattern = next(
+            c for c in COLUMNS + RECONNECT_COLUMNS + MANY_COLUMNS
+            if c[0] == metric)
         mine = res.median(snbd, t, metric)
         best, name = best_anchor(res, t, metric, better)
         if mine is None or best is None:
@@ -622,6 +650,7 @@ def main():
         doc += ["## Targets (from the benchmark issue)", ""] + targets_table(res)
         doc += [""] + client_hs_lines(res) + [""]
     doc += reconnect_table(res, notes)
+    doc += many_table(res, notes)
     doc += prev_table(res)
     doc += metrics_lines(res)
     doc += scale_lines(res, notes)

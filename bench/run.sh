@@ -235,7 +235,7 @@ run_transport() {
   local round step
   start_all
   for ((round = 1; round <= RUNS; round++)); do
-    for step in seq rand handshakes reconnect snbd_copy; do
+    for step in seq rand handshakes reconnect many snbd_copy; do
       # rbd: handshakes are the unix transport's
       [ "$TRANSPORT" != rbd ] || [ "$step" != handshakes ] || continue
       log "$TRANSPORT round $round/$RUNS: $step"

@@ -155,9 +155,6 @@ wl_rand() {
   rec srv_us_per_req "$(calc 'c * 1e6 / n' "c=$cpu" "n=$ops")"
 }
 
-# One handshake loop: handshakes per second, and the CPU each side spent
-# per handshake (the client's own cost bounds the rate: the loop runs one
-# at a time).
 # _conn_loop NA RATE SRV_MS CLI_MS CLIENT [ARGS...]: one run of a
 # connection loop program (bench/handshakes.c) on the current server,
 # recording connections per second and server and client CPU ms per
@@ -177,9 +174,53 @@ _conn_loop() {
   rec "$cli_ms" "$(calc 'c * 1000 / n' "c=$T_CPU" "n=$n")"
 }
 
+# One handshake loop: handshakes per second, and the CPU each side spent
+# per handshake (the client's own cost bounds the rate: the loop runs one
+# at a time).
 wl_handshakes() {
   _conn_loop handshakes handshakes_per_s srv_ms_per_hs cli_ms_per_hs \
     "$BIN/handshakes"
+}
+
+# Many clients at once over TLS X.509, since servers serve many:
+# MANY_CLIENTS randio processes (libnbd for every server), 256 KiB random
+# reads then writes at depth 4 for RAND_SECONDS each; the aggregate MiB/s
+# of each direction and the server's CPU per GiB moved (both together).
+MANY_CLIENTS=16
+MANY_BS=262144
+_many_once() {
+  local mode=$1 i p rc=0 w=() pids=()
+  [ "$mode" = write ] && w=(-w)
+  for ((i = 0; i < MANY_CLIENTS; i++)); do
+    timeout -k 5 $((${RAND_SECONDS%.*} + 60)) "$BIN/randio" "${w[@]}" -d 4 \
+      -b "$MANY_BS" -t "$RAND_SECONDS" "$SRV_URI" >"$W/many.$i" 2>&1 &
+    pids+=("$!")
+    track "$!"
+  done
+  for p in "${pids[@]}"; do
+    wait "$p" || rc=$?
+    untrack "$p"
+  done
+  [ "$rc" -eq 0 ] || { R_WHY="randio: $(_why "$W/many.0" "$rc")"; return 1; }
+  R_OPS=$(cat "$W"/many.* | sed -n 's/^ops=\([0-9]*\) .*/\1/p' |
+          awk '{ n += $1 } END { print n + 0 }')
+  R_MIBS=$(cat "$W"/many.* | sed -n 's/.* iops=\([0-9.]*\).*/\1/p' |
+           awk -v bs="$MANY_BS" '{ n += $1 } END { print n * bs / 1048576 }')
+  [ "${R_OPS:-0}" -gt 0 ] || { R_WHY="no request completed"; return 1; }
+}
+
+wl_many() {
+  local mode cpu=0 ops=0
+  [ "$TRANSPORT" = x509 ] || return 0
+  for mode in read write; do
+    cpu_mark
+    if ! _many_once "$mode"; then rec_na many "$R_WHY"; return 1; fi
+    cpu=$(calc 'a + b' "a=$cpu" "b=$(cpu_since_mark)")
+    ops=$((ops + R_OPS))
+    rec "many_${mode}_mibs" "$R_MIBS"
+  done
+  rec many_srv_cpu_per_gib "$(calc 'c / (n * b / 1073741824)' "c=$cpu" \
+    "n=$ops" "b=$MANY_BS")"
 }
 
 # The reconnect loop (TLS transports only): connect, read 512 bytes,
