@@ -37,4 +37,15 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq "${missing[@]}" >&2
+# prometheus only for its binaries (the tests run their own server): not
+# its recommended exporters, which would start services of their own.
+lean=() rest=()
+for p in "${missing[@]}"; do
+  case $p in prometheus) lean+=("$p") ;; *) rest+=("$p") ;; esac
+done
+if [ "${#rest[@]}" -gt 0 ]; then
+  $SUDO apt-get install -y -qq "${rest[@]}" >&2
+fi
+if [ "${#lean[@]}" -gt 0 ]; then
+  $SUDO apt-get install -y -qq --no-install-recommends "${lean[@]}" >&2
+fi
