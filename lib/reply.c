@@ -6,6 +6,7 @@
  * reply that breaks the protocol ends the connection: the stream can no
  * longer be trusted to be in step. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,7 +191,7 @@ static int offset_data(struct snbd_handle *h, struct req *r,
   if (r->type != NBD_CMD_READ)
     return not_allowed(r, c);
   if (!wire_chunk_length_ok(c->type, c->length))
-    return fatal(EPROTO, "NBD_REPLY_TYPE_OFFSET_DATA of length %u", c->length);
+    return fatal(EPROTO, "NBD_REPLY_TYPE_OFFSET_DATA of length %" PRIu64, c->length);
   if (read_or_fatal(h, b, sizeof b) == -1)
     return -1;
   wire_decode_offset_data(b, sizeof b, c->length, &o);
@@ -207,7 +208,7 @@ static int offset_hole(struct snbd_handle *h, struct req *r,
   if (r->type != NBD_CMD_READ)
     return not_allowed(r, c);
   if (!wire_chunk_length_ok(c->type, c->length))
-    return fatal(EPROTO, "NBD_REPLY_TYPE_OFFSET_HOLE of length %u", c->length);
+    return fatal(EPROTO, "NBD_REPLY_TYPE_OFFSET_HOLE of length %" PRIu64, c->length);
   if (read_or_fatal(h, b, sizeof b) == -1)
     return -1;
   wire_decode_offset_hole(b, sizeof b, &o);
@@ -255,7 +256,7 @@ static int block_status(struct snbd_handle *h, struct req *r,
   if (r->type != NBD_CMD_BLOCK_STATUS)
     return not_allowed(r, c);
   if (!wire_chunk_length_ok(c->type, c->length))
-    return fatal(EPROTO, "NBD_REPLY_TYPE_BLOCK_STATUS of length %u",
+    return fatal(EPROTO, "NBD_REPLY_TYPE_BLOCK_STATUS of length %" PRIu64,
                  c->length);
   uint8_t b[WIRE_BLOCK_STATUS_HDR];
   uint32_t id;
@@ -297,19 +298,19 @@ static int error_chunk(struct snbd_handle *h, struct req *r,
   uint64_t off;
   if (!wire_chunk_length_ok(c->type, c->length) ||
       c->length > MAX_ERROR_CHUNK)
-    return fatal(EPROTO, "%s chunk of length %u", nbd_reply_type_name(c->type),
+    return fatal(EPROTO, "%s chunk of length %" PRIu64, nbd_reply_type_name(c->type),
                  c->length);
   if (read_or_fatal(h, b, c->length) == -1)
     return -1;
   if (!wire_decode_error_chunk(b, c->length, &e))
     return fatal(EPROTO, "the server's error message (%zu bytes) does not "
-                 "fit its %u-byte chunk", e.msg.len, c->length);
+                 "fit its %" PRIu64 "-byte chunk", e.msg.len, c->length);
   if (c->type == NBD_REPLY_TYPE_ERROR && e.rest.len != 0)
     return fatal(EPROTO, "NBD_REPLY_TYPE_ERROR with %zu extra bytes",
                  e.rest.len);
   if (c->type == NBD_REPLY_TYPE_ERROR_OFFSET) {
     if (!wire_decode_error_offset(&e, &off))
-      return fatal(EPROTO, "NBD_REPLY_TYPE_ERROR_OFFSET of length %u",
+      return fatal(EPROTO, "NBD_REPLY_TYPE_ERROR_OFFSET of length %" PRIu64,
                    c->length);
     if (r->type == NBD_CMD_FLUSH)
       return not_allowed(r, c);

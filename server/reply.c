@@ -24,7 +24,7 @@ struct reply {
   size_t file_len;           /* 0: none */
 };
 
-static uint32_t req_bytes(const struct nbd_req *r)
+static uint64_t req_bytes(const struct nbd_req *r)
 {
   return r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE ? r->count : 0;
 }
@@ -514,6 +514,24 @@ bool reply_wait_room(struct conn *c)
   }
   SCOPED_LOCK(&c->lock);
   while (!c->dead && no_room(c))
+    pthread_cond_wait(&c->cond, &c->lock);
+  return !c->dead;
+}
+
+bool reply_wait_bytes(struct conn *c, uint64_t bytes)
+{
+  bool wait;
+  {
+    SCOPED_LOCK(&c->lock);
+    wait = c->inflight > 0 &&
+           c->inflight_bytes + bytes > REPLY_MAX_INFLIGHT_BYTES;
+  }
+  if (!wait)
+    return true;
+  reply_flush_held(c);      /* held replies count: never wait on them */
+  SCOPED_LOCK(&c->lock);
+  while (!c->dead && c->inflight > 0 &&
+         c->inflight_bytes + bytes > REPLY_MAX_INFLIGHT_BYTES)
     pthread_cond_wait(&c->cond, &c->lock);
   return !c->dead;
 }

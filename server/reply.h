@@ -63,6 +63,11 @@ void reply_flush_held(struct conn *c);
  * reply went out and stop the writer. */
 void reply_account(struct conn *c, const struct nbd_req *r);
 bool reply_wait_room(struct conn *c);
+/* Before a READ or WRITE of bytes is given memory: waits until it fits
+ * under REPLY_MAX_INFLIGHT_BYTES with those in flight (or none is), so a
+ * connection never holds more than that in request payloads.  False if
+ * the connection died meanwhile. */
+bool reply_wait_bytes(struct conn *c, uint64_t bytes);
 void replies_finish(struct conn *c);
 
 #endif

@@ -65,7 +65,7 @@ static const struct { int bit; const char *name; } flag_names[] = {
   { NBD_FLAG_SEND_RESIZE, "send-resize" },
   { NBD_FLAG_SEND_CACHE, "send-cache" },
   { NBD_FLAG_SEND_FAST_ZERO, "send-fast-zero" },
-  { NBD_FLAG_BLOCK_STAT_PAYLOAD, "block-status-payload" },
+  { NBD_FLAG_BLOCK_STATUS_PAYLOAD, "block-status-payload" },
 };
 #define NR_FLAGS (sizeof flag_names / sizeof flag_names[0])
 
