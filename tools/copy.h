@@ -103,6 +103,7 @@ struct copy_opts {
   uint32_t request_size;
   bool flush, progress, sparse, dst_is_zero;
   int tls;                     /* -1: as each URI says */
+  bool no_eh;                  /* --no-extended-headers */
 };
 
 struct copy {

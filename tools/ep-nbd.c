@@ -19,6 +19,7 @@ static struct snbd_handle *nbd_connect(struct copy *c, struct endpoint *e,
       (src && c->o.sparse &&
        snbd_add_meta_context(h, "base:allocation") == -1) ||
       (c->o.tls >= 0 && snbd_set_tls(h, c->o.tls) == -1) ||
+      snbd_set_request_extended_headers(h, !c->o.no_eh) == -1 ||
       snbd_connect_uri(h, e->name) == -1) {
     copy_fail(c, "%s: %s", e->name, snbd_get_error());
     snbd_close(h);

@@ -16,6 +16,7 @@ struct info_opts {
   const char *feature;     /* --can / --is */
   bool is, json, list, map, size;
   int tls;                 /* -1: as the URI says */
+  bool no_eh;              /* --no-extended-headers */
 };
 
 DEFINE_VECTOR(strlist, char *);   /* strings it owns */
@@ -33,7 +34,7 @@ void export_info_free(struct export_info *e);
 
 struct conn_info {
   char *protocol;
-  bool sr, tls;
+  bool sr, eh, tls;           /* eh: extended headers */
   char *tls_version, *tls_cipher, *tls_kx, *tls_peer;
 };
 void conn_describe(struct snbd_handle *h, struct conn_info *ci);

@@ -36,6 +36,7 @@ static void usage(FILE *f, int status)
 "  --flush               flush DST at the end\n"
 "  -p, --progress        show progress on stderr\n"
 "  --tls=MODE            off, allow or require for nbd:// URIs\n"
+"  --no-extended-headers compact headers even if the server has extended ones\n"
 "  --help, --version\n"
 "\nExit status: 0 if everything was copied, 1 on any error, 130 when\n"
 "interrupted.\n", MAX_CONNECTIONS, MAX_REQUESTS);
@@ -113,7 +114,7 @@ static int parse_tls(const char *s)
 static void parse_args(int argc, char *argv[], const char **src,
                        const char **dst)
 {
-  enum { OPT_RS = 256, OPT_NOSPARSE, OPT_ISZERO, OPT_FLUSH, OPT_TLS,
+  enum { OPT_RS = 256, OPT_NOSPARSE, OPT_ISZERO, OPT_FLUSH, OPT_TLS, OPT_NO_EH,
          OPT_VERSION };
   static const struct option longopts[] = {
     { "connections", required_argument, NULL, 'C' },
@@ -124,6 +125,7 @@ static void parse_args(int argc, char *argv[], const char **src,
     { "flush", no_argument, NULL, OPT_FLUSH },
     { "progress", no_argument, NULL, 'p' },
     { "tls", required_argument, NULL, OPT_TLS },
+    { "no-extended-headers", no_argument, NULL, OPT_NO_EH },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -140,6 +142,7 @@ static void parse_args(int argc, char *argv[], const char **src,
     case OPT_FLUSH: o->flush = true; break;
     case 'p': o->progress = true; break;
     case OPT_TLS: o->tls = parse_tls(optarg); break;
+    case OPT_NO_EH: o->no_eh = true; break;
     case 'h': usage(stdout, EXIT_SUCCESS); break;
     case OPT_VERSION: printf("snbd-copy %s\n", SNBD_VERSION); exit(0);
     default: usage(stderr, EXIT_FAILURE);
