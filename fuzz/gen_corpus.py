@@ -215,8 +215,58 @@ def chunk(cookie, t, payload=b'', flags=DONE):
             u32(len(payload)) + payload)
 
 
+def ext_chunk(cookie, t, off, payload=b'', flags=DONE, magic=0x6E8A278C):
+    """An extended reply chunk (proto.md "Extended reply chunk message")."""
+    return (u32(magic) + u16(flags) + u16(t) + u64(cookie) + u64(off) +
+            u64(len(payload)) + payload)
+
+
+def ext_reply_seeds(s):
+    """Mode 0x12: extended headers + base:allocation; the same cookies as
+    mode 7 (1 READ, 2 READ DF @ 8192, 3 WRITE, 4 FLUSH, 5 TRIM, 6 ZERO @
+    4096, 7 ZERO FAST, 8 STATUS, 9 STATUS REQ_ONE, 10 CACHE, 11 READ 16384
+    @ 65536).  One good stream, then one broken rule each."""
+    none = lambda c, off: ext_chunk(c, 0, off)
+    bs = u32(1) + u32(2) + u64(4096) + u64(0) + u64(61440) + u64(3)
+    good = [ext_chunk(1, T_DATA, 0, u64(0) + b'\x05' * 4096),
+            ext_chunk(2, T_HOLE, 8192, u64(8192) + u32(4096)),
+            none(3, 0), none(4, 0), none(5, 0), none(6, 4096), none(7, 0),
+            ext_chunk(8, 6, 0, bs),
+            ext_chunk(9, 6, 0, u32(1) + u32(1) + u64(65536) + u64(3)),
+            none(10, 0),
+            ext_chunk(11, T_DATA, 65536, u64(65536) + b'\x06' * 16384)]
+    s['ext-all'] = bytes([0x12]) + b''.join(good)
+    bad = {
+        'ext-offset-not-echoed': ext_chunk(1, T_DATA, 4096,
+                                           u64(0) + b'\x05' * 4096),
+        'ext-simple-reply': simple(1, data=b'\x01' * 4096),
+        'ext-structured-magic': chunk(1, T_HOLE, u64(0) + u32(4096)),
+        'ext-length-huge': ext_chunk(1, T_DATA, 0, u64(0))[:24] +
+                           u64(1 << 40),
+        'ext-status-type5': ext_chunk(8, T_STATUS, 0,
+                                      u32(1) + u32(65536) + u32(0)),
+        'ext-count-mismatch': ext_chunk(8, 6, 0, bs[:4] + u32(3) + bs[8:]),
+        'ext-zero-extent': ext_chunk(8, 6, 0, u32(1) + u32(1) + u64(0) +
+                                     u64(0)),
+    }
+    for name, first in bad.items():
+        s[name] = bytes([0x12]) + first + b''.join(good[1:])
+    # Handshake mode, extended headers asked for: refused (fallback to
+    # structured replies), then acknowledged.
+    hs = u64(0x4e42444d41474943) + u64(0x49484156454f5054) + u16(3)
+    info = rep(OPT['GO'], 3, u16(0) + u64(1 << 20) + u16(1))
+    s['hs-ext-unsup'] = bytes([0x91]) + hs + \
+        rep(OPT['EXTENDED_HEADERS'], (1 << 31) | 1) + \
+        rep(OPT['STRUCTURED_REPLY'], 1) + info + rep(OPT['GO'], 1)
+    s['hs-ext-ack'] = bytes([0x91]) + hs + \
+        rep(OPT['EXTENDED_HEADERS'], 1) + info + rep(OPT['GO'], 1)
+    s['hs-ext-go-unsup'] = bytes([0x91]) + hs + \
+        rep(OPT['EXTENDED_HEADERS'], 1) + rep(OPT['GO'], (1 << 31) | 1)
+
+
 def reply_seeds():
     s = {}
+    ext_reply_seeds(s)
     # Mode 0: simple replies; the commands sent (cookies 1..9) are READ 4096,
     # WRITE, FLUSH, TRIM, ZERO, ZERO FAST_ZERO, CACHE, READ 16384 (DF and
     # BLOCK_STATUS are refused by the client without SR / a context).
