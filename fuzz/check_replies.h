@@ -41,6 +41,8 @@ struct check_params {
   bool export_name;         /* NBD_OPT_EXPORT_NAME instead of GO */
   bool no_zeroes;           /* NBD_FLAG_C_NO_ZEROES sent */
   bool zero_copy_reads;     /* READ data may show later writes (sendfile) */
+  bool unordered_status;    /* BLOCK_STATUS may not see earlier writes yet
+                               (async: it runs beside the filter's queue) */
 };
 
 /* The reader function for peer_start_reader(); ud is a check_params. */

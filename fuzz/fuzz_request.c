@@ -103,6 +103,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     .structured = mode & 1, .extended = ext, .meta = mode & 2,
     .export_name = export_name, .no_zeroes = !export_name,
     .zero_copy_reads = ((mode >> 2) & 3) == 3 || (mode & 0x40),
+    .unordered_status = mode & 0x40,
   };
   fuzz_server_set_mode((struct fuzz_server_mode){
     .workers_only = mode & 0x20, .async = mode & 0x40 });

@@ -12,7 +12,8 @@
 
 struct reply {
   struct reply *next;
-  uint32_t bytes;            /* payload bytes counted for back-pressure */
+  uint64_t bytes;            /* payload bytes counted for back-pressure
+                                (64 bits: an extended READ may claim more) */
   int niov, max_iov;
   struct iovec *iov;
   void *own[2];

@@ -264,13 +264,17 @@ static void read_done(struct backend_req *br, int err)
 /* The extents a chunked READ replies with: a sparse backend's holes and
  * data (unless the client wants one chunk, DF), else one data extent for
  * the whole range.  Memory and regular files have cheap extents (a file
- * asks SEEK_HOLE/SEEK_DATA, remembering where data ends). */
+ * asks SEEK_HOLE/SEEK_DATA, remembering where data ends).  Not for an
+ * asynchronous backend: the extents would be taken now, while writes
+ * submitted before this READ may still wait in its queue, so a READ
+ * pipelined after a WRITE could answer a hole where the data lands (legal
+ * for requests in flight together, but not what a client expects). */
 static int read_extents(struct req *q)
 {
   const struct nbd_req *r = &q->r;
   struct backend *be = q->c->exp->be;
   struct extents *ex = &q->ex;
-  bool sparse = (be->caps & BACKEND_CHEAP_EXTENTS) &&
+  bool sparse = (be->caps & BACKEND_CHEAP_EXTENTS) && !backend_is_async(be) &&
                 !(r->flags & NBD_CMD_FLAG_DF) && r->count > 0;
   extents_init(ex, r->offset, r->offset + r->count, 1024);
   if (sparse && backend_extents(be, r->count, r->offset, ex) == -1)

@@ -256,6 +256,24 @@ def case_payload_above_maximum(srv):
         c.disconnect()
 
 
+def case_refused_huge_lengths(srv):
+    """Refusals of 64-bit lengths keep the session going: a READ above the
+    maximum ("the server is also permitted to reject large read requests
+    up front with NBD_EOVERFLOW"), a WRITE without NBD_CMD_FLAG_PAYLOAD_LEN
+    (no payload follows), each claiming 2^60 bytes, then good requests.
+    (The in-flight byte count once kept 32 bits of such a length, and the
+    reader waited forever for room: found by fuzz_handshake.)"""
+    with ext_client(srv) as c:
+        for _ in range(3):
+            expect_eq("READ of 2^60", EOVERFLOW,
+                      c.cmd(CMD_READ, 0, 1 << 60).error)
+            r = c.reply(c.request(CMD_WRITE, 0, (1 << 60) + 7,
+                                  auto_payload=False))
+            expect_eq("WRITE of 2^60 without PAYLOAD_LEN", EINVAL, r.error)
+            in_sync(c)
+        c.disconnect()
+
+
 def case_unexpected_payload_consumed(srv):
     """"in all other cases, a server SHOULD gracefully consume length bytes
     of payload (even if it then replies with an NBD_EINVAL failure because
