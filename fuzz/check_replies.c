@@ -452,29 +452,38 @@ static bool chunk_hole(struct checker *k, struct creq *r, uint32_t len)
   return true;
 }
 
-static bool chunk_status(struct checker *k, struct creq *r, uint32_t len)
+/* One status chunk: BLOCK_STATUS (u32 id, then u32 length and flags
+ * descriptors) or, under extended headers, BLOCK_STATUS_EXT (u32 id, u32
+ * count, then u64 length and status descriptors). */
+static bool chunk_status(struct checker *k, struct creq *r, uint32_t len,
+                         bool ext)
 {
-  uint8_t b[8];
-  if (r->type != NBD_CMD_BLOCK_STATUS || len < 12 || (len - 4) % 8 != 0 ||
-      (len - 4) / 8 > NBD_MAX_BLOCK_STATUS_DESCS)
-    violation(r, "BLOCK_STATUS chunk of length %u", len);
-  if (!rd(k, b, 4))
+  const uint32_t hdr = ext ? 8 : 4, one = ext ? 16 : 8;
+  uint8_t b[16];
+  if (r->type != NBD_CMD_BLOCK_STATUS || len < hdr + one ||
+      (len - hdr) % one != 0 ||
+      (len - hdr) / one > NBD_MAX_BLOCK_STATUS_DESCS)
+    violation(r, "status chunk of length %u", len);
+  if (!rd(k, b, hdr))
     return false;
-  if (!k->meta_active || be32(b) != k->meta_id)
-    violation(r, "block status for context id %u (negotiated: %s %u)",
-              be32(b), k->meta_active ? "yes" : "no", k->meta_id);
+  uint32_t n = (len - hdr) / one;
+  if (!k->meta_active || be32(b) != k->meta_id || (ext && be32(b + 4) != n))
+    violation(r, "block status for context id %u (negotiated: %s %u), %u "
+              "descriptors", be32(b), k->meta_active ? "yes" : "no",
+              k->meta_id, n);
   r->ctx_chunks++;
-  uint32_t n = (len - 4) / 8;
   uint64_t off = r->offset;
   for (uint32_t i = 0; i < n; i++) {
-    if (!rd(k, b, 8))
+    if (!rd(k, b, one))
       return false;
-    uint32_t elen = be32(b), flags = be32(b + 4);
-    if (elen == 0 || (flags & ~(uint32_t)(NBD_STATE_HOLE | NBD_STATE_ZERO)))
-      violation(r, "extent %u: length %u flags 0x%x", i, elen, flags);
+    uint64_t elen = ext ? be64(b) : be32(b);
+    uint64_t flags = ext ? be64(b + 8) : be32(b + 4);
+    if (elen == 0 || (flags & ~(uint64_t)(NBD_STATE_HOLE | NBD_STATE_ZERO)))
+      violation(r, "extent %u: length %llu flags 0x%llx", i,
+                (unsigned long long)elen, (unsigned long long)flags);
     if ((r->flags & NBD_CMD_FLAG_REQ_ONE) && (n != 1 || elen > r->count))
-      violation(r, "%u extents (extent of %u) despite REQ_ONE", n, elen);
-    if (i + 1 < n && off - r->offset + elen >= r->count)
+      violation(r, "%u extents despite REQ_ONE", n);
+    if (i + 1 < n && (elen >= r->count || off - r->offset >= r->count - elen))
       violation(r, "extent %u of %u ends past the request", i, n);
     if (flags & NBD_STATE_ZERO)
       check_zero(k, r, off, elen, "an extent says zero");
@@ -508,39 +517,6 @@ static bool chunk_error(struct checker *k, struct creq *r, uint16_t type,
   return true;
 }
 
-/* BLOCK_STATUS_EXT (extended headers): id, count, 64-bit extents. */
-static bool chunk_status_ext(struct checker *k, struct creq *r, uint32_t len)
-{
-  uint8_t b[16];
-  if (r->type != NBD_CMD_BLOCK_STATUS || len < 24 || (len - 8) % 16 != 0 ||
-      (len - 8) / 16 > NBD_MAX_BLOCK_STATUS_DESCS)
-    violation(r, "BLOCK_STATUS_EXT chunk of length %u", len);
-  if (!rd(k, b, 8))
-    return false;
-  uint32_t n = (len - 8) / 16;
-  if (!k->meta_active || be32(b) != k->meta_id || be32(b + 4) != n)
-    violation(r, "BLOCK_STATUS_EXT for context id %u with count %u in %u "
-              "descriptors", be32(b), be32(b + 4), n);
-  r->ctx_chunks++;
-  uint64_t off = r->offset;
-  for (uint32_t i = 0; i < n; i++) {
-    if (!rd(k, b, 16))
-      return false;
-    uint64_t elen = be64(b), flags = be64(b + 8);
-    if (elen == 0 || (flags & ~(uint64_t)(NBD_STATE_HOLE | NBD_STATE_ZERO)))
-      violation(r, "extent %u: length %llu flags 0x%llx", i,
-                (unsigned long long)elen, (unsigned long long)flags);
-    if ((r->flags & NBD_CMD_FLAG_REQ_ONE) && (n != 1 || elen > r->count))
-      violation(r, "%u extents despite REQ_ONE", n);
-    if (i + 1 < n && (elen >= r->count || off - r->offset >= r->count - elen))
-      violation(r, "extent %u of %u ends past the request", i, n);
-    if (flags & NBD_STATE_ZERO)
-      check_zero(k, r, off, elen, "an extent says zero");
-    off += elen;
-  }
-  return true;
-}
-
 /* One chunk to r, its header read (structured or extended). */
 static bool chunk(struct checker *k, struct creq *r, uint16_t flags,
                   uint16_t type, uint32_t len)
@@ -558,12 +534,12 @@ static bool chunk(struct checker *k, struct creq *r, uint16_t flags,
   case NBD_REPLY_TYPE_BLOCK_STATUS:
     if (k->ext)
       violation(r, "BLOCK_STATUS under extended headers");
-    ok = chunk_status(k, r, len);
+    ok = chunk_status(k, r, len, false);
     break;
   case NBD_REPLY_TYPE_BLOCK_STATUS_EXT:
     if (!k->ext)
       violation(r, "BLOCK_STATUS_EXT without extended headers");
-    ok = chunk_status_ext(k, r, len);
+    ok = chunk_status(k, r, len, true);
     break;
   case NBD_REPLY_TYPE_ERROR:
   case NBD_REPLY_TYPE_ERROR_OFFSET: ok = chunk_error(k, r, type, len); break;
