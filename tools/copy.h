@@ -93,6 +93,9 @@ struct endpoint {
   /* can_zero: a zero request covers any length (NBD: the server's WRITE_ZEROES);
    * can_multi_conn: several workers at once (NBD: the server's multi-conn). */
   bool can_zero, can_flush, can_multi_conn, has_extents;
+  /* One zero request of any length stays one request (NBD: extended
+   * headers; a file: one fallocate; null:), so a hole is zeroed whole. */
+  bool zero_any_size;
   atomic_bool fast_zero;       /* cleared after the server says ENOTSUP */
   uint32_t min_block, max_block;
   uint64_t run_start, run_end; /* a file: a data run SEEK_HOLE found */

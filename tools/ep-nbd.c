@@ -168,6 +168,8 @@ int ep_nbd_open(struct copy *c, struct endpoint *e, bool src)
   e->nconn = 1;
   e->size = snbd_get_size(h);
   e->can_zero = snbd_can_zero(h) == 1;
+  e->zero_any_size = e->can_zero &&
+                     snbd_get_extended_headers_negotiated(h) == 1;
   atomic_store(&e->fast_zero, snbd_can_fast_zero(h) == 1);
   e->can_flush = snbd_can_flush(h) == 1;
   e->can_multi_conn = snbd_can_multi_conn(h) == 1;

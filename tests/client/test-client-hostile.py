@@ -12,6 +12,7 @@ offset); the EXTENDED list breaks the rules only extended headers have
 (proto.md on the extension-ext-header branch, quoted at each)."""
 import os
 import struct
+import subprocess
 import sys
 import time
 
@@ -525,6 +526,54 @@ def check_lengths(eh):
     return True
 
 
+def copy_holes(eh):
+    """snbd-copy zeroes a hole "in single 64-bit requests when it can":
+    a 1 TiB sparse file copied to a server with extended headers takes a
+    handful of WRITE_ZEROES covering it (one per worker at most); a
+    compact server gets the same bytes in pieces under 2^32, in runs of
+    16 GiB."""
+    size = 1 << 40
+    path = os.path.join(os.environ["TMPDIR"], "holes.img")
+    with open(path, "wb") as f:
+        f.truncate(size)
+    seen = []
+
+    def handler(c):
+        handshake(c, go_infos=[info_export(size=size)], eh=eh)
+        for _ in range(1 << 20):
+            flags, typ, cookie, off, length, _ = read_request(c)
+            if typ == CMD_DISC:
+                return
+            seen.append((typ, off, length))
+            (chunk(c, cookie, T_NONE) if c.eh else simple_reply(c, cookie))
+    name = "snbd-copy of a 1 TiB hole, %s" % ("extended" if eh else "compact")
+    with ScriptedServer(handler) as srv:
+        p = subprocess.run([os.environ["SNBD_COPY"], path, srv.uri],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=120)
+    os.unlink(path)
+    zeroes = [(off, n) for typ, off, n in seen if typ == CMD_WRITE_ZEROES]
+    problems = []
+    if p.returncode != 0 or srv.error:
+        problems.append("exit %d, %r: %s" % (p.returncode, srv.error,
+                                             p.stdout.decode()))
+    if sum(n for _, n in zeroes) != size or \
+            any(typ != CMD_WRITE_ZEROES for typ, _, _ in seen):
+        problems.append("requests do not zero the export exactly: %r" %
+                        sorted(set(t for t, _, _ in seen)))
+    if eh and len(zeroes) > 8:
+        problems.append("%d zero requests with extended headers" %
+                        len(zeroes))
+    if not eh and (len(zeroes) < 64 or max(n for _, n in zeroes) >= 1 << 32):
+        problems.append("compact: %d zero requests, largest %d" %
+                        (len(zeroes), max(n for _, n in zeroes)))
+    if problems:
+        print("FAIL: %s:\n  %s" % (name, "\n  ".join(problems)))
+        return False
+    print("ok: %s: %d zero requests" % (name, len(zeroes)))
+    return True
+
+
 def check(name, handler, ops, want_rc, expect, args=()):
     start = time.monotonic()
     with ScriptedServer(handler) as srv:
@@ -619,6 +668,7 @@ def main():
                 0, ["sr=1", "eh=0", "ok " + READ], args=("--no-eh",))
     for eh in (True, False):
         ok &= check_lengths(eh)
+        ok &= copy_holes(eh)
     MODE["eh"] = False
     ok &= check("server that stalls in the handshake", stall, [], 1,
                 ["errno=ETIMEDOUT"], args=("--timeout=1",))
