@@ -247,7 +247,34 @@ void wire_encode_request(uint8_t out[28], const struct nbd_req *r)
   st16(out + 6, r->type);
   st64(out + 8, r->cookie);
   st64(out + 16, r->offset);
-  st32(out + 24, r->count);
+  st32(out + 24, (uint32_t)r->count);
+}
+
+bool wire_decode_req(const uint8_t *in, bool ext, struct nbd_req *r)
+{
+  if (!ext)
+    return wire_decode_request(in, r);
+  r->flags = ld16(in + offsetof(struct nbd_extended_request, flags));
+  r->type = ld16(in + offsetof(struct nbd_extended_request, type));
+  r->cookie = ld64(in + offsetof(struct nbd_extended_request, cookie));
+  r->offset = ld64(in + offsetof(struct nbd_extended_request, offset));
+  r->count = ld64(in + offsetof(struct nbd_extended_request, count));
+  return ld32(in) == NBD_EXTENDED_REQUEST_MAGIC;
+}
+
+size_t wire_encode_req(uint8_t *out, bool ext, const struct nbd_req *r)
+{
+  if (!ext) {
+    wire_encode_request(out, r);
+    return sizeof(struct nbd_request);
+  }
+  st32(out, NBD_EXTENDED_REQUEST_MAGIC);
+  st16(out + offsetof(struct nbd_extended_request, flags), r->flags);
+  st16(out + offsetof(struct nbd_extended_request, type), r->type);
+  st64(out + offsetof(struct nbd_extended_request, cookie), r->cookie);
+  st64(out + offsetof(struct nbd_extended_request, offset), r->offset);
+  st64(out + offsetof(struct nbd_extended_request, count), r->count);
+  return sizeof(struct nbd_extended_request);
 }
 
 void wire_encode_simple_reply(uint8_t out[16], uint32_t error, uint64_t cookie)
@@ -284,7 +311,17 @@ void wire_decode_chunk_hdr(const uint8_t in[20], struct nbd_chunk_hdr *h)
   h->flags = ld16(in + 4);
   h->type = ld16(in + 6);
   h->cookie = ld64(in + 8);
+  h->offset = 0;
   h->length = ld32(in + 16);
+}
+
+void wire_decode_ext_chunk_hdr(const uint8_t in[32], struct nbd_chunk_hdr *h)
+{
+  h->flags = ld16(in + offsetof(struct nbd_extended_reply, flags));
+  h->type = ld16(in + offsetof(struct nbd_extended_reply, type));
+  h->cookie = ld64(in + offsetof(struct nbd_extended_reply, cookie));
+  h->offset = ld64(in + offsetof(struct nbd_extended_reply, offset));
+  h->length = ld64(in + offsetof(struct nbd_extended_reply, length));
 }
 
 void wire_encode_greeting(uint8_t out[18], uint16_t gflags)
@@ -385,23 +422,31 @@ bool wire_decode_rep_server(const uint8_t *in, size_t len,
   return ok;
 }
 
-bool wire_chunk_length_ok(uint16_t type, uint32_t length)
+/* A header, then 1 to NBD_MAX_BLOCK_STATUS_DESCS descriptors of one size. */
+static bool descs_length_ok(uint64_t length, size_t hdr, size_t one)
+{
+  return length >= hdr + one && (length - hdr) % one == 0 &&
+         (length - hdr) / one <= NBD_MAX_BLOCK_STATUS_DESCS;
+}
+
+bool wire_chunk_length_ok(uint16_t type, uint64_t length)
 {
   switch (type) {
   case NBD_REPLY_TYPE_NONE:
     return length == 0;
   case NBD_REPLY_TYPE_OFFSET_DATA:
-    return length > WIRE_OFFSET_DATA_HDR;
+    return length > WIRE_OFFSET_DATA_HDR && length <= UINT32_MAX;
   case NBD_REPLY_TYPE_OFFSET_HOLE:
     return length == WIRE_OFFSET_HOLE_PAYLOAD;
-  case NBD_REPLY_TYPE_BLOCK_STATUS: {
-    uint32_t descs = length - WIRE_BLOCK_STATUS_HDR;
-    size_t one = sizeof(struct nbd_block_descriptor);
-    return length >= WIRE_BLOCK_STATUS_HDR + one && descs % one == 0 &&
-           descs / one <= NBD_MAX_BLOCK_STATUS_DESCS;
-  }
+  case NBD_REPLY_TYPE_BLOCK_STATUS:
+    return descs_length_ok(length, WIRE_BLOCK_STATUS_HDR,
+                           sizeof(struct nbd_block_descriptor));
+  case NBD_REPLY_TYPE_BLOCK_STATUS_EXT:
+    return descs_length_ok(length, WIRE_BLOCK_STATUS_EXT_HDR,
+                           sizeof(struct nbd_block_descriptor_ext));
   default:
-    return NBD_REPLY_TYPE_IS_ERR(type) && length >= 6;
+    return NBD_REPLY_TYPE_IS_ERR(type) && length >= 6 &&
+           length <= UINT32_MAX;
   }
 }
 
@@ -452,6 +497,37 @@ bool wire_decode_block_descs(const uint8_t *in, size_t len,
   return !c.bad;
 }
 
+bool wire_decode_block_status_ext(const uint8_t *in, size_t len,
+                                  uint64_t chunk_length, uint32_t *ctx_id,
+                                  size_t *n)
+{
+  struct wire_cursor c = wire_cursor(in, len);
+  uint32_t count;
+  wire_get_u32(&c, ctx_id);
+  wire_get_u32(&c, &count);
+  bool ok = !c.bad && c.left == 0 &&
+            wire_chunk_length_ok(NBD_REPLY_TYPE_BLOCK_STATUS_EXT,
+                                 chunk_length) &&
+            count == (chunk_length - WIRE_BLOCK_STATUS_EXT_HDR) /
+                     sizeof(struct nbd_block_descriptor_ext);
+  *n = ok ? count : 0;
+  return ok;
+}
+
+bool wire_decode_block_descs_ext(const uint8_t *in, size_t len,
+                                 struct wire_extent64 *out, size_t n)
+{
+  if (len / sizeof(struct nbd_block_descriptor_ext) != n ||
+      len % sizeof(struct nbd_block_descriptor_ext) != 0)
+    return false;
+  struct wire_cursor c = wire_cursor(in, len);
+  for (size_t i = 0; i < n; i++) {
+    wire_get_u64(&c, &out[i].length);
+    wire_get_u64(&c, &out[i].flags);
+  }
+  return !c.bad;
+}
+
 bool wire_decode_error_chunk(const uint8_t *in, size_t len,
                              struct wire_error_chunk *e)
 {
@@ -478,36 +554,54 @@ bool wire_decode_error_offset(const struct wire_error_chunk *e,
 
 /* ---- Transmission replies ---- */
 
-size_t wire_encode_error_chunk(uint8_t *out, uint16_t flags, uint64_t cookie,
-                               uint32_t error, const char *msg,
-                               uint16_t msglen)
+size_t wire_encode_chunk(uint8_t *out, const struct wire_reply_to *to,
+                         uint16_t flags, uint16_t type, uint64_t length)
 {
-  wire_encode_chunk_hdr(out, flags, NBD_REPLY_TYPE_ERROR, cookie,
-                        (uint32_t)(6 + msglen));
-  st32(out + WIRE_CHUNK_HDR_LEN, error);
-  st16(out + WIRE_CHUNK_HDR_LEN + 4, msglen);
-  memcpy(out + WIRE_CHUNK_HDR_LEN + 6, msg, msglen);
-  return WIRE_ERROR_CHUNK_LEN(msglen);
+  if (!to->ext) {
+    wire_encode_chunk_hdr(out, flags, type, to->cookie, (uint32_t)length);
+    return WIRE_CHUNK_HDR_LEN;
+  }
+  st32(out, NBD_EXTENDED_REPLY_MAGIC);
+  st16(out + offsetof(struct nbd_extended_reply, flags), flags);
+  st16(out + offsetof(struct nbd_extended_reply, type), type);
+  st64(out + offsetof(struct nbd_extended_reply, cookie), to->cookie);
+  st64(out + offsetof(struct nbd_extended_reply, offset), to->offset);
+  st64(out + offsetof(struct nbd_extended_reply, length), length);
+  return WIRE_EXT_CHUNK_HDR_LEN;
 }
 
-size_t wire_encode_offset_data_hdr(uint8_t *out, uint16_t flags,
-                                   uint64_t cookie, uint64_t offset,
+size_t wire_encode_error_chunk(uint8_t *out, const struct wire_reply_to *to,
+                               uint16_t flags, uint32_t error,
+                               const char *msg, uint16_t msglen)
+{
+  size_t h = wire_encode_chunk(out, to, flags, NBD_REPLY_TYPE_ERROR,
+                               (uint32_t)(6 + msglen));
+  st32(out + h, error);
+  st16(out + h + 4, msglen);
+  memcpy(out + h + 6, msg, msglen);
+  return wire_error_chunk_len(to->ext, msglen);
+}
+
+size_t wire_encode_offset_data_hdr(uint8_t *out,
+                                   const struct wire_reply_to *to,
+                                   uint16_t flags, uint64_t offset,
                                    uint32_t datalen)
 {
-  wire_encode_chunk_hdr(out, flags, NBD_REPLY_TYPE_OFFSET_DATA, cookie,
-                        8 + datalen);
-  st64(out + WIRE_CHUNK_HDR_LEN, offset);
-  return WIRE_OFFSET_DATA_HDR_LEN;
+  size_t h = wire_encode_chunk(out, to, flags, NBD_REPLY_TYPE_OFFSET_DATA,
+                               (uint64_t)WIRE_OFFSET_DATA_HDR + datalen);
+  st64(out + h, offset);
+  return wire_offset_data_hdr_len(to->ext);
 }
 
-size_t wire_encode_offset_hole(uint8_t *out, uint16_t flags, uint64_t cookie,
-                               uint64_t offset, uint32_t length)
+size_t wire_encode_offset_hole(uint8_t *out, const struct wire_reply_to *to,
+                               uint16_t flags, uint64_t offset,
+                               uint32_t length)
 {
-  wire_encode_chunk_hdr(out, flags, NBD_REPLY_TYPE_OFFSET_HOLE, cookie,
-                        WIRE_OFFSET_HOLE_PAYLOAD);
-  st64(out + WIRE_CHUNK_HDR_LEN, offset);
-  st32(out + WIRE_CHUNK_HDR_LEN + 8, length);
-  return WIRE_OFFSET_HOLE_LEN;
+  size_t h = wire_encode_chunk(out, to, flags, NBD_REPLY_TYPE_OFFSET_HOLE,
+                               WIRE_OFFSET_HOLE_PAYLOAD);
+  st64(out + h, offset);
+  st32(out + h + 8, length);
+  return wire_offset_hole_len(to->ext);
 }
 
 void wire_put_block_status_ctx(struct wire_buf *b, uint32_t context_id)
@@ -528,4 +622,40 @@ size_t wire_put_block_desc(struct wire_buf *b, uint64_t length,
     n++;
   }
   return n;
+}
+
+void wire_put_block_status_ext_hdr(struct wire_buf *b, uint32_t context_id,
+                                   uint32_t ndesc)
+{
+  wire_put_u32(b, context_id);
+  wire_put_u32(b, ndesc);
+}
+
+void wire_put_block_desc_ext(struct wire_buf *b, uint64_t length,
+                             uint64_t status)
+{
+  wire_put_u64(b, length);
+  wire_put_u64(b, status);
+}
+
+bool wire_decode_bs_payload(const uint8_t *in, size_t len, uint64_t *effect,
+                            size_t *nids)
+{
+  struct wire_cursor c = wire_cursor(in, len);
+  wire_get_u64(&c, effect);
+  *nids = c.bad ? 0 : c.left / 4;
+  return !c.bad && c.left > 0 && c.left % 4 == 0;
+}
+
+uint32_t wire_bs_payload_id(const uint8_t *in, size_t i)
+{
+  return ld32(in + WIRE_BS_PAYLOAD_HDR + 4 * i);
+}
+
+void wire_put_bs_payload(struct wire_buf *b, uint64_t effect,
+                         const uint32_t *ids, size_t n)
+{
+  wire_put_u64(b, effect);
+  for (size_t i = 0; i < n; i++)
+    wire_put_u32(b, ids[i]);
 }

@@ -55,14 +55,15 @@ void wire_put_string(struct wire_buf *b, const char *s, size_t len); /* u32 len 
 struct nbd_req {            /* decoded request header */
   uint16_t flags, type;
   uint64_t cookie, offset;
-  uint32_t count;
+  uint64_t count;           /* 32 bits on the wire unless extended */
 };
 struct nbd_opt_hdr { uint32_t option, length; };
 struct nbd_opt_reply { uint32_t option, type, length; };
-struct nbd_chunk_hdr {      /* decoded structured reply chunk header */
+struct nbd_chunk_hdr {      /* decoded structured or extended chunk header */
   uint16_t flags, type;
   uint64_t cookie;
-  uint32_t length;
+  uint64_t offset;          /* extended only (0 in a structured chunk) */
+  uint64_t length;          /* 32 bits on the wire unless extended */
 };
 
 /* Decoders return false when the magic is wrong. */
@@ -109,6 +110,19 @@ void wire_put_rep_meta_context(struct wire_buf *b, uint32_t id,
 
 bool wire_decode_request(const uint8_t in[28], struct nbd_req *r);
 void wire_encode_request(uint8_t out[28], const struct nbd_req *r);
+/* A request header in either mode (proto.md "Request message"): 28
+ * bytes compact (count cut to 32 bits: the caller keeps it below 2^32),
+ * 32 bytes extended (NBD_OPT_EXTENDED_HEADERS).  Decoding fails when the
+ * magic is not the mode's: a compact request under extended headers,
+ * or the reverse. */
+#define WIRE_REQUEST_MAX sizeof(struct nbd_extended_request)
+static inline size_t wire_request_len(bool ext)
+{
+  return ext ? sizeof(struct nbd_extended_request)
+             : sizeof(struct nbd_request);
+}
+bool wire_decode_req(const uint8_t *in, bool ext, struct nbd_req *r);
+size_t wire_encode_req(uint8_t *out, bool ext, const struct nbd_req *r);
 void wire_encode_simple_reply(uint8_t out[16], uint32_t error, uint64_t cookie);
 /* The simple reply magic is checked by the caller's dispatch on the first
  * four bytes (wire_peek_magic32); these decode the rest. */
@@ -118,6 +132,9 @@ void wire_decode_simple_reply(const uint8_t in[16], uint32_t *error,
 void wire_encode_chunk_hdr(uint8_t out[20], uint16_t flags, uint16_t type,
                            uint64_t cookie, uint32_t length);
 void wire_decode_chunk_hdr(const uint8_t in[20], struct nbd_chunk_hdr *h);
+/* The extended reply header ("Extended reply chunk message"), after the
+ * caller checked its magic. */
+void wire_decode_ext_chunk_hdr(const uint8_t in[32], struct nbd_chunk_hdr *h);
 void wire_encode_greeting(uint8_t out[18], uint16_t gflags);
 
 /* ---- Client-side decoding ----
@@ -180,7 +197,10 @@ bool wire_decode_rep_server(const uint8_t *in, size_t len,
  * context id and 1 to NBD_MAX_BLOCK_STATUS_DESCS descriptors; error
  * types: at least u32 error and u16 message length.  Other types:
  * false. */
-bool wire_chunk_length_ok(uint16_t type, uint32_t length);
+bool wire_chunk_length_ok(uint16_t type, uint64_t length);
+/* BLOCK_STATUS_EXT (extended headers only): u32 context id, u32
+ * descriptor count, then that many 16-byte descriptors (1 to
+ * NBD_MAX_BLOCK_STATUS_DESCS); wire_chunk_length_ok knows its lengths. */
 struct wire_offset_chunk {  /* OFFSET_DATA or OFFSET_HOLE */
   uint64_t offset;
   uint32_t length;          /* bytes of data, or of the hole */
@@ -209,6 +229,19 @@ struct wire_extent {        /* struct nbd_block_descriptor */
 /* n descriptors; false unless len is exactly n descriptors. */
 bool wire_decode_block_descs(const uint8_t *in, size_t len,
                              struct wire_extent *out, size_t n);
+/* BLOCK_STATUS_EXT: in holds the chunk's first WIRE_BLOCK_STATUS_EXT_HDR
+ * bytes (context id, descriptor count).  False when chunk_length is not
+ * a valid length for the type or the count disagrees with it ("MUST
+ * correspond to the number of subsequent descriptors"); *n is then 0. */
+#define WIRE_BLOCK_STATUS_EXT_HDR 8
+bool wire_decode_block_status_ext(const uint8_t *in, size_t len,
+                                  uint64_t chunk_length, uint32_t *ctx_id,
+                                  size_t *n);
+struct wire_extent64 {      /* struct nbd_block_descriptor_ext */
+  uint64_t length, flags;
+};
+bool wire_decode_block_descs_ext(const uint8_t *in, size_t len,
+                                 struct wire_extent64 *out, size_t n);
 /* Error chunks: u32 error, u16 message length, the message, then fields
  * that depend on the type.  False: shorter than 6 bytes, or a message
  * longer than the bytes after it or than NBD_MAX_STRING (error and
@@ -233,32 +266,61 @@ static inline bool wire_range_ok(uint64_t off, uint64_t len, uint64_t size)
 }
 
 /* ---- Transmission replies ----
- * The server's reply pieces (doc/proto.md "Structured reply chunk message
- * types").  Each encoder writes into out, which has room for the size
- * it returns (the WIRE_*_LEN below), so callers never spell an offset;
- * extended headers will add variants with a 32-byte chunk header and
- * 64-bit block status descriptors beside these. */
+ * The server's reply pieces (doc/proto.md "Structured reply chunk
+ * message", "Extended reply chunk message", "Structured reply types").
+ * Every chunk header is written for one request (struct wire_reply_to):
+ * a 20-byte structured header, or under extended headers a 32-byte one
+ * echoing the request's offset.  Each encoder writes into out, which has
+ * room for the size it returns (the wire_*_len below), so callers never
+ * spell an offset. */
+struct wire_reply_to {
+  bool ext;                 /* extended headers negotiated */
+  uint64_t cookie;
+  uint64_t offset;          /* the request's offset ("MUST match") */
+};
 #define WIRE_SIMPLE_REPLY_LEN    sizeof(struct nbd_simple_reply)
 #define WIRE_CHUNK_HDR_LEN       sizeof(struct nbd_structured_reply)
-#define WIRE_OFFSET_DATA_HDR_LEN (WIRE_CHUNK_HDR_LEN + 8)
-#define WIRE_OFFSET_HOLE_LEN     (WIRE_CHUNK_HDR_LEN + 12)
-#define WIRE_ERROR_CHUNK_LEN(msglen) (WIRE_CHUNK_HDR_LEN + 6 + (size_t)(msglen))
+#define WIRE_EXT_CHUNK_HDR_LEN   sizeof(struct nbd_extended_reply)
+static inline size_t wire_chunk_hdr_len(bool ext)
+{
+  return ext ? WIRE_EXT_CHUNK_HDR_LEN : WIRE_CHUNK_HDR_LEN;
+}
+static inline size_t wire_offset_data_hdr_len(bool ext)
+{
+  return wire_chunk_hdr_len(ext) + WIRE_OFFSET_DATA_HDR;
+}
+static inline size_t wire_offset_hole_len(bool ext)
+{
+  return wire_chunk_hdr_len(ext) + WIRE_OFFSET_HOLE_PAYLOAD;
+}
+static inline size_t wire_error_chunk_len(bool ext, size_t msglen)
+{
+  return wire_chunk_hdr_len(ext) + 6 + msglen;
+}
+/* Room for any single-piece READ reply header (simple, or OFFSET_DATA in
+ * either mode). */
+#define WIRE_REPLY_HDR_MAX       (WIRE_EXT_CHUNK_HDR_LEN + WIRE_OFFSET_DATA_HDR)
 /* The longest length one 32-bit block descriptor carries, 4 KiB aligned
  * so every piece but the last stays aligned. */
 #define WIRE_BLOCK_DESC_MAX_LEN  0xfffff000u
 
+/* A chunk header of the mode: flags, type and payload length. */
+size_t wire_encode_chunk(uint8_t *out, const struct wire_reply_to *to,
+                         uint16_t flags, uint16_t type, uint64_t length);
 /* An ERROR chunk: error, then the message (msglen bytes, no NUL). */
-size_t wire_encode_error_chunk(uint8_t *out, uint16_t flags, uint64_t cookie,
-                               uint32_t error, const char *msg,
-                               uint16_t msglen);
+size_t wire_encode_error_chunk(uint8_t *out, const struct wire_reply_to *to,
+                               uint16_t flags, uint32_t error,
+                               const char *msg, uint16_t msglen);
 /* An OFFSET_DATA chunk's header for datalen bytes at offset; the data
  * follows it on the wire. */
-size_t wire_encode_offset_data_hdr(uint8_t *out, uint16_t flags,
-                                   uint64_t cookie, uint64_t offset,
+size_t wire_encode_offset_data_hdr(uint8_t *out,
+                                   const struct wire_reply_to *to,
+                                   uint16_t flags, uint64_t offset,
                                    uint32_t datalen);
 /* An OFFSET_HOLE chunk: length bytes of zeroes at offset. */
-size_t wire_encode_offset_hole(uint8_t *out, uint16_t flags, uint64_t cookie,
-                               uint64_t offset, uint32_t length);
+size_t wire_encode_offset_hole(uint8_t *out, const struct wire_reply_to *to,
+                               uint16_t flags, uint64_t offset,
+                               uint32_t length);
 /* A BLOCK_STATUS chunk's payload: the metadata context id, then the
  * descriptors.  wire_put_block_desc appends descriptors covering length
  * bytes with status flags (several when length does not fit in one), at
@@ -266,5 +328,20 @@ size_t wire_encode_offset_hole(uint8_t *out, uint16_t flags, uint64_t cookie,
 void wire_put_block_status_ctx(struct wire_buf *b, uint32_t context_id);
 size_t wire_put_block_desc(struct wire_buf *b, uint64_t length,
                            uint32_t flags, size_t max);
+/* A BLOCK_STATUS_EXT chunk's payload: context id and descriptor count,
+ * then ndesc descriptors of 64-bit length and status, one per extent. */
+void wire_put_block_status_ext_hdr(struct wire_buf *b, uint32_t context_id,
+                                   uint32_t ndesc);
+void wire_put_block_desc_ext(struct wire_buf *b, uint64_t length,
+                             uint64_t status);
+/* The payload form of BLOCK_STATUS (NBD_FLAG_BLOCK_STATUS_PAYLOAD): u64
+ * effect length, then n u32 context ids, n = (len - 8) / 4.  False when
+ * len is not 8 + 4n with n >= 1. */
+#define WIRE_BS_PAYLOAD_HDR 8
+bool wire_decode_bs_payload(const uint8_t *in, size_t len, uint64_t *effect,
+                            size_t *nids);
+uint32_t wire_bs_payload_id(const uint8_t *in, size_t i);
+void wire_put_bs_payload(struct wire_buf *b, uint64_t effect,
+                         const uint32_t *ids, size_t n);
 
 #endif

@@ -14,7 +14,8 @@
 
 struct creq {
   uint64_t cookie, offset;
-  uint32_t count;
+  uint64_t count;                   /* BLOCK_STATUS's payload form: the
+                                       effect length from the payload */
   uint16_t type, flags;
   const uint8_t *payload;           /* WRITE data, inside the input */
   bool done, failed, started;
@@ -31,6 +32,7 @@ struct checker {
   struct creq *reqs;
   size_t nreqs;
   bool structured, meta_active;
+  bool ext;                         /* extended headers agreed */
   uint32_t meta_id;
   uint64_t size;
   uint16_t eflags;
@@ -63,8 +65,8 @@ static void violation(const struct creq *r, const char *fmt, ...)
   va_end(ap);
   if (r)
     fprintf(stderr, " [request type %u flags 0x%x cookie %llu offset %llu "
-            "count %u]", r->type, r->flags, (unsigned long long)r->cookie,
-            (unsigned long long)r->offset, r->count);
+            "count %llu]", r->type, r->flags, (unsigned long long)r->cookie,
+            (unsigned long long)r->offset, (unsigned long long)r->count);
   fputc('\n', stderr);
   abort();
 }
@@ -98,34 +100,67 @@ static bool known_error(uint32_t e)
 
 /* ---- the client's requests, from the input ---- */
 
+static void add_request(struct checker *k, const struct creq *r, size_t *cap)
+{
+  if (k->nreqs == *cap) {
+    *cap = *cap ? *cap * 2 : 64;
+    k->reqs = realloc(k->reqs, *cap * sizeof *k->reqs);
+    if (!k->reqs)
+      abort();
+  }
+  k->reqs[k->nreqs++] = *r;
+}
+
+/* One request header at in (n bytes left): false at anything the server
+ * stops at (too short, a magic not of the mode). */
+static bool parse_header(const struct checker *k, const uint8_t *in,
+                         size_t n, struct creq *r, size_t *hlen)
+{
+  *hlen = k->cp->extended ? 32 : 28;
+  if (n < *hlen)
+    return false;
+  *r = (struct creq){
+    .flags = be16(in + 4), .type = be16(in + 6), .cookie = be64(in + 8),
+    .offset = be64(in + 16),
+    .count = k->cp->extended ? be64(in + 24) : be32(in + 24),
+  };
+  return be32(in) == (k->cp->extended ? NBD_EXTENDED_REQUEST_MAGIC
+                                      : NBD_REQUEST_MAGIC);
+}
+
+/* The bytes of payload after r's header (proto.md "Request message"). */
+static uint64_t payload_len(const struct checker *k, const struct creq *r)
+{
+  if (k->cp->extended)
+    return r->flags & NBD_CMD_FLAG_PAYLOAD_LEN ? r->count : 0;
+  return r->type == NBD_CMD_WRITE ? r->count : 0;
+}
+
 static void parse_requests(struct checker *k)
 {
   const uint8_t *in = k->cp->requests;
-  size_t n = k->cp->nrequests, off = 0, cap = 0;
-  while (n - off >= 28 && be32(in + off) == NBD_REQUEST_MAGIC) {
-    struct creq r = {
-      .flags = be16(in + off + 4), .type = be16(in + off + 6),
-      .cookie = be64(in + off + 8), .offset = be64(in + off + 16),
-      .count = be32(in + off + 24),
-    };
-    off += 28;
+  size_t n = k->cp->nrequests, off = 0, cap = 0, hlen;
+  struct creq r;
+  while (parse_header(k, in + off, n - off, &r, &hlen)) {
+    off += hlen;
     if (r.type == NBD_CMD_DISC)
       break;                        /* the server reads nothing after it */
-    if (r.type == NBD_CMD_WRITE) {  /* payload read or drained: no reply */
-      if (n - off < r.count) {      /* if it is cut short */
-        k->cut = r;
+    uint64_t plen = payload_len(k, &r);
+    if (k->cp->extended && plen > NBD_MAX_PAYLOAD)
+      break;                        /* hard disconnect, nothing read */
+    if (plen > 0) {                 /* payload read or drained: no reply */
+      if (n - off < plen) {         /* if it is cut short */
+        if (r.type == NBD_CMD_WRITE)
+          k->cut = r;
         break;
       }
       r.payload = in + off;
-      off += r.count;
+      off += plen;
     }
-    if (k->nreqs == cap) {
-      cap = cap ? cap * 2 : 64;
-      k->reqs = realloc(k->reqs, cap * sizeof *k->reqs);
-      if (!k->reqs)
-        abort();
-    }
-    k->reqs[k->nreqs++] = r;
+    /* The payload form of BLOCK_STATUS: the effect length is in it. */
+    if (k->cp->extended && r.type == NBD_CMD_BLOCK_STATUS && plen >= 8)
+      r.count = be64(r.payload);
+    add_request(k, &r, &cap);
   }
 }
 
@@ -254,6 +289,41 @@ static void mask_later_writes(const struct checker *k, const struct creq *r,
     mask(k, &k->cut, off, data, len);
 }
 
+/* The end of a write sent before r that covers byte o, when r may not
+ * see it yet, or 0.  Behind the async filter a BLOCK_STATUS runs on the
+ * worker pool while writes sent before it may still wait in the filter's
+ * queue: the client sent them all without waiting, so the spec lets the
+ * server answer from before the writes ("The server MAY process commands
+ * out of order"), whichever reply arrives first. */
+static uint64_t earlier_write_unordered(const struct checker *k,
+                                        const struct creq *r, uint64_t o)
+{
+  if (!k->cp->unordered_status)
+    return 0;
+  for (const struct creq *q = k->reqs; q < r; q++)
+    if ((q->type == NBD_CMD_WRITE || q->type == NBD_CMD_WRITE_ZEROES) &&
+        in_range(o, 1, q->offset, q->count))
+      return q->offset + q->count;
+  return 0;
+}
+
+/* Checks that [off, off+len), which r says reads as zeroes, holds no
+ * data written before r (but what r may not see yet). */
+static void check_zero(const struct checker *k, const struct creq *r,
+                       uint64_t off, uint64_t len, const char *what)
+{
+  uint64_t end = off + len < off ? UINT64_MAX : off + len;
+  while (off < end) {
+    int64_t o = model_diff(k, off, NULL, end - off);
+    if (o < 0)
+      return;
+    uint64_t skip = earlier_write_unordered(k, r, (uint64_t)o);
+    if (skip == 0)
+      violation(r, "%s at %lld where data was written", what, (long long)o);
+    off = skip;
+  }
+}
+
 /* Reads len bytes of READ data for [off, off+len) and checks them. */
 static bool read_data(struct checker *k, const struct creq *r, uint64_t off,
                       uint64_t len)
@@ -378,41 +448,45 @@ static bool chunk_hole(struct checker *k, struct creq *r, uint32_t len)
   content(r, off, hlen);
   if (r->flags & NBD_CMD_FLAG_DF)
     violation(r, "OFFSET_HOLE despite NBD_CMD_FLAG_DF");
-  int64_t o = model_diff(k, off, NULL, hlen);
-  if (o >= 0)
-    violation(r, "a hole at %lld over data written there", (long long)o);
+  check_zero(k, r, off, hlen, "a hole");
   return true;
 }
 
-static bool chunk_status(struct checker *k, struct creq *r, uint32_t len)
+/* One status chunk: BLOCK_STATUS (u32 id, then u32 length and flags
+ * descriptors) or, under extended headers, BLOCK_STATUS_EXT (u32 id, u32
+ * count, then u64 length and status descriptors). */
+static bool chunk_status(struct checker *k, struct creq *r, uint32_t len,
+                         bool ext)
 {
-  uint8_t b[8];
-  if (r->type != NBD_CMD_BLOCK_STATUS || len < 12 || (len - 4) % 8 != 0 ||
-      (len - 4) / 8 > NBD_MAX_BLOCK_STATUS_DESCS)
-    violation(r, "BLOCK_STATUS chunk of length %u", len);
-  if (!rd(k, b, 4))
+  const uint32_t hdr = ext ? 8 : 4, one = ext ? 16 : 8;
+  uint8_t b[16];
+  if (r->type != NBD_CMD_BLOCK_STATUS || len < hdr + one ||
+      (len - hdr) % one != 0 ||
+      (len - hdr) / one > NBD_MAX_BLOCK_STATUS_DESCS)
+    violation(r, "status chunk of length %u", len);
+  if (!rd(k, b, hdr))
     return false;
-  if (!k->meta_active || be32(b) != k->meta_id)
-    violation(r, "block status for context id %u (negotiated: %s %u)",
-              be32(b), k->meta_active ? "yes" : "no", k->meta_id);
+  uint32_t n = (len - hdr) / one;
+  if (!k->meta_active || be32(b) != k->meta_id || (ext && be32(b + 4) != n))
+    violation(r, "block status for context id %u (negotiated: %s %u), %u "
+              "descriptors", be32(b), k->meta_active ? "yes" : "no",
+              k->meta_id, n);
   r->ctx_chunks++;
-  uint32_t n = (len - 4) / 8;
   uint64_t off = r->offset;
   for (uint32_t i = 0; i < n; i++) {
-    if (!rd(k, b, 8))
+    if (!rd(k, b, one))
       return false;
-    uint32_t elen = be32(b), flags = be32(b + 4);
-    if (elen == 0 || (flags & ~(uint32_t)(NBD_STATE_HOLE | NBD_STATE_ZERO)))
-      violation(r, "extent %u: length %u flags 0x%x", i, elen, flags);
+    uint64_t elen = ext ? be64(b) : be32(b);
+    uint64_t flags = ext ? be64(b + 8) : be32(b + 4);
+    if (elen == 0 || (flags & ~(uint64_t)(NBD_STATE_HOLE | NBD_STATE_ZERO)))
+      violation(r, "extent %u: length %llu flags 0x%llx", i,
+                (unsigned long long)elen, (unsigned long long)flags);
     if ((r->flags & NBD_CMD_FLAG_REQ_ONE) && (n != 1 || elen > r->count))
-      violation(r, "%u extents (extent of %u) despite REQ_ONE", n, elen);
-    if (i + 1 < n && off - r->offset + elen >= r->count)
+      violation(r, "%u extents despite REQ_ONE", n);
+    if (i + 1 < n && (elen >= r->count || off - r->offset >= r->count - elen))
       violation(r, "extent %u of %u ends past the request", i, n);
-    int64_t o = (flags & NBD_STATE_ZERO) ? model_diff(k, off, NULL, elen)
-                                         : -1;
-    if (o >= 0)
-      violation(r, "an extent says zero at %lld where data was written",
-                (long long)o);
+    if (flags & NBD_STATE_ZERO)
+      check_zero(k, r, off, elen, "an extent says zero");
     off += elen;
   }
   return true;
@@ -443,21 +517,12 @@ static bool chunk_error(struct checker *k, struct creq *r, uint16_t type,
   return true;
 }
 
-static bool structured_reply(struct checker *k, const uint8_t first[16])
+/* One chunk to r, its header read (structured or extended). */
+static bool chunk(struct checker *k, struct creq *r, uint16_t flags,
+                  uint16_t type, uint32_t len)
 {
-  uint8_t h[20];
-  memcpy(h, first, 16);
-  if (!rd(k, h + 16, 4))
-    return false;
-  uint16_t flags = be16(h + 4), type = be16(h + 6);
-  uint32_t len = be32(h + 16);
-  if (!k->structured)
-    violation(NULL, "a structured reply, never negotiated");
-  struct creq *r = match(k, be64(h + 8));
-  if (!r)
-    return false;
-  r->started = true;
   bool ok;
+  r->started = true;
   switch (type) {
   case NBD_REPLY_TYPE_NONE:
     if (len != 0 || !(flags & NBD_REPLY_FLAG_DONE))
@@ -466,7 +531,16 @@ static bool structured_reply(struct checker *k, const uint8_t first[16])
     break;
   case NBD_REPLY_TYPE_OFFSET_DATA: ok = chunk_data(k, r, len); break;
   case NBD_REPLY_TYPE_OFFSET_HOLE: ok = chunk_hole(k, r, len); break;
-  case NBD_REPLY_TYPE_BLOCK_STATUS: ok = chunk_status(k, r, len); break;
+  case NBD_REPLY_TYPE_BLOCK_STATUS:
+    if (k->ext)
+      violation(r, "BLOCK_STATUS under extended headers");
+    ok = chunk_status(k, r, len, false);
+    break;
+  case NBD_REPLY_TYPE_BLOCK_STATUS_EXT:
+    if (!k->ext)
+      violation(r, "BLOCK_STATUS_EXT without extended headers");
+    ok = chunk_status(k, r, len, true);
+    break;
   case NBD_REPLY_TYPE_ERROR:
   case NBD_REPLY_TYPE_ERROR_OFFSET: ok = chunk_error(k, r, type, len); break;
   default:
@@ -475,6 +549,42 @@ static bool structured_reply(struct checker *k, const uint8_t first[16])
   if (ok && (flags & NBD_REPLY_FLAG_DONE))
     finish(k, r, !r->failed);
   return ok;
+}
+
+static bool structured_reply(struct checker *k, const uint8_t first[16])
+{
+  uint8_t h[20];
+  memcpy(h, first, 16);
+  if (!rd(k, h + 16, 4))
+    return false;
+  if (!k->structured || k->ext)
+    violation(NULL, "a structured reply, %s", k->ext ? "under extended "
+              "headers" : "never negotiated");
+  struct creq *r = match(k, be64(h + 8));
+  return r ? chunk(k, r, be16(h + 4), be16(h + 6), be32(h + 16)) : false;
+}
+
+/* "offset ... MUST match the offset of the client's request"; the length
+ * is 64 bits but only ever a payload length (proto.md "Extended reply
+ * chunk message"). */
+static bool extended_reply(struct checker *k, const uint8_t first[16])
+{
+  uint8_t h[32];
+  memcpy(h, first, 16);
+  if (!rd(k, h + 16, 16))
+    return false;
+  if (!k->ext)
+    violation(NULL, "an extended reply, never negotiated");
+  struct creq *r = match(k, be64(h + 8));
+  if (!r)
+    return false;
+  uint64_t off = be64(h + 16), len = be64(h + 24);
+  if (off != r->offset)
+    violation(r, "an extended reply with offset %llu",
+              (unsigned long long)off);
+  if (len > (uint64_t)NBD_MAX_PAYLOAD + 4096)
+    violation(r, "an extended reply of %llu bytes", (unsigned long long)len);
+  return chunk(k, r, be16(h + 4), be16(h + 6), (uint32_t)len);
 }
 
 /* ---- the handshake the harness sent ---- */
@@ -510,6 +620,13 @@ static bool handshake(struct checker *k)
       violation(NULL, "structured replies refused (reply %u)", type);
     k->structured = true;
   }
+  if (cp->extended) {
+    if (!opt_reply(k, NBD_OPT_EXTENDED_HEADERS, &type, buf, &len))
+      return false;
+    if (type != NBD_REP_ACK || len != 0)
+      violation(NULL, "extended headers refused (reply %u)", type);
+    k->ext = k->structured = true;
+  }
   if (cp->meta) {
     bool got = false;
     do {
@@ -525,7 +642,7 @@ static bool handshake(struct checker *k)
       else if (type != NBD_REP_ACK && !NBD_REP_IS_ERR(type))
         violation(NULL, "reply %u to SET_META_CONTEXT", type);
     } while (type == NBD_REP_META_CONTEXT);
-    if (got != (type == NBD_REP_ACK) || got != cp->structured)
+    if (got != (type == NBD_REP_ACK) || got != k->structured)
       violation(NULL, "SET_META_CONTEXT %s", got ? "chose a context without "
                 "structured replies" : "failed with structured replies");
     k->meta_active = got;
@@ -575,8 +692,13 @@ static void transmission(struct checker *k)
       return;
     }
     uint32_t magic = be32(h);
+    if (k->ext && magic != NBD_EXTENDED_REPLY_MAGIC)
+      /* "the server MUST NOT use simple replies even when there is no
+       * payload" */
+      violation(NULL, "reply magic 0x%08x under extended headers", magic);
     bool more = magic == NBD_SIMPLE_REPLY_MAGIC ? simple_reply(k, h)
               : magic == NBD_STRUCTURED_REPLY_MAGIC ? structured_reply(k, h)
+              : magic == NBD_EXTENDED_REPLY_MAGIC ? extended_reply(k, h)
               : (violation(NULL, "reply magic 0x%08x", magic), false);
     if (!more && !k->gave_up && !k->p->hung_up)
       violation(NULL, "the stream ends inside a reply");

@@ -9,12 +9,15 @@
  *   bit 0  structured replies         bit 1  context base:allocation (id 1)
  *   bit 2  context fuzz:ctx (id 2)    bit 3  maximum block size 4096, so
  *                                            the 16 KiB READ is split
+ *   bit 4  extended headers (asked for and acknowledged: the replies are
+ *          32-byte extended chunks; bit 0 is then moot) 
  * Wire cookies are 1, 2, ... in the order of `cmds` below, skipping the
  * commands the handshake did not allow (fuzz/gen_corpus.py lists them).
  *
  * Bit 7 set, handshake: the rest of the input is the whole server stream
  * from the greeting on (greeting, option replies, NBD_REP_INFO...).
  *   bit 0  request structured replies bits 1, 2 as above (asked for)
+ *   bit 4  request extended headers (first, before structured replies)
  *   bit 5  TLS required (with a PSK file that does not exist, so an ACK
  *          to STARTTLS ends at loading credentials: no TLS handshake)
  *   bit 6  option mode: list exports, list contexts, INFO, then GO
@@ -124,12 +127,15 @@ static void put_context(struct wire_buf *b, uint32_t id, const char *name)
 static void server_handshake(struct wire_buf *b, uint8_t mode)
 {
   struct wire_buf p;
-  bool sr = mode & 1;
+  bool eh = mode & 0x10;
+  bool sr = (mode & 1) || eh;
   wire_buf_init(&p);
   wire_put_u64(b, NBD_MAGIC);
   wire_put_u64(b, NBD_OPTS_MAGIC);
   wire_put_u16(b, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
-  if (sr)
+  if (eh)
+    put_reply(b, NBD_OPT_EXTENDED_HEADERS, NBD_REP_ACK, NULL);
+  else if (sr)
     put_reply(b, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL);
   if (sr && (mode & 6)) {
     if (mode & 2)
@@ -164,6 +170,7 @@ static struct snbd_handle *new_handle(uint8_t mode)
     abort();
   snbd_set_handshake_timeout(h, 0);   /* EOF ends every run */
   snbd_set_request_structured_replies(h, mode & 1);
+  snbd_set_request_extended_headers(h, (mode & 0x10) != 0);
   if (mode & 2)
     snbd_add_meta_context(h, NBD_META_BASE_ALLOCATION);
   if (mode & 4)

@@ -19,8 +19,12 @@
  *            from another thread (the path of asynchronous backends;
  *            a sparse READ's later pieces queue behind later requests,
  *            so READ data overlapping a later write is not checked)
- * Bit 7 is free (ignored).  Every reply is checked by the oracle in
- * check_replies.h (protocol rules and the data read back). */
+ *   bit 7    NBD_OPT_EXTENDED_HEADERS (after STRUCTURED_REPLY when bit 0
+ *            is set too), so the requests are 32-byte extended ones and
+ *            every reply an extended chunk; NBD_OPT_GO then, whatever
+ *            bit 4 says (EXPORT_NAME is not allowed after it)
+ * Every reply is checked by the oracle in check_replies.h (protocol rules
+ * and the data read back). */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -56,7 +60,8 @@ static void build_handshake(struct wire_buf *b, uint8_t mode)
   static const char *const names[] = { "", FUZZ_EXPORT_RO, FUZZ_EXPORT_BIG,
                                        FUZZ_EXPORT_FILE };
   const char *name = names[(mode >> 2) & 3];
-  bool export_name = mode & 0x10;
+  bool ext = mode & 0x80;
+  bool export_name = (mode & 0x10) && !ext;
   struct wire_buf p;
 
   wire_buf_init(&p);
@@ -64,6 +69,8 @@ static void build_handshake(struct wire_buf *b, uint8_t mode)
                   (export_name ? 0 : NBD_FLAG_C_NO_ZEROES));
   if (mode & 1)
     put_option(b, NBD_OPT_STRUCTURED_REPLY, NULL);
+  if (ext)
+    put_option(b, NBD_OPT_EXTENDED_HEADERS, NULL);
   if (mode & 2) {
     wire_put_string(&p, name, strlen(name));
     wire_put_u32(&p, 1);
@@ -89,12 +96,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   if (size < 1)
     return 0;
   uint8_t mode = data[0];
+  bool ext = mode & 0x80, export_name = (mode & 0x10) && !ext;
   size_t n = size - 1 < FUZZ_MAX_INPUT ? size - 1 : FUZZ_MAX_INPUT;
   struct check_params check = {
     .requests = data + 1, .nrequests = n,
-    .structured = mode & 1, .meta = mode & 2,
-    .export_name = mode & 0x10, .no_zeroes = !(mode & 0x10),
+    .structured = mode & 1, .extended = ext, .meta = mode & 2,
+    .export_name = export_name, .no_zeroes = !export_name,
     .zero_copy_reads = ((mode >> 2) & 3) == 3 || (mode & 0x40),
+    .unordered_status = mode & 0x40,
   };
   fuzz_server_set_mode((struct fuzz_server_mode){
     .workers_only = mode & 0x20, .async = mode & 0x40 });

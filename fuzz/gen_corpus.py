@@ -64,6 +64,30 @@ def disc(cookie=99):
     return req('DISC', cookie=cookie)
 
 
+PAYLOAD_LEN = 1 << 5
+
+
+def ereq(cmd, off=0, length=None, flags=0, cookie=1, payload=b''):
+    """An extended request (32 bytes); a payload, when given, is flagged
+    NBD_CMD_FLAG_PAYLOAD_LEN and its length is the header's (unless
+    length is given)."""
+    if payload:
+        flags |= PAYLOAD_LEN
+    if length is None:
+        length = len(payload)
+    return (u32(0x21E41C71) + u16(flags) + u16(CMD[cmd]) + u64(cookie) +
+            u64(off) + u64(length) + payload)
+
+
+def edisc(cookie=99):
+    return ereq('DISC', cookie=cookie, length=0)
+
+
+def bs_form(effect, ids):
+    """BLOCK_STATUS's payload form: effect length, context ids."""
+    return u64(effect) + b''.join(u32(i) for i in ids)
+
+
 FLAGS = u32(C_FIXED | C_NOZ)
 
 
@@ -92,6 +116,22 @@ def handshake_seeds():
         req('READ', 0, 4096, flags=DF, cookie=3) + disc())
     s['starttls-refused'] = (FLAGS + opt(OPT['STARTTLS']) +
                              opt(OPT['STARTTLS'], b'junk') + go(b'big'))
+    # Extended headers, then 32-byte requests (and mistakes with them).
+    s['extended'] = (FLAGS + opt(OPT['EXTENDED_HEADERS']) +
+                     opt(OPT['STRUCTURED_REPLY']) +
+                     meta(OPT['SET_META'], b'big',
+                          [b'base:allocation']) + go(b'big') +
+                     ereq('STATUS', 0, 1 << 40, cookie=1) +
+                     ereq('WRITE', 1 << 39, cookie=2, payload=b'\x01' * 512) +
+                     ereq('TRIM', 0, 1 << 40, cookie=3) +
+                     ereq('STATUS', 4096, cookie=4, payload=bs_form(8192, [1])) +
+                     ereq('READ', 0, 4096, cookie=5, payload=b'x' * 7) +
+                     ereq('WRITE', 0, 512, cookie=6) +
+                     req('READ', 0, 512, cookie=7))
+    s['extended-options'] = (FLAGS + opt(OPT['EXTENDED_HEADERS'], b'data') +
+                             opt(OPT['EXTENDED_HEADERS']) +
+                             opt(OPT['STRUCTURED_REPLY']) +
+                             opt(OPT['EXPORT_NAME'], b'big'))
     s['unknown-options'] = (FLAGS + opt(0x1234, b'0123456789') +
                             opt(OPT['EXTENDED_HEADERS']) +
                             opt(OPT['PEEK_EXPORT'], b'xx') +
@@ -116,6 +156,57 @@ def handshake_seeds():
 
 
 # ---- fuzz_request: mode byte, then requests after the harness's GO ----
+
+def ext_request_seeds(s):
+    """Mode bit 7: extended headers (32-byte requests, 64-bit lengths,
+    NBD_CMD_FLAG_PAYLOAD_LEN, the payload form of BLOCK_STATUS)."""
+    s['ext-every-command'] = bytes([0x83]) + (
+        ereq('READ', 0, 4096, cookie=1) +
+        ereq('WRITE', 4096, cookie=2, payload=b'\x11' * 1024) +
+        ereq('READ', 4096, 1024, cookie=3) +
+        ereq('FLUSH', 0, 0, cookie=4) + ereq('TRIM', 0, 8192, cookie=5) +
+        ereq('ZEROES', 8192, 8192, NO_HOLE, cookie=6) +
+        ereq('CACHE', 0, 1 << 20, cookie=7) +
+        ereq('STATUS', 0, 1 << 20, cookie=8) +
+        ereq('STATUS', 0, 1 << 20, REQ_ONE, cookie=9) +
+        ereq('READ', 0, 4096, DF, cookie=10) +
+        ereq('WRITE', 0, 512, cookie=11) +              # no PAYLOAD_LEN
+        ereq('TRIM', 0, cookie=12, payload=b'\x22' * 100) +
+        ereq('STATUS', 512, cookie=13, payload=bs_form(65536, [1])) +
+        ereq('STATUS', 512, cookie=14, payload=bs_form(65536, [1, 1])) +
+        ereq('STATUS', 512, cookie=15, payload=bs_form(65536, [9])) +
+        ereq('STATUS', 512, cookie=16, payload=b'\0' * 5) +
+        ereq('STATUS', 0, cookie=17, payload=bs_form(0, [1])) +
+        ereq('READ', 0, (64 << 20) + 1, cookie=18) + edisc())
+    s['ext-big-sparse'] = bytes([0x8a]) + (
+        ereq('WRITE', 1 << 39, cookie=1, payload=b'\x44' * 4096) +
+        ereq('STATUS', 0, 1 << 40, cookie=2) +
+        ereq('CACHE', 0, 1 << 40, cookie=3) +
+        ereq('ZEROES', 0, 1 << 40, cookie=4) +
+        ereq('READ', 1 << 39, 8192, cookie=5) +
+        ereq('WRITE', 1 << 39, cookie=6, payload=b'\x45' * 4096) +
+        ereq('TRIM', 0, 1 << 40, cookie=7) +
+        ereq('STATUS', 0, (1 << 40) + 1, cookie=8) +
+        ereq('TRIM', (1 << 64) - 4096, 8192, cookie=9) +
+        ereq('STATUS', 4096, cookie=10,
+             payload=bs_form((1 << 40) - 4096, [1])) + edisc())
+    s['ext-payload-too-big'] = bytes([0x80]) + (
+        ereq('READ', 0, 4096, cookie=1) +
+        ereq('WRITE', 0, (64 << 20) + 1, PAYLOAD_LEN, cookie=2) +
+        b'\x55' * 64)
+    s['ext-compact-magic'] = bytes([0x81]) + (
+        ereq('READ', 0, 4096, cookie=1) + req('READ', 0, 4096, cookie=2) +
+        b'\0' * 4)
+    rw = (ereq('WRITE', 4095, cookie=1, payload=b'\x77' * 20000) +
+          ereq('READ', 0, 1 << 20, cookie=2) +
+          ereq('TRIM', 65536, 131072, cookie=3) +
+          ereq('READ', 0, 1 << 20, cookie=4) +
+          ereq('STATUS', 0, 1 << 20, cookie=5) +
+          ereq('READ', 0, 1 << 20, DF, cookie=6))
+    s['ext-file'] = bytes([0x8e]) + rw + edisc()
+    s['ext-workers'] = bytes([0xa2]) + rw + edisc()
+    s['ext-async'] = bytes([0xc3]) + rw + edisc()
+
 
 def request_seeds():
     s = {}
@@ -159,7 +250,7 @@ def request_seeds():
                                         req('STATUS', 0, 4096, cookie=2) +
                                         disc())
     s['write-too-long'] = bytes([0x01]) + (
-        req('WRITE', 0, 32 * 1024 * 1024 + 1, cookie=1) + b'\x55' * 64)
+        req('WRITE', 0, 64 * 1024 * 1024 + 1, cookie=1) + b'\x55' * 64)
     s['write-past-end'] = bytes([0x00]) + (
         req('WRITE', (1 << 20) - 16, 32, cookie=1, payload=b'\x66' * 32) +
         req('READ', 0, 16, cookie=2) + disc())
@@ -194,6 +285,7 @@ def request_seeds():
           req('ZEROES', 600 << 10, 100 << 10, cookie=8) +
           req('READ', 0, 1 << 20, cookie=9))
     s['file-simple'] = bytes([0x0c]) + rw + disc()
+    ext_request_seeds(s)
     s['file-structured'] = bytes([0x0f]) + rw + (
         req('STATUS', 0, 1 << 20, cookie=10) +
         req('READ', 0, 1 << 20, DF, cookie=11)) + disc()
@@ -215,8 +307,58 @@ def chunk(cookie, t, payload=b'', flags=DONE):
             u32(len(payload)) + payload)
 
 
+def ext_chunk(cookie, t, off, payload=b'', flags=DONE, magic=0x6E8A278C):
+    """An extended reply chunk (proto.md "Extended reply chunk message")."""
+    return (u32(magic) + u16(flags) + u16(t) + u64(cookie) + u64(off) +
+            u64(len(payload)) + payload)
+
+
+def ext_reply_seeds(s):
+    """Mode 0x12: extended headers + base:allocation; the same cookies as
+    mode 7 (1 READ, 2 READ DF @ 8192, 3 WRITE, 4 FLUSH, 5 TRIM, 6 ZERO @
+    4096, 7 ZERO FAST, 8 STATUS, 9 STATUS REQ_ONE, 10 CACHE, 11 READ 16384
+    @ 65536).  One good stream, then one broken rule each."""
+    none = lambda c, off: ext_chunk(c, 0, off)
+    bs = u32(1) + u32(2) + u64(4096) + u64(0) + u64(61440) + u64(3)
+    good = [ext_chunk(1, T_DATA, 0, u64(0) + b'\x05' * 4096),
+            ext_chunk(2, T_HOLE, 8192, u64(8192) + u32(4096)),
+            none(3, 0), none(4, 0), none(5, 0), none(6, 4096), none(7, 0),
+            ext_chunk(8, 6, 0, bs),
+            ext_chunk(9, 6, 0, u32(1) + u32(1) + u64(65536) + u64(3)),
+            none(10, 0),
+            ext_chunk(11, T_DATA, 65536, u64(65536) + b'\x06' * 16384)]
+    s['ext-all'] = bytes([0x12]) + b''.join(good)
+    bad = {
+        'ext-offset-not-echoed': ext_chunk(1, T_DATA, 4096,
+                                           u64(0) + b'\x05' * 4096),
+        'ext-simple-reply': simple(1, data=b'\x01' * 4096),
+        'ext-structured-magic': chunk(1, T_HOLE, u64(0) + u32(4096)),
+        'ext-length-huge': ext_chunk(1, T_DATA, 0, u64(0))[:24] +
+                           u64(1 << 40),
+        'ext-status-type5': ext_chunk(8, T_STATUS, 0,
+                                      u32(1) + u32(65536) + u32(0)),
+        'ext-count-mismatch': ext_chunk(8, 6, 0, bs[:4] + u32(3) + bs[8:]),
+        'ext-zero-extent': ext_chunk(8, 6, 0, u32(1) + u32(1) + u64(0) +
+                                     u64(0)),
+    }
+    for name, first in bad.items():
+        s[name] = bytes([0x12]) + first + b''.join(good[1:])
+    # Handshake mode, extended headers asked for: refused (fallback to
+    # structured replies), then acknowledged.
+    hs = u64(0x4e42444d41474943) + u64(0x49484156454f5054) + u16(3)
+    info = rep(OPT['GO'], 3, u16(0) + u64(1 << 20) + u16(1))
+    s['hs-ext-unsup'] = bytes([0x91]) + hs + \
+        rep(OPT['EXTENDED_HEADERS'], (1 << 31) | 1) + \
+        rep(OPT['STRUCTURED_REPLY'], 1) + info + rep(OPT['GO'], 1)
+    s['hs-ext-ack'] = bytes([0x91]) + hs + \
+        rep(OPT['EXTENDED_HEADERS'], 1) + info + rep(OPT['GO'], 1)
+    s['hs-ext-go-unsup'] = bytes([0x91]) + hs + \
+        rep(OPT['EXTENDED_HEADERS'], 1) + rep(OPT['GO'], (1 << 31) | 1)
+
+
 def reply_seeds():
     s = {}
+    ext_reply_seeds(s)
     # Mode 0: simple replies; the commands sent (cookies 1..9) are READ 4096,
     # WRITE, FLUSH, TRIM, ZERO, ZERO FAST_ZERO, CACHE, READ 16384 (DF and
     # BLOCK_STATUS are refused by the client without SR / a context).

@@ -108,11 +108,16 @@ static int check_range(struct snbd_handle *h, const struct cmd *c)
 
 /* Largest wire request for this command (doc/proto.md "Block size
  * constraints": the maximum binds READ, WRITE, CACHE and WRITE_ZEROES
- * without FAST_ZERO; every count is 32 bits). */
+ * without FAST_ZERO; every compact count is 32 bits).  Under extended
+ * headers the commands without a payload take 64-bit effect lengths
+ * ("only when length is used as an effect length will it utilize a full
+ * 64-bit value"), so they are never split. */
 static uint64_t part_limit(struct snbd_handle *h, const struct cmd *c)
 {
   uint32_t server = h->have_bs && h->bs_max != UINT32_MAX
                     ? h->bs_max : MAX_UNBOUNDED_REQUEST;
+  if (h->eh && c->type != NBD_CMD_READ && c->type != NBD_CMD_WRITE)
+    return UINT64_MAX;
   switch (c->type) {
   case NBD_CMD_READ:
   case NBD_CMD_WRITE:
@@ -131,10 +136,13 @@ static uint64_t part_limit(struct snbd_handle *h, const struct cmd *c)
  * hostile server may answer a cookie before it is sent), so the sender
  * works from this copy. */
 static int add_req(struct snbd_handle *h, struct op *op, const struct cmd *c,
-                   uint64_t off, uint32_t len, struct nbd_req *q)
+                   uint64_t off, uint64_t len, struct nbd_req *q)
 {
-  *q = (struct nbd_req){ .flags = c->flags, .type = c->type, .offset = off,
-                         .count = len };
+  /* Extended headers: "the flag MUST be set for NBD_CMD_WRITE". */
+  uint16_t pl = h->eh && c->type == NBD_CMD_WRITE ? NBD_CMD_FLAG_PAYLOAD_LEN
+                                                  : 0;
+  *q = (struct nbd_req){ .flags = c->flags | pl, .type = c->type,
+                         .offset = off, .count = len };
   char *buf = c->rbuf ? (char *)c->rbuf + (off - c->offset) : NULL;
   return inflight_req_add(h, op, q, buf);
 }
@@ -144,11 +152,11 @@ static int add_req(struct snbd_handle *h, struct op *op, const struct cmd *c,
 static int send_req(struct snbd_handle *h, const struct nbd_req *q,
                     const void *payload)
 {
-  uint8_t hdr[28];
-  wire_encode_request(hdr, q);
+  uint8_t hdr[WIRE_REQUEST_MAX];
+  size_t hlen = wire_encode_req(hdr, h->eh, q);   /* eh: set before tx */
   struct iovec iov[2] = {
-    { .iov_base = hdr, .iov_len = sizeof hdr },
-    { .iov_base = (void *)payload, .iov_len = q->count },
+    { .iov_base = hdr, .iov_len = hlen },
+    { .iov_base = (void *)payload, .iov_len = payload ? q->count : 0 },
   };
   pthread_mutex_lock(&h->send_lock);
   int rc = transport_sendv(h->t, iov, payload ? 2 : 1, 0);
@@ -215,7 +223,7 @@ static int64_t submit(struct snbd_handle *h, struct cmd *c)
     struct nbd_req q;
     pthread_mutex_lock(&h->lock);
     int r = h->state == H_READY
-            ? add_req(h, op, c, c->offset + done, (uint32_t)len, &q) : -1;
+            ? add_req(h, op, c, c->offset + done, len, &q) : -1;
     if (r == -1 && h->state != H_READY)
       inflight_op_error(op, h->dead_errno ? h->dead_errno : ENOTCONN,
                         "the connection is closed: %s",
@@ -327,8 +335,9 @@ static int64_t aio(struct snbd_handle *h, struct cmd *c, uint32_t flags)
       lib_error(EINVAL, "no extent callback");
       return -1;
     }
-    /* A hint, never split: one request, one reply per context. */
-    if (c->count > MAX_UNBOUNDED_REQUEST)
+    /* A hint, never split: one request, one reply per context; 64 bits
+     * under extended headers. */
+    if (!h->eh && c->count > MAX_UNBOUNDED_REQUEST)
       c->count = MAX_UNBOUNDED_REQUEST;
   }
   return submit(h, c);

@@ -37,6 +37,7 @@ struct snbd_handle *snbd_create(void)
   h->tls_verify_peer = true;
   h->tls_resume = true;
   h->request_sr = true;
+  h->request_eh = true;
   h->hs_timeout = 60;
   h->child = -1;
   h->next_wire_cookie = 1;
@@ -219,10 +220,18 @@ SETTER(snbd_set_tls, enum snbd_tls_mode, tls_mode,
 SETTER(snbd_set_tls_verify_peer, bool, tls_verify_peer, true)
 SETTER(snbd_set_tls_session_resumption, bool, tls_resume, true)
 SETTER(snbd_set_request_structured_replies, bool, request_sr, true)
+SETTER(snbd_set_request_extended_headers, bool, request_eh, true)
 SETTER(snbd_set_uri_allow_local_file, bool, allow_local_file, true)
 SETTER(snbd_set_handshake_timeout, unsigned, hs_timeout, v < 86400 * 365)
 SETTER(snbd_set_request_timeout, unsigned, req_timeout, v < 86400 * 365)
 SETTER(snbd_set_opt_mode, bool, opt_mode, true)
+
+int snbd_get_request_extended_headers(struct snbd_handle *h)
+{
+  API();
+  SCOPED_LOCK(&h->lock);
+  return h->request_eh;
+}
 
 int snbd_get_tls(struct snbd_handle *h)
 {

@@ -21,6 +21,13 @@ static int chs_go(struct snbd_handle *h, uint32_t opt)
   if (h->sr && h->nr_want_ctx > 0 && meta_set(h) == -1)
     return -1;
   int r = go_run(h, opt);
+  /* "if the server has acknowledged a client's request for
+   * NBD_OPT_EXTENDED_HEADERS, the server MUST NOT fail NBD_OPT_GO with
+   * NBD_REP_ERR_UNSUP", and the client "MUST NOT use NBD_OPT_EXPORT_NAME"
+   * then (proto.md "Option types"). */
+  if (r == GO_UNSUPPORTED && h->eh)
+    return optio_broken(h, EPROTO, "the server refused NBD_OPT_GO as "
+                        "unsupported after agreeing to extended headers");
   if (r == GO_UNSUPPORTED) {
     if (h->tls_mode == SNBD_TLS_REQUIRE && !h->tls_active)
       return optio_broken(h, EPERM, "refusing NBD_OPT_EXPORT_NAME before "
@@ -48,7 +55,10 @@ int chs_run(struct snbd_handle *h)
   }
   if (h->tls_mode != SNBD_TLS_DISABLE && starttls_run(h) == -1)
     return -1;
-  if (h->request_sr && structured_run(h) == -1)
+  /* Extended headers first, structured replies if they were refused. */
+  if (h->request_eh && extheaders_run(h) == -1)
+    return -1;
+  if (h->request_sr && !h->eh && structured_run(h) == -1)
     return -1;
   if (h->opt_mode) {
     h->state = H_NEGOTIATING;

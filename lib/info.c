@@ -135,6 +135,17 @@ int snbd_get_structured_replies_negotiated(struct snbd_handle *h)
   return h->sr;
 }
 
+int snbd_get_extended_headers_negotiated(struct snbd_handle *h)
+{
+  API();
+  SCOPED_LOCK(&h->lock);
+  if (h->state == H_CREATED) {
+    lib_error(ENOTCONN, "not connected");
+    return -1;
+  }
+  return h->eh;
+}
+
 int snbd_get_nr_meta_contexts(struct snbd_handle *h)
 {
   API();

@@ -95,7 +95,7 @@ struct req {
   struct op *op;
   uint16_t type, flags;
   uint64_t offset;
-  uint32_t count;
+  uint64_t count;           /* 64 bits only under extended headers */
   char *buf;                /* READ target (count bytes) */
   struct cover cover;       /* READ: content chunks seen */
   uint64_t covered;         /* READ: bytes of content seen */
@@ -120,6 +120,7 @@ struct snbd_handle {
   bool tls_verify_peer;
   bool tls_resume;          /* offer and keep TLS sessions (tls_resume.c) */
   bool request_sr;
+  bool request_eh;          /* ask for NBD_OPT_EXTENDED_HEADERS */
   bool allow_local_file;
   bool opt_mode;
   unsigned hs_timeout;
@@ -136,6 +137,7 @@ struct snbd_handle {
 
   /* Negotiated. */
   bool oldstyle, fixed_newstyle, no_zeroes, tls_active, sr;
+  bool eh;                  /* extended headers (sr is set with it) */
   bool broken;              /* the handshake stream is out of step */
   struct tls_peer peer;
   bool have_info;           /* size and flags below are valid */
@@ -252,6 +254,7 @@ void *reply_reader(void *arg);
 int greeting_run(struct snbd_handle *h);     /* greeting.c */
 int starttls_run(struct snbd_handle *h);     /* starttls.c */
 int structured_run(struct snbd_handle *h);   /* structured.c */
+int extheaders_run(struct snbd_handle *h);   /* structured.c */
 int exportname_run(struct snbd_handle *h);   /* exportname.c */
 /* meta.c: SET_META_CONTEXT for the contexts asked for; LIST_META_CONTEXT
  * returns the number of contexts listed. */

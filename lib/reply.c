@@ -6,6 +6,7 @@
  * reply that breaks the protocol ends the connection: the stream can no
  * longer be trusted to be in step. */
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,6 +21,11 @@
 /* Error chunks: u32 error, u16 message length, message, and for
  * ERROR_OFFSET a u64 offset.  Anything longer is refused. */
 #define MAX_ERROR_CHUNK (6 + NBD_MAX_STRING + 8)
+/* The longest extended reply payload accepted: no READ part is larger
+ * than 64 MiB, plus OFFSET_DATA's offset ("a client MAY initiate hard
+ * disconnect if a server's reply length is unexpectedly large"); a
+ * BLOCK_STATUS_EXT chunk of 2^20 descriptors is 16 MiB. */
+#define MAX_EXT_REPLY ((uint64_t)NBD_MAX_PAYLOAD + WIRE_OFFSET_DATA_HDR)
 
 static int reply_errno(uint32_t e)
 {
@@ -119,7 +125,7 @@ static void req_error(struct snbd_handle *h, struct req *r, int err,
   va_end(ap);
   pthread_mutex_lock(&h->lock);
   r->failed = true;
-  inflight_op_error(r->op, err, "%s (offset %llu, length %u): %s",
+  inflight_op_error(r->op, err, "%s (offset %llu, length %" PRIu64 "): %s",
                     nbd_cmd_name(r->type), (unsigned long long)r->offset,
                     r->count, msg);
   if (err == ESHUTDOWN)
@@ -210,7 +216,7 @@ static int content(struct snbd_handle *h, struct req *r, uint64_t off,
 {
   if (!in_request(r, off, len))
     return fatal(EPROTO, "the server sent data for offset %llu length %llu, "
-                 "outside the read of offset %llu length %u",
+                 "outside the read of offset %llu length %" PRIu64,
                  (unsigned long long)off, (unsigned long long)len,
                  (unsigned long long)r->offset, r->count);
   if ((r->flags & NBD_CMD_FLAG_DF) && r->content_chunks > 0)
@@ -233,7 +239,7 @@ static int offset_data(struct snbd_handle *h, struct req *r,
   if (r->type != NBD_CMD_READ)
     return not_allowed(r, c);
   if (!wire_chunk_length_ok(c->type, c->length))
-    return fatal(EPROTO, "NBD_REPLY_TYPE_OFFSET_DATA of length %u", c->length);
+    return fatal(EPROTO, "NBD_REPLY_TYPE_OFFSET_DATA of length %" PRIu64, c->length);
   if (read_or_fatal(h, b, sizeof b) == -1)
     return -1;
   wire_decode_offset_data(b, sizeof b, c->length, &o);
@@ -250,7 +256,7 @@ static int offset_hole(struct snbd_handle *h, struct req *r,
   if (r->type != NBD_CMD_READ)
     return not_allowed(r, c);
   if (!wire_chunk_length_ok(c->type, c->length))
-    return fatal(EPROTO, "NBD_REPLY_TYPE_OFFSET_HOLE of length %u", c->length);
+    return fatal(EPROTO, "NBD_REPLY_TYPE_OFFSET_HOLE of length %" PRIu64, c->length);
   if (read_or_fatal(h, b, sizeof b) == -1)
     return -1;
   wire_decode_offset_hole(b, sizeof b, &o);
@@ -260,30 +266,52 @@ static int offset_hole(struct snbd_handle *h, struct req *r,
   return 0;
 }
 
+/* Reads k (at most DESC_BATCH) descriptors of the chunk's type (32-bit,
+ * or BLOCK_STATUS_EXT's 64-bit ones) into w. */
+enum { DESC_BATCH = 256 };
+static int read_descs(struct snbd_handle *h, bool ext64, uint8_t *b,
+                      struct wire_extent64 *w, size_t k)
+{
+  size_t one = ext64 ? sizeof(struct nbd_block_descriptor_ext)
+                     : sizeof(struct nbd_block_descriptor);
+  if (read_or_fatal(h, b, k * one) == -1)
+    return -1;
+  if (ext64) {
+    wire_decode_block_descs_ext(b, k * one, w, k);
+    return 0;
+  }
+  struct wire_extent w32[DESC_BATCH];
+  wire_decode_block_descs(b, k * one, w32, k);
+  for (size_t j = 0; j < k; j++)
+    w[j] = (struct wire_extent64){ w32[j].length, w32[j].flags };
+  return 0;
+}
+
 /* Reads n descriptors; checks them (doc/proto.md NBD_REPLY_TYPE_BLOCK_STATUS:
  * lengths nonzero; with REQ_ONE one extent within the request; else all
- * but the last inside the request). */
-static int read_extents(struct snbd_handle *h, struct req *r,
-                        struct snbd_extent *ext, size_t n)
+ * but the last inside the request; in a base: context the high 32 bits
+ * of a 64-bit status "MUST be all zeroes"). */
+static int read_extents(struct snbd_handle *h, struct req *r, bool ext64,
+                        bool base, struct snbd_extent *ext, size_t n)
 {
-  enum { BATCH = 512 };
-  uint8_t b[BATCH * sizeof(struct nbd_block_descriptor)];
-  struct wire_extent w[BATCH];
+  uint8_t b[DESC_BATCH * sizeof(struct nbd_block_descriptor_ext)];
+  struct wire_extent64 w[DESC_BATCH];
   uint64_t sum = 0;
   for (size_t i = 0; i < n;) {
-    size_t k = n - i < BATCH ? n - i : BATCH;
-    size_t bytes = k * sizeof(struct nbd_block_descriptor);
-    if (read_or_fatal(h, b, bytes) == -1)
+    size_t k = n - i < DESC_BATCH ? n - i : DESC_BATCH;
+    if (read_descs(h, ext64, b, w, k) == -1)
       return -1;
-    wire_decode_block_descs(b, bytes, w, k);
     for (size_t j = 0; j < k; j++, i++) {
       if (w[j].length == 0)
         return fatal(EPROTO, "the server sent an extent of length 0");
       if (i + 1 < n && (sum += w[j].length) >= r->count)
         return fatal(EPROTO, "the server sent extents past the end of the "
                      "block status request");
+      if (base && w[j].flags > UINT32_MAX)
+        return fatal(EPROTO, "the server sent a base: status with its high "
+                     "32 bits set");
       ext[i].length = w[j].length;
-      ext[i].flags = w[j].flags;
+      ext[i].flags = (uint32_t)w[j].flags;
     }
   }
   if ((r->flags & NBD_CMD_FLAG_REQ_ONE) &&
@@ -292,20 +320,32 @@ static int read_extents(struct snbd_handle *h, struct req *r,
   return 0;
 }
 
+/* BLOCK_STATUS, or under extended headers BLOCK_STATUS_EXT ("only
+ * NBD_REPLY_TYPE_BLOCK_STATUS for structured replies, and only
+ * NBD_REPLY_TYPE_BLOCK_STATUS_EXT for extended headers"). */
 static int block_status(struct snbd_handle *h, struct req *r,
                         const struct nbd_chunk_hdr *c)
 {
+  bool ext64 = c->type == NBD_REPLY_TYPE_BLOCK_STATUS_EXT;
   if (r->type != NBD_CMD_BLOCK_STATUS)
     return not_allowed(r, c);
+  if (ext64 != h->eh)
+    return fatal(EPROTO, "the server sent %s %s extended headers",
+                 nbd_reply_type_name(c->type), h->eh ? "under" : "without");
   if (!wire_chunk_length_ok(c->type, c->length))
-    return fatal(EPROTO, "NBD_REPLY_TYPE_BLOCK_STATUS of length %u",
-                 c->length);
-  uint8_t b[WIRE_BLOCK_STATUS_HDR];
+    return fatal(EPROTO, "%s of length %" PRIu64,
+                 nbd_reply_type_name(c->type), c->length);
+  uint8_t b[WIRE_BLOCK_STATUS_EXT_HDR];
   uint32_t id;
   size_t n;
-  if (read_or_fatal(h, b, sizeof b) == -1)
+  size_t hl = ext64 ? WIRE_BLOCK_STATUS_EXT_HDR : WIRE_BLOCK_STATUS_HDR;
+  if (read_or_fatal(h, b, hl) == -1)
     return -1;
-  wire_decode_block_status(b, sizeof b, c->length, &id, &n);
+  if (ext64 && !wire_decode_block_status_ext(b, hl, c->length, &id, &n))
+    return fatal(EPROTO, "NBD_REPLY_TYPE_BLOCK_STATUS_EXT whose descriptor "
+                 "count disagrees with its length %" PRIu64, c->length);
+  if (!ext64)
+    wire_decode_block_status(b, hl, c->length, &id, &n);
   int i = 0;
   while (i < h->nr_ctx && h->ctx[i].id != id)
     i++;
@@ -317,7 +357,8 @@ static int block_status(struct snbd_handle *h, struct req *r,
   CLEANUP_FREE struct snbd_extent *ext = malloc(n * sizeof *ext);
   if (!ext)
     return fatal(ENOMEM, "out of memory for %zu extents", n);
-  if (read_extents(h, r, ext, n) == -1)
+  if (read_extents(h, r, ext64, strncmp(h->ctx[i].name, "base:", 5) == 0,
+                   ext, n) == -1)
     return -1;
   struct op *op = r->op;
   if (!r->failed && op->extent_cb) {
@@ -340,19 +381,19 @@ static int error_chunk(struct snbd_handle *h, struct req *r,
   uint64_t off;
   if (!wire_chunk_length_ok(c->type, c->length) ||
       c->length > MAX_ERROR_CHUNK)
-    return fatal(EPROTO, "%s chunk of length %u", nbd_reply_type_name(c->type),
+    return fatal(EPROTO, "%s chunk of length %" PRIu64, nbd_reply_type_name(c->type),
                  c->length);
   if (read_or_fatal(h, b, c->length) == -1)
     return -1;
   if (!wire_decode_error_chunk(b, c->length, &e))
     return fatal(EPROTO, "the server's error message (%zu bytes) does not "
-                 "fit its %u-byte chunk", e.msg.len, c->length);
+                 "fit its %" PRIu64 "-byte chunk", e.msg.len, c->length);
   if (c->type == NBD_REPLY_TYPE_ERROR && e.rest.len != 0)
     return fatal(EPROTO, "NBD_REPLY_TYPE_ERROR with %zu extra bytes",
                  e.rest.len);
   if (c->type == NBD_REPLY_TYPE_ERROR_OFFSET) {
     if (!wire_decode_error_offset(&e, &off))
-      return fatal(EPROTO, "NBD_REPLY_TYPE_ERROR_OFFSET of length %u",
+      return fatal(EPROTO, "NBD_REPLY_TYPE_ERROR_OFFSET of length %" PRIu64,
                    c->length);
     if (r->type == NBD_CMD_FLUSH)
       return not_allowed(r, c);
@@ -368,7 +409,7 @@ static int chunk_done(struct snbd_handle *h, struct req *r)
 {
   if (!r->failed && r->type == NBD_CMD_READ && r->covered != r->count)
     req_error(h, r, EIO, "the server reported success after sending %llu of "
-              "%u bytes", (unsigned long long)r->covered, r->count);
+              "%" PRIu64 " bytes", (unsigned long long)r->covered, r->count);
   if (!r->failed && r->type == NBD_CMD_BLOCK_STATUS &&
       r->ctx_seen != (1u << h->nr_ctx) - 1)
     req_error(h, r, EPROTO, "the server did not send block status for every "
@@ -377,14 +418,47 @@ static int chunk_done(struct snbd_handle *h, struct req *r)
   return 0;
 }
 
+/* One chunk of a structured or extended reply to r, its header read. */
+static int chunk(struct snbd_handle *h, struct req *r,
+                 const struct nbd_chunk_hdr *c)
+{
+  int rc;
+  switch (c->type) {
+  case NBD_REPLY_TYPE_NONE:
+    if (!wire_chunk_length_ok(c->type, c->length) ||
+        !(c->flags & NBD_REPLY_FLAG_DONE))
+      return fatal(EPROTO, "NBD_REPLY_TYPE_NONE must be empty and final");
+    rc = 0;
+    break;
+  case NBD_REPLY_TYPE_OFFSET_DATA: rc = offset_data(h, r, c); break;
+  case NBD_REPLY_TYPE_OFFSET_HOLE: rc = offset_hole(h, r, c); break;
+  case NBD_REPLY_TYPE_BLOCK_STATUS:
+  case NBD_REPLY_TYPE_BLOCK_STATUS_EXT: rc = block_status(h, r, c); break;
+  default:
+    if (!NBD_REPLY_TYPE_IS_ERR(c->type))
+      return fatal(EPROTO, "the server sent a chunk of unknown type %u",
+                   c->type);
+    rc = error_chunk(h, r, c);
+  }
+  if (rc == 0 && (c->flags & NBD_REPLY_FLAG_DONE))
+    rc = chunk_done(h, r);
+  return rc;
+}
+
+/* The first bytes of a chunk, as long as a simple reply, are read; the
+ * rest of its header (hlen bytes in all) follows. */
+static int rest_of_header(struct snbd_handle *h, uint8_t *hdr,
+                          const uint8_t first[16], size_t hlen)
+{
+  const size_t have = sizeof(struct nbd_simple_reply);
+  memcpy(hdr, first, have);
+  return read_or_fatal(h, hdr + have, hlen - have);
+}
+
 static int structured_reply(struct snbd_handle *h, const uint8_t first[16])
 {
-  /* The first bytes, as long as a simple reply, are read: the rest of
-   * the chunk header follows. */
-  const size_t have = sizeof(struct nbd_simple_reply);
   uint8_t hdr[sizeof(struct nbd_structured_reply)];
-  memcpy(hdr, first, have);
-  if (read_or_fatal(h, hdr + have, sizeof hdr - have) == -1)
+  if (rest_of_header(h, hdr, first, sizeof hdr) == -1)
     return -1;
   struct nbd_chunk_hdr c;
   wire_decode_chunk_hdr(hdr, &c);
@@ -392,28 +466,55 @@ static int structured_reply(struct snbd_handle *h, const uint8_t first[16])
     return fatal(EPROTO, "the server sent a structured reply, which was "
                  "never negotiated");
   struct req *r = find(h, c.cookie);
+  return r ? chunk(h, r, &c) : -1;
+}
+
+/* proto.md "Extended reply chunk message": the offset "MUST match the
+ * offset of the client's request"; the length is 64 bits but "a client
+ * MAY initiate hard disconnect if a server's reply length is
+ * unexpectedly large". */
+static int extended_reply(struct snbd_handle *h, const uint8_t first[16])
+{
+  uint8_t hdr[sizeof(struct nbd_extended_reply)];
+  if (rest_of_header(h, hdr, first, sizeof hdr) == -1)
+    return -1;
+  struct nbd_chunk_hdr c;
+  wire_decode_ext_chunk_hdr(hdr, &c);
+  struct req *r = find(h, c.cookie);
   if (!r)
     return -1;
-  int rc;
-  switch (c.type) {
-  case NBD_REPLY_TYPE_NONE:
-    if (!wire_chunk_length_ok(c.type, c.length) ||
-        !(c.flags & NBD_REPLY_FLAG_DONE))
-      return fatal(EPROTO, "NBD_REPLY_TYPE_NONE must be empty and final");
-    rc = 0;
-    break;
-  case NBD_REPLY_TYPE_OFFSET_DATA: rc = offset_data(h, r, &c); break;
-  case NBD_REPLY_TYPE_OFFSET_HOLE: rc = offset_hole(h, r, &c); break;
-  case NBD_REPLY_TYPE_BLOCK_STATUS: rc = block_status(h, r, &c); break;
-  default:
-    if (!NBD_REPLY_TYPE_IS_ERR(c.type))
-      return fatal(EPROTO, "the server sent a chunk of unknown type %u",
-                   c.type);
-    rc = error_chunk(h, r, &c);
-  }
-  if (rc == 0 && (c.flags & NBD_REPLY_FLAG_DONE))
-    rc = chunk_done(h, r);
-  return rc;
+  if (c.offset != r->offset)
+    return fatal(EPROTO, "the server's reply to offset %llu says offset "
+                 "%llu", (unsigned long long)r->offset,
+                 (unsigned long long)c.offset);
+  if (c.length > MAX_EXT_REPLY)
+    return fatal(EPROTO, "the server sent a reply of %" PRIu64 " bytes, "
+                 "above the maximum payload", c.length);
+  return chunk(h, r, &c);
+}
+
+/* Which reply comes next, by its magic, which must be the mode's: under
+ * extended headers "all server replies MUST use an extended reply; the
+ * server MUST NOT use simple replies even when there is no payload". */
+static int dispatch(struct snbd_handle *h, const uint8_t hdr[16])
+{
+  uint32_t magic = wire_peek_magic32(hdr);
+  if (h->eh && magic == NBD_EXTENDED_REPLY_MAGIC)
+    return extended_reply(h, hdr);
+  if (h->eh && (magic == NBD_SIMPLE_REPLY_MAGIC ||
+                magic == NBD_STRUCTURED_REPLY_MAGIC))
+    return fatal(EPROTO, "the server sent a %s reply under extended "
+                 "headers", magic == NBD_SIMPLE_REPLY_MAGIC ? "simple"
+                                                            : "structured");
+  if (!h->eh && magic == NBD_SIMPLE_REPLY_MAGIC)
+    return simple_reply(h, hdr);
+  if (!h->eh && magic == NBD_STRUCTURED_REPLY_MAGIC)
+    return structured_reply(h, hdr);
+  if (magic == NBD_EXTENDED_REPLY_MAGIC)
+    return fatal(EPROTO, "the server sent an extended reply, which was "
+                 "never negotiated");
+  return fatal(EPROTO, "the server sent a reply with unknown magic 0x%08x",
+               magic);
 }
 
 /* 0: one reply handled; 1: clean end of stream; -1: fatal error. */
@@ -433,13 +534,7 @@ static int read_one(struct snbd_handle *h)
   if ((size_t)n < sizeof hdr &&
       read_or_fatal(h, hdr + n, sizeof hdr - (size_t)n) == -1)
     return -1;
-  uint32_t magic = wire_peek_magic32(hdr);
-  if (magic == NBD_SIMPLE_REPLY_MAGIC)
-    return simple_reply(h, hdr);
-  if (magic == NBD_STRUCTURED_REPLY_MAGIC)
-    return structured_reply(h, hdr);
-  return fatal(EPROTO, "the server sent a reply with unknown magic 0x%08x",
-               magic);
+  return dispatch(h, hdr);
 }
 
 void *reply_reader(void *arg)

@@ -51,14 +51,14 @@ void tx_stop(struct snbd_handle *h, int err)
  * h->lock, nothing is in flight. */
 int tx_disconnect(struct snbd_handle *h)
 {
-  uint8_t req[sizeof(struct nbd_request)];
+  uint8_t req[WIRE_REQUEST_MAX];
   struct nbd_req disc = { .type = NBD_CMD_DISC,
                           .cookie = h->next_wire_cookie++ };
-  wire_encode_request(req, &disc);
+  size_t len = wire_encode_req(req, h->eh, &disc);
   h->state = H_DISCONNECTING;
   pthread_mutex_unlock(&h->lock);
   pthread_mutex_lock(&h->send_lock);
-  if (transport_write_full(h->t, req, sizeof req, 0) == 0)
+  if (transport_write_full(h->t, req, len, 0) == 0)
     transport_shutdown(h->t);
   pthread_mutex_unlock(&h->send_lock);
   pthread_mutex_lock(&h->lock);

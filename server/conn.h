@@ -37,6 +37,8 @@ struct conn {
   struct wire_buf hs_out;       /* replies to the option being answered */
   /* -- reset at STARTTLS -- */
   bool structured;
+  bool ext;                     /* NBD_OPT_EXTENDED_HEADERS: 32-byte
+                                   headers, every reply a chunk */
   const struct export *meta_export; /* export SET_META_CONTEXT named */
   bool meta_base_allocation;    /* base:allocation selected */
   /* -- chosen by GO / EXPORT_NAME -- */
@@ -120,15 +122,19 @@ enum policy_verdict {
   POLICY_UNKNOWN,         /* NBD_REP_ERR_UNKNOWN */
   POLICY_INVALID,         /* NBD_REP_ERR_INVALID */
   POLICY_UNSUP,           /* NBD_REP_ERR_UNSUP */
+  POLICY_EXT_HEADER_REQD, /* NBD_REP_ERR_EXT_HEADER_REQD */
 };
 struct policy_session {
   enum tls_mode mode;
   bool tls;                     /* TLS established on this connection */
   bool have_creds;              /* server can do TLS at all */
   const struct tls_peer *peer;  /* when tls */
+  bool ext;                     /* extended headers negotiated */
 };
 /* May option opt be processed at all in this state? (FORCEDTLS gate,
- * STARTTLS rules.)  Unknown options in FORCEDTLS before TLS: TLS_REQD. */
+ * STARTTLS rules, what extended headers rule out.)  Unknown options in
+ * FORCEDTLS before TLS: TLS_REQD.  EXPORT_NAME refused in any way ends
+ * the session (the caller's business). */
 enum policy_verdict policy_option(const struct policy_session *s,
                                   uint32_t opt, bool known);
 /* May this session see / use export e (NULL: no such export)? */

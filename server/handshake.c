@@ -92,7 +92,7 @@ static struct policy_session hs_session(const struct conn *c)
 {
   return (struct policy_session){
     .mode = c->srv->tls_mode, .tls = c->tls, .have_creds = c->creds != NULL,
-    .peer = c->tls ? &c->tls_peer : NULL,
+    .peer = c->tls ? &c->tls_peer : NULL, .ext = c->ext,
   };
 }
 
@@ -179,13 +179,33 @@ static int send_export_info(struct conn *c, uint32_t opt,
   return rc;
 }
 
+/* Whether BLOCK_STATUS may be used on export e: a context was selected
+ * for it, after structured replies or extended headers. */
+static bool hs_meta_active(const struct conn *c, const struct export *e)
+{
+  return (c->structured || c->ext) && c->meta_base_allocation &&
+         c->meta_export == e;
+}
+
+/* The transmission flags this session gets for export e.  The payload
+ * form of BLOCK_STATUS only with extended headers ("MUST NOT advertise
+ * this bit unless ...") and a context selected ("SHOULD NOT ... if the
+ * client does not negotiate metacontexts"): proto.md "Transmission
+ * flags". */
+static uint16_t hs_eflags(const struct conn *c, const struct export *e)
+{
+  uint16_t f = export_eflags(e, c->structured || c->ext);
+  if (c->ext && hs_meta_active(c, e))
+    f |= NBD_FLAG_BLOCK_STATUS_PAYLOAD;
+  return f;
+}
+
 /* Transmission is about to start on export e. */
 static void hs_choose(struct conn *c, const struct export *e)
 {
   c->exp = e;
-  c->eflags = export_eflags(e, c->structured);
-  c->meta_active = c->structured && c->meta_base_allocation &&
-                   c->meta_export == e;
+  c->eflags = hs_eflags(c, e);
+  c->meta_active = hs_meta_active(c, e);
   atomic_store(&c->chosen, true);
 }
 
@@ -201,7 +221,7 @@ static int opt_info_go(struct conn *c, uint32_t opt, const uint8_t *data,
   const struct export *e = hs_lookup(c, opt, req.name, req.namelen, &rc);
   if (!e)
     return rc;
-  uint16_t eflags = export_eflags(e, c->structured);
+  uint16_t eflags = hs_eflags(c, e);
   rc = send_export_info(c, opt, e, eflags, req.want_name, req.want_desc);
   if (rc == HS_CONTINUE)
     rc = hs_ack(c, opt);
@@ -268,6 +288,19 @@ static int opt_structured_reply(struct conn *c, uint32_t opt,
   return hs_ack(c, opt);
 }
 
+/* NBD_OPT_EXTENDED_HEADERS: 32-byte requests and replies from GO on
+ * (proto.md "Extended reply chunk message"); the policy refused it where
+ * it may not be answered (FORCEDTLS before TLS), and the table refuses
+ * it with data (ERR_INVALID, the data consumed). */
+static int opt_extended_headers(struct conn *c, uint32_t opt,
+                                const uint8_t *data, uint32_t len)
+{
+  (void)data;
+  (void)len;
+  c->ext = true;
+  return hs_ack(c, opt);
+}
+
 /* NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT: the only
  * context is base:allocation (proto.md "The base: metadata namespace"). */
 static int opt_meta_context(struct conn *c, uint32_t opt, const uint8_t *data,
@@ -284,9 +317,10 @@ static int opt_meta_context(struct conn *c, uint32_t opt, const uint8_t *data,
   }
   if (optparse_meta(data, len, &req, &why) == -1)
     return hs_error(c, opt, NBD_REP_ERR_INVALID, "%s", why);
-  if (set && !c->structured)
+  if (set && !c->structured && !c->ext)
     return hs_error(c, opt, NBD_REP_ERR_INVALID,
-                    "structured replies must be negotiated first");
+                    "structured replies or extended headers must be "
+                    "negotiated first");
   const struct export *e = hs_lookup(c, opt, req.name, req.namelen, &rc);
   if (!e)
     return rc;
@@ -338,6 +372,7 @@ static int opt_starttls(struct conn *c, uint32_t opt, const uint8_t *data,
   conn_progress(c);
   /* Forget all negotiated state (proto.md NBD_OPT_STARTTLS). */
   c->structured = false;
+  c->ext = false;
   c->meta_base_allocation = false;
   c->meta_export = NULL;
   c->exp = NULL;
@@ -361,6 +396,7 @@ static const struct opt_entry {
   { NBD_OPT_INFO, HS_INFO_MAX, NBD_REP_ERR_INVALID, opt_info_go },
   { NBD_OPT_GO, HS_INFO_MAX, NBD_REP_ERR_INVALID, opt_info_go },
   { NBD_OPT_STRUCTURED_REPLY, 0, NBD_REP_ERR_INVALID, opt_structured_reply },
+  { NBD_OPT_EXTENDED_HEADERS, 0, NBD_REP_ERR_INVALID, opt_extended_headers },
   { NBD_OPT_LIST_META_CONTEXT, HS_META_MAX, NBD_REP_ERR_TOO_BIG,
     opt_meta_context },
   { NBD_OPT_SET_META_CONTEXT, HS_META_MAX, NBD_REP_ERR_TOO_BIG,
@@ -473,8 +509,11 @@ static int hs_dispatch(struct conn *c, const struct nbd_opt_hdr *hp)
       [POLICY_DENIED] = "TLS is not enabled on this server",
       [POLICY_INVALID] = "TLS is already active",
       [POLICY_UNKNOWN] = "unknown", [POLICY_UNSUP] = "unsupported",
+      [POLICY_EXT_HEADER_REQD] = "extended headers are already negotiated",
     };
-    return hs_refuse(c, h.option, h.length, policy_rep_error(v), why[v]);
+    const char *msg = v == POLICY_INVALID && h.option != NBD_OPT_STARTTLS
+                      ? "not valid after NBD_OPT_EXTENDED_HEADERS" : why[v];
+    return hs_refuse(c, h.option, h.length, policy_rep_error(v), msg);
   }
   if (c->srv->shutting_down)
     return hs_refuse(c, h.option, h.length, NBD_REP_ERR_SHUTDOWN,

@@ -304,19 +304,22 @@ static void cleanup_files(void)
     unlink(opt.pid_file);
 }
 
-/* Request buffers (up to 32 MiB each) come from and go back to the heap
- * instead of a fresh mmap per request: glibc's default maps anything over
- * 128 KiB-32 MiB afresh, so every 256 KiB nbdcopy request cost 64 page
- * faults, zeroing and a TLB shootdown on munmap (12% of the server's CPU
- * in a TLS copy).  Free memory at the top of a heap is kept up to 8 MiB
- * (32 requests of 256 KiB) and given back beyond that: malloc_trim (when
- * a connection with large buffers closes, conn.c) gives back free pages
- * inside every heap but never the top of a thread's heap, and with
- * 64 MiB kept there, six thread heaps held 190 MiB after clients that
- * had pinned 256 MiB of replies closed (tests/load/test-reply-memory.py). */
+/* Request buffers come from and go back to the heap instead of a fresh
+ * mmap per request: glibc's default maps anything over 128 KiB-32 MiB
+ * afresh, so every 256 KiB nbdcopy request cost 64 page faults, zeroing
+ * and a TLB shootdown on munmap (12% of the server's CPU in a TLS copy).
+ * 32 MiB is the largest threshold glibc accepts on 64-bit (a larger one
+ * is ignored, leaving the default), so only requests between that and
+ * the 64 MiB maximum payload are mapped afresh.  Free memory at the top
+ * of a heap is kept up to 8 MiB (32 requests of 256 KiB) and given back
+ * beyond that: malloc_trim (when a connection with large buffers closes,
+ * conn.c) gives back free pages inside every heap but never the top of a
+ * thread's heap, and with 64 MiB kept there, six thread heaps held
+ * 190 MiB after clients that had pinned 256 MiB of replies closed
+ * (tests/load/test-reply-memory.py). */
 static void tune_malloc(void)
 {
-  mallopt(M_MMAP_THRESHOLD, NBD_MAX_PAYLOAD);
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 8 << 20);
 }
 

@@ -172,7 +172,7 @@ static int err_index(uint32_t nbd_err)
 
 /* The export's counters are written through a const export: they are the
  * only mutable part of it, and atomic. */
-void metrics_request(const struct export *e, uint16_t type, uint32_t count,
+void metrics_request(const struct export *e, uint16_t type, uint64_t count,
                      uint32_t err, int64_t t0)
 {
   if (!metrics_on)

@@ -104,7 +104,7 @@ void metrics_policy_denied(struct conn *c, const struct export *e);
 /* xmit_cmd.c, as its reply is queued: a request of NBD command type for
  * count bytes of export e, read at t0, was answered with NBD error err
  * (NBD_SUCCESS, NBD_EIO, ...). */
-void metrics_request(const struct export *e, uint16_t type, uint32_t count,
+void metrics_request(const struct export *e, uint16_t type, uint64_t count,
                      uint32_t err, int64_t t0);
 /* main.c: a SIGHUP reload of the TLS credentials. */
 void metrics_credential_reload(bool ok);

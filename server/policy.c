@@ -25,6 +25,14 @@ enum policy_verdict policy_option(const struct policy_session *s,
    * as it cannot be answered with an error). */
   if (s->mode == TLS_MODE_REQUIRE && !s->tls)
     return POLICY_TLS_REQD;
+  /* proto.md NBD_OPT_EXTENDED_HEADERS: it "takes precedence over
+   * structured replies" (a later STRUCTURED_REPLY gets
+   * ERR_EXT_HEADER_REQD, NBD_OPT_STRUCTURED_REPLY), and once it is
+   * negotiated "a client MUST NOT use NBD_OPT_EXPORT_NAME". */
+  if (s->ext && opt == NBD_OPT_STRUCTURED_REPLY)
+    return POLICY_EXT_HEADER_REQD;
+  if (s->ext && opt == NBD_OPT_EXPORT_NAME)
+    return POLICY_INVALID;
   return POLICY_OK;
 }
 
@@ -108,6 +116,7 @@ uint32_t policy_rep_error(enum policy_verdict v)
   case POLICY_UNKNOWN:  return NBD_REP_ERR_UNKNOWN;
   case POLICY_INVALID:  return NBD_REP_ERR_INVALID;
   case POLICY_UNSUP:    return NBD_REP_ERR_UNSUP;
+  case POLICY_EXT_HEADER_REQD: return NBD_REP_ERR_EXT_HEADER_REQD;
   case POLICY_OK:       break;
   }
   return NBD_REP_ERR_INVALID;

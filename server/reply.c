@@ -14,7 +14,8 @@
 
 struct reply {
   struct reply *next;
-  uint32_t bytes;            /* payload bytes counted for back-pressure */
+  uint64_t bytes;            /* payload bytes counted for back-pressure
+                                (64 bits: an extended READ may claim more) */
   int niov, max_iov;
   struct iovec *iov;
   void *own[2];
@@ -26,7 +27,7 @@ struct reply {
   size_t file_len;           /* 0: none */
 };
 
-static uint32_t req_bytes(const struct nbd_req *r)
+static uint64_t req_bytes(const struct nbd_req *r)
 {
   return r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE ? r->count : 0;
 }
@@ -525,7 +526,7 @@ bool reply_wait_room(struct conn *c)
 }
 
 /* Under c->lock. */
-static bool over_budget(const struct conn *c, uint32_t bytes)
+static bool over_budget(const struct conn *c, uint64_t bytes)
 {
   const struct server *s = c->srv;
   uint64_t max = (uint64_t)s->max_queued_mib << 20;
@@ -538,7 +539,7 @@ static bool over_budget(const struct conn *c, uint32_t bytes)
 
 bool reply_wait_budget(struct conn *c, const struct nbd_req *r)
 {
-  uint32_t bytes = req_bytes(r);
+  uint64_t bytes = req_bytes(r);
   if (bytes == 0)
     return true;
   /* Held replies are in flight but cannot drain while we wait. */
@@ -563,6 +564,24 @@ bool reply_wait_budget(struct conn *c, const struct nbd_req *r)
     }
     pthread_cond_timedwait(&c->cond, &c->lock, &ts);
   }
+  return !c->dead;
+}
+
+bool reply_wait_bytes(struct conn *c, uint64_t bytes)
+{
+  bool wait;
+  {
+    SCOPED_LOCK(&c->lock);
+    wait = c->inflight > 0 &&
+           c->inflight_bytes + bytes > REPLY_MAX_INFLIGHT_BYTES;
+  }
+  if (!wait)
+    return true;
+  reply_flush_held(c);      /* held replies count: never wait on them */
+  SCOPED_LOCK(&c->lock);
+  while (!c->dead && c->inflight > 0 &&
+         c->inflight_bytes + bytes > REPLY_MAX_INFLIGHT_BYTES)
+    pthread_cond_wait(&c->cond, &c->lock);
   return !c->dead;
 }
 

@@ -72,6 +72,11 @@ bool reply_wait_room(struct conn *c);
  * not yet): wait while the server-wide queued bytes are over the bound
  * (docs/architecture.md "Memory bounds").  False if the connection died. */
 bool reply_wait_budget(struct conn *c, const struct nbd_req *r);
+/* Before a READ or WRITE of bytes is given memory: waits until it fits
+ * under REPLY_MAX_INFLIGHT_BYTES with those in flight (or none is), so a
+ * connection never holds more than that in request payloads.  False if
+ * the connection died meanwhile. */
+bool reply_wait_bytes(struct conn *c, uint64_t bytes);
 void replies_finish(struct conn *c);
 
 #endif

@@ -6,6 +6,7 @@
  * xmit_cmd.c runs it; reply.c sends the reply.
  * Spec: proto.md "Transmission phase". */
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,24 +18,50 @@
 /* ---- validation at the edge ---- */
 
 /* Flags each command accepts (FUA is valid for every command once
- * advertised, proto.md "Command flags"). */
+ * advertised, proto.md "Command flags").  PAYLOAD_LEN only with extended
+ * headers: WRITE must carry it, BLOCK_STATUS may when its payload form
+ * was advertised. */
 static uint16_t allowed_flags(const struct conn *c, uint16_t type)
 {
   uint16_t f = NBD_CMD_FLAG_FUA;
   switch (type) {
   case NBD_CMD_READ:
-    return f | (c->structured ? NBD_CMD_FLAG_DF : 0);
+    return f | (c->structured || c->ext ? NBD_CMD_FLAG_DF : 0);
+  case NBD_CMD_WRITE:
+    return f | (c->ext ? NBD_CMD_FLAG_PAYLOAD_LEN : 0);
   case NBD_CMD_WRITE_ZEROES:
     return f | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
   case NBD_CMD_BLOCK_STATUS:
-    return f | NBD_CMD_FLAG_REQ_ONE;
+    return f | NBD_CMD_FLAG_REQ_ONE |
+           (c->eflags & NBD_FLAG_BLOCK_STATUS_PAYLOAD
+            ? NBD_CMD_FLAG_PAYLOAD_LEN : 0);
   default:
     return f;
   }
 }
 
+/* How many payload bytes follow the header (proto.md "Request message"):
+ * compact, a WRITE's length; extended, the length of a request flagged
+ * NBD_CMD_FLAG_PAYLOAD_LEN, whatever its command. */
+static uint64_t payload_len(const struct conn *c, const struct nbd_req *r)
+{
+  if (c->ext)
+    return r->flags & NBD_CMD_FLAG_PAYLOAD_LEN ? r->count : 0;
+  return r->type == NBD_CMD_WRITE ? r->count : 0;
+}
+
+/* Whether r is BLOCK_STATUS in its payload form (the effect length and
+ * the context ids in the payload). */
+static bool bs_payload_form(const struct nbd_req *r)
+{
+  return r->type == NBD_CMD_BLOCK_STATUS &&
+         (r->flags & NBD_CMD_FLAG_PAYLOAD_LEN);
+}
+
 /* 0 if the request may run, else the errno to answer with.  The backend
- * layer asserts the same facts (backend.c assert_valid). */
+ * layer asserts the same facts (backend.c assert_valid).  Lengths are 64
+ * bits: under extended headers TRIM, WRITE_ZEROES, CACHE and
+ * BLOCK_STATUS may cover the whole export in one request. */
 static int validate(const struct conn *c, const struct nbd_req *r)
 {
   const struct export *e = c->exp;
@@ -46,17 +73,24 @@ static int validate(const struct conn *c, const struct nbd_req *r)
     return EINVAL;
   if (r->flags & ~allowed_flags(c, r->type))
     return EINVAL;
+  /* "The command NBD_CMD_WRITE MUST use the flag NBD_CMD_FLAG_PAYLOAD_LEN
+   * in this mode": without it the length is no payload length. */
+  if (c->ext && r->type == NBD_CMD_WRITE &&
+      !(r->flags & NBD_CMD_FLAG_PAYLOAD_LEN))
+    return EINVAL;
   if (r->type == NBD_CMD_TRIM && !(c->eflags & NBD_FLAG_SEND_TRIM))
     return e->readonly ? EPERM : EINVAL;
   if (r->type == NBD_CMD_BLOCK_STATUS && !c->meta_active)
     return EINVAL;
   if (writes && e->readonly)
     return EPERM;
-  if (r->type == NBD_CMD_FLUSH)
-    return 0;
+  if (r->type == NBD_CMD_FLUSH || bs_payload_form(r))
+    return 0;     /* the payload form's range: after its payload */
   if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) &&
       r->count > NBD_MAX_PAYLOAD)
-    return EINVAL;
+    /* Extended: a READ is "a command without payload [that] requests a
+     * length larger than an advertised maximum" ("Error values"). */
+    return c->ext && r->type == NBD_CMD_READ ? EOVERFLOW : EINVAL;
   if (!wire_range_ok(r->offset, r->count, size))
     return (r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES)
            ? ENOSPC : EINVAL;
@@ -129,13 +163,59 @@ static int receive_payload(struct conn *c, struct req *q, int *err)
     map = backend_map(c->exp->be, r->offset, r->count);
   if (*err == 0 && !map && !(q->buf = malloc(r->count ? r->count : 1)))
     *err = ENOMEM;
-  int wake = c->t->wake_fd;
-  c->t->wake_fd = -1;
   int rr = *err ? transport_discard(c->t, r->count)
            : map ? write_into_map(c, r, map, &q->write_err)
            : transport_read_full(c->t, q->buf, r->count);
-  c->t->wake_fd = wake;
   q->written = *err == 0 && map != NULL;
+  return rr;
+}
+
+/* BLOCK_STATUS's payload form (proto.md NBD_CMD_BLOCK_STATUS): u64
+ * effect length, then the context ids wanted.  The only context is
+ * base:allocation (id 1), so a payload naming more than one id names an
+ * unknown or a duplicate one: EINVAL, after the payload was consumed
+ * ("MUST gracefully consume the client's payload before failing").  On
+ * success r->count becomes the effect length.  The payload was bounded
+ * by the maximum payload before this runs.  -1 if the stream broke. */
+#define BS_PAYLOAD_MAX (WIRE_BS_PAYLOAD_HDR + 4 * 64)
+static int receive_bs_payload(struct conn *c, struct nbd_req *r, int *err)
+{
+  uint8_t buf[BS_PAYLOAD_MAX];
+  uint64_t effect;
+  size_t nids;
+  if (r->count > sizeof buf) {
+    *err = EINVAL;
+    return transport_discard(c->t, r->count);
+  }
+  if (transport_read_full(c->t, buf, r->count) == -1)
+    return -1;
+  if (!wire_decode_bs_payload(buf, r->count, &effect, &nids) || nids != 1 ||
+      wire_bs_payload_id(buf, 0) != 1)
+    *err = EINVAL;
+  else if (effect == 0 || !wire_range_ok(r->offset, effect, c->exp->be->size))
+    *err = EINVAL;
+  else
+    r->count = effect;
+  return 0;
+}
+
+/* Reads the payload that follows r's header, if any: a WRITE's data, the
+ * payload form of BLOCK_STATUS, or (refused, or not expected on this
+ * command) drained through the transport without being allocated.  -1
+ * if the stream broke. */
+static int receive_any_payload(struct conn *c, struct req *q, uint64_t plen,
+                               int *err)
+{
+  int wake = c->t->wake_fd;
+  int rr = 0;
+  c->t->wake_fd = -1;          /* a payload that has begun is read whole */
+  if (q->r.type == NBD_CMD_WRITE && *err == 0)
+    rr = receive_payload(c, q, err);
+  else if (bs_payload_form(&q->r) && *err == 0)
+    rr = receive_bs_payload(c, &q->r, err);
+  else if (plen > 0)
+    rr = transport_discard(c->t, plen);
+  c->t->wake_fd = wake;
   return rr;
 }
 
@@ -163,13 +243,14 @@ static bool request_begins(struct conn *c, int64_t until)
  * ESHUTDOWN).  1 = got one, 0 = end of the connection. */
 static int read_request(struct conn *c, struct nbd_req *r, int64_t *closing)
 {
-  uint8_t hdr[sizeof(struct nbd_request)];
+  uint8_t hdr[WIRE_REQUEST_MAX];
+  size_t len = wire_request_len(c->ext);
   for (;;) {
     if (*closing && !request_begins(c, *closing)) {
       log_debug("%s: shutting down: no more requests read", c->peer);
       return 0;
     }
-    if (transport_read_msg(c->t, hdr, sizeof hdr) == 0)
+    if (transport_read_msg(c->t, hdr, len) == 0)
       break;
     if (errno == ECANCELED && !*closing) {
       /* Shutdown: answer what still arrives with ESHUTDOWN, briefly. */
@@ -181,8 +262,11 @@ static int read_request(struct conn *c, struct nbd_req *r, int64_t *closing)
       log_debug("%s: reading request: %m", c->peer);
     return 0;
   }
-  if (!wire_decode_request(hdr, r)) {
-    log_info("%s: bad request magic; closing", c->peer);
+  /* Under extended headers a compact request magic is as bad as any:
+   * the header lengths differ, so the stream cannot be followed. */
+  if (!wire_decode_req(hdr, c->ext, r)) {
+    log_info("%s: bad request magic%s; closing", c->peer,
+             c->ext ? " (extended headers)" : "");
     return 0;
   }
   return 1;
@@ -207,7 +291,7 @@ static void dispatch(struct conn *c, struct req *q)
 
   q->route = REPLY_TO_WRITER;
   if (!c->srv->xmit_workers_only && backend_never_waits(be)) {
-    bool more = transport_pending(c->t) >= sizeof(struct nbd_request);
+    bool more = transport_pending(c->t) >= wire_request_len(c->ext);
     q->route = more ? REPLY_BATCH : REPLY_NOW;
     xmit_req_start(q);
   }
@@ -217,21 +301,41 @@ static void dispatch(struct conn *c, struct req *q)
     pool_submit(xmit_req_start, q);
 }
 
+/* Whether r's header already tells the session must end: under extended
+ * headers, a payload above the maximum ("SHOULD initiate hard disconnect
+ * if a client sets the NBD_CMD_FLAG_PAYLOAD_LEN flag and uses a length
+ * larger than a server's advertised ... maximum payload length"), not
+ * read. */
+static bool payload_too_big(const struct conn *c, uint64_t plen)
+{
+  if (!c->ext || plen <= NBD_MAX_PAYLOAD)
+    return false;
+  log_info("%s: request payload of %" PRIu64 " bytes, above the maximum; "
+           "closing", c->peer, plen);
+  return true;
+}
+
 void xmit_run(struct conn *c)
 {
   int64_t closing = 0;
   struct nbd_req r;
 
-  log_debug("%s: transmission on export \"%s\"", c->peer, c->exp->name);
+  log_debug("%s: transmission on export \"%s\"%s", c->peer, c->exp->name,
+            c->ext ? " (extended headers)" : "");
   while (reply_wait_room(c) && read_request(c, &r, &closing)) {
     if (r.type == NBD_CMD_DISC)
       break;
-    int err = closing ? ESHUTDOWN : validate(c, &r);
-    if (err == 0 && !reply_wait_budget(c, &r))
+    uint64_t plen = payload_len(c, &r);
+    if (payload_too_big(c, plen))
       break;
-    if ((r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) && err == 0 &&
-        r.count >= 128 * 1024)
-      c->big_io = true;         /* conn.c: malloc_trim when it closes */
+    int err = closing ? ESHUTDOWN : validate(c, &r);
+    bool io = r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE;
+    if (io && err == 0 && r.count >= 128 * 1024)
+      c->big_io = true;         /* conn.c: malloc_trim when idle */
+    if (io && err == 0 && !reply_wait_bytes(c, r.count))
+      break;
+    if (io && err == 0 && !reply_wait_budget(c, &r))
+      break;
     struct req *q = err ? NULL : malloc(sizeof *q);
     struct req refused;        /* stands in for a request refused here */
     if (!q && !err)
@@ -239,16 +343,16 @@ void xmit_run(struct conn *c)
     struct req *in = q ? q : &refused;
     *in = (struct req){ .c = c, .r = r, .route = REPLY_TO_WRITER,
                         .t0 = metrics_clock() };
-    if (r.type == NBD_CMD_WRITE && receive_payload(c, in, &err) == -1) {
+    if (receive_any_payload(c, in, plen, &err) == -1) {
       free(in->buf);
       free(q);
       break;
     }
     /* Every request from here on gets exactly one reply. */
-    reply_account(c, &r);
+    reply_account(c, &in->r);
     if (err) {
-      log_debug("%s: %s off=%llu len=%u: %s", c->peer, nbd_cmd_name(r.type),
-                (unsigned long long)r.offset, r.count, strerror(err));
+      log_debug("%s: %s off=%" PRIu64 " len=%" PRIu64 ": %s", c->peer,
+                nbd_cmd_name(r.type), r.offset, r.count, strerror(err));
       xmit_send_error(in, err, nbd_cmd_name(r.type));
       free(in->buf);
       free(q);

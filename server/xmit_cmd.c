@@ -47,30 +47,44 @@ static struct req *req_of(struct backend_req *br)
 /* ---- replies ---- */
 
 /* Every request's reply goes out through here, once: the request is
- * counted (err: its errno, 0 for success) before its reply is queued,
- * after which the connection may end at any moment. */
-static void req_reply(const struct req *q, struct reply *rp, int err)
+ * counted (nbd_err: the NBD error it gets, 0 for success) before its
+ * reply is queued, after which the connection may end at any moment. */
+static void req_reply(const struct req *q, struct reply *rp, uint32_t nbd_err)
 {
-  metrics_request(q->c->exp, q->r.type, q->r.count, xmit_nbd_errno(err),
-                  q->t0);
+  metrics_request(q->c->exp, q->r.type, q->r.count, nbd_err, q->t0);
   reply_queue(q->c, &q->r, rp, q->route);
 }
 
-static void send_simple(const struct req *q, int err)
+/* Whom a chunk answers: the request's cookie and, under extended headers,
+ * its offset (proto.md "Extended reply chunk message": "MUST match"). */
+static struct wire_reply_to reply_to(const struct req *q)
 {
-  struct reply *rp = reply_new(&q->r, 1, WIRE_SIMPLE_REPLY_LEN);
-  if (rp)
-    wire_encode_simple_reply(reply_hdr(rp, WIRE_SIMPLE_REPLY_LEN),
-                             xmit_nbd_errno(err), q->r.cookie);
+  return (struct wire_reply_to){ .ext = q->c->ext, .cookie = q->r.cookie,
+                                 .offset = q->r.offset };
+}
+
+/* Success without data: a simple reply, or under extended headers (which
+ * forbid simple replies, even for FLUSH) a NONE chunk with DONE. */
+static void send_simple(const struct req *q, uint32_t err)
+{
+  struct wire_reply_to to = reply_to(q);
+  size_t len = to.ext ? WIRE_EXT_CHUNK_HDR_LEN : WIRE_SIMPLE_REPLY_LEN;
+  struct reply *rp = reply_new(&q->r, 1, len);
+  if (rp && to.ext)
+    wire_encode_chunk(reply_hdr(rp, len), &to, NBD_REPLY_FLAG_DONE,
+                      NBD_REPLY_TYPE_NONE, 0);
+  else if (rp)
+    wire_encode_simple_reply(reply_hdr(rp, len), err, q->r.cookie);
   req_reply(q, rp, err);
 }
 
-/* An error: a structured ERROR chunk with a message when structured
- * replies are on (required for READ), else a simple reply. */
+/* An error: an ERROR chunk with a message when structured replies or
+ * extended headers are on (required for READ), else a simple reply. */
 void xmit_send_error(const struct req *q, int err, const char *what)
 {
-  if (!q->c->structured) {
-    send_simple(q, err);
+  uint32_t nerr = xmit_nbd_errno(err);
+  if (!q->c->structured && !q->c->ext) {
+    send_simple(q, nerr);
     return;
   }
   char msg[256];
@@ -79,13 +93,13 @@ void xmit_send_error(const struct req *q, int err, const char *what)
     n = 0;
   if ((size_t)n >= sizeof msg)
     n = sizeof msg - 1;
-  size_t len = WIRE_ERROR_CHUNK_LEN(n);
+  struct wire_reply_to to = reply_to(q);
+  size_t len = wire_error_chunk_len(to.ext, (size_t)n);
   struct reply *rp = reply_new(&q->r, 1, len);
   if (rp)
-    wire_encode_error_chunk(reply_hdr(rp, len), NBD_REPLY_FLAG_DONE,
-                            q->r.cookie, xmit_nbd_errno(err), msg,
-                            (uint16_t)n);
-  req_reply(q, rp, err);
+    wire_encode_error_chunk(reply_hdr(rp, len), &to, NBD_REPLY_FLAG_DONE,
+                            nerr, msg, (uint16_t)n);
+  req_reply(q, rp, nerr);
 }
 
 /* The reply to a request whose backend work finished (backend_req.done). */
@@ -141,6 +155,35 @@ static bool all_in_memory(const uint8_t *p, uint32_t len)
   return true;
 }
 
+/* Whether replies to this connection's READs are chunks (structured
+ * replies or extended headers) rather than simple replies. */
+static bool chunked(const struct conn *c)
+{
+  return c->structured || c->ext;
+}
+
+/* The header of a reply carrying a READ's data in one piece: a simple
+ * reply, or an OFFSET_DATA chunk with DONE. */
+static void encode_read_hdr(struct reply *rp, const struct req *q)
+{
+  struct wire_reply_to to = reply_to(q);
+  if (chunked(q->c))
+    wire_encode_offset_data_hdr(
+      reply_hdr(rp, wire_offset_data_hdr_len(to.ext)), &to,
+      NBD_REPLY_FLAG_DONE, q->r.offset, (uint32_t)q->r.count);
+  else
+    wire_encode_simple_reply(reply_hdr(rp, WIRE_SIMPLE_REPLY_LEN), 0,
+                             q->r.cookie);
+}
+
+/* A chunked READ whose extents are one run of data: sent like a simple
+ * one, in a single piece. */
+static bool all_data(const struct req *q)
+{
+  return !chunked(q->c) ||
+         (q->ex.n == 1 && !(q->ex.v[0].flags & EXTENT_ZERO));
+}
+
 static bool read_without_buffer(const struct req *q)
 {
   struct conn *c = q->c;
@@ -148,7 +191,7 @@ static bool read_without_buffer(const struct req *q)
   struct backend *be = c->exp->be;
   uint64_t fd_off;
   if (r->count < SENDFILE_MIN || !transport_can_sendfile(c->t) ||
-      (c->structured && (be->caps & BACKEND_CHEAP_EXTENTS)))
+      !all_data(q))
     return false;
   int fd = backend_send_fd(be, r->offset, r->count, &fd_off);
   if (fd == -1)
@@ -156,15 +199,9 @@ static bool read_without_buffer(const struct req *q)
   uint8_t *map = c->tcp_loopback ? backend_map(be, r->offset, r->count)
                                  : NULL;
   bool copy = map && all_in_memory(map, r->count);
-  struct reply *rp = reply_new(r, 2, WIRE_OFFSET_DATA_HDR_LEN);
+  struct reply *rp = reply_new(r, 2, WIRE_REPLY_HDR_MAX);
   if (rp) {
-    if (c->structured)
-      wire_encode_offset_data_hdr(reply_hdr(rp, WIRE_OFFSET_DATA_HDR_LEN),
-                                  NBD_REPLY_FLAG_DONE, r->cookie, r->offset,
-                                  r->count);
-    else
-      wire_encode_simple_reply(reply_hdr(rp, WIRE_SIMPLE_REPLY_LEN), 0,
-                               r->cookie);
+    encode_read_hdr(rp, q);
     if (copy)
       reply_data(rp, map, r->count);
     else
@@ -174,26 +211,27 @@ static bool read_without_buffer(const struct req *q)
   return true;
 }
 
-/* Structured READ: holes of a sparse backend go out as OFFSET_HOLE chunks
+/* Chunked READ: holes of a sparse backend go out as OFFSET_HOLE chunks
  * (docs/architecture.md "Structured replies").  Every data extent was
  * read before any chunk is sent, so the last chunk can carry DONE. */
 static void send_read_chunks(struct req *q)
 {
   const struct nbd_req *r = &q->r;
   const struct extents *ex = &q->ex;
+  struct wire_reply_to to = reply_to(q);
   struct reply *rp = reply_new(r, ex->n ? 2 * (int)ex->n : 1,
-                               ex->n ? WIRE_OFFSET_HOLE_LEN * ex->n
-                                     : WIRE_CHUNK_HDR_LEN);
+                               ex->n ? wire_offset_hole_len(to.ext) * ex->n
+                                     : wire_chunk_hdr_len(to.ext));
   for (size_t i = 0; rp && i < ex->n; i++) {
     const struct extent *x = &ex->v[i];
     uint16_t fl = i + 1 == ex->n ? NBD_REPLY_FLAG_DONE : 0;
     if (x->flags & EXTENT_ZERO)
-      wire_encode_offset_hole(reply_hdr(rp, WIRE_OFFSET_HOLE_LEN), fl,
-                              r->cookie, x->offset, (uint32_t)x->length);
+      wire_encode_offset_hole(reply_hdr(rp, wire_offset_hole_len(to.ext)),
+                              &to, fl, x->offset, (uint32_t)x->length);
     else {
-      wire_encode_offset_data_hdr(reply_hdr(rp, WIRE_OFFSET_DATA_HDR_LEN),
-                                  fl, r->cookie, x->offset,
-                                  (uint32_t)x->length);
+      wire_encode_offset_data_hdr(
+        reply_hdr(rp, wire_offset_data_hdr_len(to.ext)), &to, fl,
+        x->offset, (uint32_t)x->length);
       reply_data(rp, (uint8_t *)q->buf + (x->offset - r->offset),
                  (size_t)x->length);
     }
@@ -203,9 +241,8 @@ static void send_read_chunks(struct req *q)
     return;
   }
   if (ex->n == 0)           /* zero-length read: just NONE */
-    wire_encode_chunk_hdr(reply_hdr(rp, WIRE_CHUNK_HDR_LEN),
-                          NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE,
-                          r->cookie, 0);
+    wire_encode_chunk(reply_hdr(rp, wire_chunk_hdr_len(to.ext)), &to,
+                      NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, 0);
   reply_own(rp, q->buf);
   q->buf = NULL;
   req_reply(q, rp, 0);
@@ -217,13 +254,12 @@ static void read_done(struct backend_req *br, int err)
   const struct nbd_req *r = &q->r;
   if (err)
     xmit_send_error(q, err, "read");
-  else if (q->c->structured)
+  else if (chunked(q->c))
     send_read_chunks(q);
   else {
     struct reply *rp = reply_new(r, 2, WIRE_SIMPLE_REPLY_LEN);
     if (rp) {
-      wire_encode_simple_reply(reply_hdr(rp, WIRE_SIMPLE_REPLY_LEN), 0,
-                               r->cookie);
+      encode_read_hdr(rp, q);
       if (r->count)
         reply_data(rp, q->buf, r->count);
       reply_own(rp, q->buf);
@@ -234,15 +270,20 @@ static void read_done(struct backend_req *br, int err)
   req_free(q);
 }
 
-/* The extents a structured READ replies with: a sparse backend's holes
- * and data (unless the client wants one chunk, DF), else one data extent
- * for the whole range. */
+/* The extents a chunked READ replies with: a sparse backend's holes and
+ * data (unless the client wants one chunk, DF), else one data extent for
+ * the whole range.  Memory and regular files have cheap extents (a file
+ * asks SEEK_HOLE/SEEK_DATA, remembering where data ends).  Not for an
+ * asynchronous backend: the extents would be taken now, while writes
+ * submitted before this READ may still wait in its queue, so a READ
+ * pipelined after a WRITE could answer a hole where the data lands (legal
+ * for requests in flight together, but not what a client expects). */
 static int read_extents(struct req *q)
 {
   const struct nbd_req *r = &q->r;
   struct backend *be = q->c->exp->be;
   struct extents *ex = &q->ex;
-  bool sparse = (be->caps & BACKEND_CHEAP_EXTENTS) &&
+  bool sparse = (be->caps & BACKEND_CHEAP_EXTENTS) && !backend_is_async(be) &&
                 !(r->flags & NBD_CMD_FLAG_DF) && r->count > 0;
   extents_init(ex, r->offset, r->offset + r->count, 1024);
   if (sparse && backend_extents(be, r->count, r->offset, ex) == -1)
@@ -260,6 +301,11 @@ static int read_extents(struct req *q)
 static void cmd_read(struct req *q)
 {
   const struct nbd_req *r = &q->r;
+  if (chunked(q->c) && read_extents(q) == -1) {
+    xmit_send_error(q, errno, "read");
+    req_free(q);
+    return;
+  }
   if (read_without_buffer(q)) {
     req_free(q);
     return;
@@ -268,14 +314,14 @@ static void cmd_read(struct req *q)
    * filled them (holes go out as OFFSET_HOLE, failures send no payload),
    * so nothing stale can reach the client (docs/security.md 17, 25). */
   q->buf = malloc(r->count ? r->count : 1);
-  if (!q->buf || (q->c->structured && read_extents(q) == -1)) {
-    xmit_send_error(q, q->buf ? errno : ENOMEM, "read");
+  if (!q->buf) {
+    xmit_send_error(q, ENOMEM, "read");
     req_free(q);
     return;
   }
   q->br = (struct backend_req){
     .op = BACKEND_OP_READ, .offset = r->offset, .count = r->count,
-    .buf = q->buf, .data = q->c->structured ? &q->ex : NULL,
+    .buf = q->buf, .data = chunked(q->c) ? &q->ex : NULL,
     .tag = q->c->exp->name, .done = read_done,
   };
   backend_submit(q->c->exp->be, &q->br);
@@ -283,13 +329,44 @@ static void cmd_read(struct req *q)
 
 /* ---- BLOCK_STATUS ---- */
 
+/* base:allocation's status bits of an extent. */
+static uint32_t bs_status(const struct extent *x)
+{
+  return x->flags & (NBD_STATE_HOLE | NBD_STATE_ZERO);
+}
+
+/* The payload of a BLOCK_STATUS chunk: compact, 32-bit descriptors, a
+ * long extent cut into several; extended, BLOCK_STATUS_EXT ("only
+ * NBD_REPLY_TYPE_BLOCK_STATUS_EXT for extended headers"), one 64-bit
+ * descriptor per extent and their count.  At most ex->max descriptors
+ * either way (2^20, master proto.md "SHOULD NOT send more than 2^20"). */
+static void put_block_status(struct wire_buf *b, const struct extents *ex,
+                             bool ext)
+{
+  const uint32_t ctx = 1;                /* base:allocation's id */
+  size_t ndesc = 0;
+  if (ext) {
+    size_t n = ex->n < ex->max ? ex->n : ex->max;
+    wire_put_block_status_ext_hdr(b, ctx, (uint32_t)n);
+    for (size_t i = 0; i < n; i++)
+      wire_put_block_desc_ext(b, ex->v[i].length, bs_status(&ex->v[i]));
+    return;
+  }
+  wire_put_block_status_ctx(b, ctx);
+  for (size_t i = 0; i < ex->n && ndesc < ex->max; i++)
+    ndesc += wire_put_block_desc(b, ex->v[i].length, bs_status(&ex->v[i]),
+                                 ex->max - ndesc);
+}
+
 /* For base:allocation, at most 2^20 descriptors, lengths in 64 bits
- * until encoded (docs/security.md 15). */
+ * until encoded (docs/security.md 15).  The effect length is 64 bits
+ * under extended headers: one request may cover a whole export. */
 static void cmd_block_status(struct req *q)
 {
   const struct nbd_req *r = &q->r;
   struct backend *be = q->c->exp->be;
   struct extents *ex = &q->ex;
+  struct wire_reply_to to = reply_to(q);
   extents_init(ex, r->offset, r->offset + r->count,
                r->flags & NBD_CMD_FLAG_REQ_ONE ? 1
                                                : NBD_MAX_BLOCK_STATUS_DESCS);
@@ -300,23 +377,18 @@ static void cmd_block_status(struct req *q)
   }
   struct wire_buf b;
   wire_buf_init(&b);
-  wire_put_block_status_ctx(&b, 1);      /* base:allocation's id */
-  size_t ndesc = 0;
-  for (size_t i = 0; i < ex->n && ndesc < ex->max; i++)
-    ndesc += wire_put_block_desc(&b, ex->v[i].length,
-                                 ex->v[i].flags &
-                                 (NBD_STATE_HOLE | NBD_STATE_ZERO),
-                                 ex->max - ndesc);
+  put_block_status(&b, ex, to.ext);
   if (b.oom) {
     wire_buf_free(&b);
     xmit_send_error(q, ENOMEM, "block status");
     return;
   }
-  struct reply *rp = reply_new(r, 2, WIRE_CHUNK_HDR_LEN);
+  size_t hlen = wire_chunk_hdr_len(to.ext);
+  struct reply *rp = reply_new(r, 2, hlen);
   if (rp) {
-    wire_encode_chunk_hdr(reply_hdr(rp, WIRE_CHUNK_HDR_LEN),
-                          NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
-                          r->cookie, (uint32_t)b.len);
+    wire_encode_chunk(reply_hdr(rp, hlen), &to, NBD_REPLY_FLAG_DONE,
+                      to.ext ? NBD_REPLY_TYPE_BLOCK_STATUS_EXT
+                             : NBD_REPLY_TYPE_BLOCK_STATUS, b.len);
     reply_data(rp, b.data, b.len);
     reply_own(rp, b.data);       /* the reply frees the descriptors */
   }

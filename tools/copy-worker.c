@@ -99,6 +99,46 @@ static int unit_extents(struct worker *w, uint64_t off, uint64_t len)
   return 0;
 }
 
+static bool zero_in_one(const struct copy *c);
+
+/* A zero run claimed at once when the destination would cut its zero
+ * request into pieces (a compact NBD server): 256 pieces of a 64 MiB
+ * maximum in flight for one request at most. */
+#define HOLE_RUN_SPLIT (16ull << 30)
+
+/* While the worker's extents end in zeroes at the next unclaimed byte,
+ * claims what follows too, and keeps it if the source goes on with
+ * zeroes: a large hole then reaches the destination as one zero request
+ * (one 64-bit request when the server has extended headers, one
+ * fallocate for a file), not one per unit; a destination that splits
+ * zero requests gets runs of at most HOLE_RUN_SPLIT.  Each step asks
+ * about as much as the hole already covers, so a 16 TiB hole takes a few
+ * dozen questions.  Called without w->lock. */
+static int claim_hole(struct worker *w)
+{
+  struct copy *c = w->c;
+  uint64_t max_run = c->dst.zero_any_size || c->o.dst_is_zero
+                     ? UINT64_MAX : HOLE_RUN_SPLIT;
+  if (!zero_in_one(c))
+    return 0;
+  for (int steps = 0; steps < 64 && w->ext.len > 0; steps++) {
+    const struct extent *last = &w->ext.ptr[w->ext.len - 1];
+    uint64_t end = last->off + last->len, len = 0;
+    if (!last->zero || last->len >= max_run)
+      return 0;
+    pthread_mutex_lock(&c->lock);
+    if (c->next == end && end < c->total) {
+      uint64_t want = last->len > c->unit ? last->len : c->unit;
+      len = c->total - end < want ? c->total - end : want;
+      c->next += len;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (len == 0 || unit_extents(w, end, len) == -1)
+      return len == 0 ? 0 : -1;
+  }
+  return 0;
+}
+
 /* Hands the worker its next unit of the source; false when none is left.
  * Called with w->lock held, which is dropped while asking the source what
  * the unit holds: a completion callback on the same connection needs it
@@ -120,6 +160,8 @@ static bool next_unit(struct worker *w)
     return false;
   pthread_mutex_unlock(&w->lock);
   int r = unit_extents(w, off, len);
+  if (r == 0)
+    r = claim_hole(w);
   pthread_mutex_lock(&w->lock);
   return r == 0;
 }

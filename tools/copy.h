@@ -93,6 +93,9 @@ struct endpoint {
   /* can_zero: a zero request covers any length (NBD: the server's WRITE_ZEROES);
    * can_multi_conn: several workers at once (NBD: the server's multi-conn). */
   bool can_zero, can_flush, can_multi_conn, has_extents;
+  /* One zero request of any length stays one request (NBD: extended
+   * headers; a file: one fallocate; null:), so a hole is zeroed whole. */
+  bool zero_any_size;
   atomic_bool fast_zero;       /* cleared after the server says ENOTSUP */
   atomic_bool bs_slow_warned;  /* ep-nbd.c: said block status is too slow */
   uint32_t min_block, max_block;
@@ -105,6 +108,7 @@ struct copy_opts {
   bool flush, progress, sparse, dst_is_zero;
   int tls;                     /* -1: as each URI says */
   unsigned timeout;            /* libsnbd request timeout, seconds */
+  bool no_eh;                  /* --no-extended-headers */
 };
 
 struct copy {

@@ -269,6 +269,7 @@ int ep_file_open(struct copy *c, struct endpoint *e, bool src)
   if (fd_kind(c, e) == -1)
     return -1;
   e->can_zero = !e->ops->stream;
+  e->zero_any_size = e->can_zero;
   e->can_flush = true;
   e->can_multi_conn = !e->ops->stream;
   return 0;

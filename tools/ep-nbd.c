@@ -21,6 +21,7 @@ static struct snbd_handle *nbd_connect(struct copy *c, struct endpoint *e,
        snbd_add_meta_context(h, "base:allocation") == -1) ||
       (c->o.tls >= 0 && snbd_set_tls(h, c->o.tls) == -1) ||
       snbd_set_request_timeout(h, c->o.timeout) == -1 ||
+      snbd_set_request_extended_headers(h, !c->o.no_eh) == -1 ||
       snbd_connect_uri(h, e->name) == -1) {
     copy_fail(c, "%s: %s", e->name, snbd_get_error());
     snbd_close(h);
@@ -188,6 +189,8 @@ int ep_nbd_open(struct copy *c, struct endpoint *e, bool src)
   e->nconn = 1;
   e->size = snbd_get_size(h);
   e->can_zero = snbd_can_zero(h) == 1;
+  e->zero_any_size = e->can_zero &&
+                     snbd_get_extended_headers_negotiated(h) == 1;
   atomic_store(&e->fast_zero, snbd_can_fast_zero(h) == 1);
   e->can_flush = snbd_can_flush(h) == 1;
   e->can_multi_conn = snbd_can_multi_conn(h) == 1;

@@ -32,6 +32,7 @@ int ep_null_open(struct copy *c, struct endpoint *e, bool src)
   e->fd = -1;
   e->size = -1;
   e->can_zero = true;
+  e->zero_any_size = true;
   e->can_multi_conn = true;
   return 0;
 }

@@ -36,6 +36,7 @@ void conn_describe(struct snbd_handle *h, struct conn_info *ci)
 {
   ci->protocol = snbd_get_protocol(h);
   ci->sr = snbd_get_structured_replies_negotiated(h) == 1;
+  ci->eh = snbd_get_extended_headers_negotiated(h) == 1;
   ci->tls = snbd_get_tls_negotiated(h) == 1;
   if (ci->tls) {
     ci->tls_version = snbd_get_tls_version(h);
@@ -65,7 +66,7 @@ static const struct { int bit; const char *name; } flag_names[] = {
   { NBD_FLAG_SEND_RESIZE, "send-resize" },
   { NBD_FLAG_SEND_CACHE, "send-cache" },
   { NBD_FLAG_SEND_FAST_ZERO, "send-fast-zero" },
-  { NBD_FLAG_BLOCK_STAT_PAYLOAD, "block-status-payload" },
+  { NBD_FLAG_BLOCK_STATUS_PAYLOAD, "block-status-payload" },
 };
 #define NR_FLAGS (sizeof flag_names / sizeof flag_names[0])
 
@@ -177,8 +178,8 @@ void print_info(const struct conn_info *ci, const struct export_info *e,
                 size_t n, bool json)
 {
   if (!json) {
-    printf("protocol: %s, structured replies: %s\n", ci->protocol,
-           ci->sr ? "yes" : "no");
+    printf("protocol: %s, structured replies: %s, extended headers: %s\n",
+           ci->protocol, ci->sr ? "yes" : "no", ci->eh ? "yes" : "no");
     if (ci->tls)
       printf("tls: %s %s %s, peer: %s\n", ci->tls_version, ci->tls_cipher,
              ci->tls_kx, ci->tls_peer && *ci->tls_peer ? ci->tls_peer : "-");
@@ -190,8 +191,8 @@ void print_info(const struct conn_info *ci, const struct export_info *e,
   }
   printf("{\n  \"protocol\": ");
   json_string(stdout, ci->protocol);
-  printf(",\n  \"structured-replies\": %s,\n  \"tls\": ",
-         ci->sr ? "true" : "false");
+  printf(",\n  \"structured-replies\": %s,\n  \"extended-headers\": %s,"
+         "\n  \"tls\": ", ci->sr ? "true" : "false", ci->eh ? "true" : "false");
   if (ci->tls) {
     printf("{ \"version\": ");
     json_string(stdout, ci->tls_version);

@@ -17,6 +17,7 @@ struct info_opts {
   bool is, json, list, map, size;
   int tls;                 /* -1: as the URI says */
   unsigned timeout;        /* libsnbd request timeout, seconds */
+  bool no_eh;              /* --no-extended-headers */
 };
 
 DEFINE_VECTOR(strlist, char *);   /* strings it owns */
@@ -34,7 +35,7 @@ void export_info_free(struct export_info *e);
 
 struct conn_info {
   char *protocol;
-  bool sr, tls;
+  bool sr, eh, tls;           /* eh: extended headers */
   char *tls_version, *tls_cipher, *tls_kx, *tls_peer;
 };
 void conn_describe(struct snbd_handle *h, struct conn_info *ci);

@@ -39,6 +39,7 @@ static void usage(FILE *f, int status)
 "  --timeout SECONDS     give up on a server that sends no reply for this\n"
 "                        long while requests are in flight (default 60;\n"
 "                        0: wait for ever)\n"
+"  --no-extended-headers compact headers even if the server has extended ones\n"
 "  --help, --version\n"
 "\nExit status: 0 if everything was copied, 1 on any error, 130 when\n"
 "interrupted.\n", MAX_CONNECTIONS, MAX_REQUESTS);
@@ -117,7 +118,7 @@ static void parse_args(int argc, char *argv[], const char **src,
                        const char **dst)
 {
   enum { OPT_RS = 256, OPT_NOSPARSE, OPT_ISZERO, OPT_FLUSH, OPT_TLS,
-         OPT_TIMEOUT, OPT_VERSION };
+         OPT_TIMEOUT, OPT_NO_EH, OPT_VERSION };
   static const struct option longopts[] = {
     { "connections", required_argument, NULL, 'C' },
     { "requests", required_argument, NULL, 'R' },
@@ -128,6 +129,7 @@ static void parse_args(int argc, char *argv[], const char **src,
     { "progress", no_argument, NULL, 'p' },
     { "tls", required_argument, NULL, OPT_TLS },
     { "timeout", required_argument, NULL, OPT_TIMEOUT },
+    { "no-extended-headers", no_argument, NULL, OPT_NO_EH },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -148,6 +150,7 @@ static void parse_args(int argc, char *argv[], const char **src,
       o->timeout = strcmp(optarg, "0") == 0 ? 0
                    : (unsigned)parse_int(optarg, 86400);
       break;
+    case OPT_NO_EH: o->no_eh = true; break;
     case 'h': usage(stdout, EXIT_SUCCESS); break;
     case OPT_VERSION: printf("snbd-copy %s\n", SNBD_VERSION); exit(0);
     default: usage(stderr, EXIT_FAILURE);

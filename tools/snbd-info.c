@@ -38,12 +38,14 @@ static void usage(FILE *f, int status)
 "  --map           print allocation extents (base:allocation)\n"
 "  --can FEATURE   exit 0 if the export supports FEATURE, else 2:\n"
 "                  connect read write flush fua trim zero fast-zero df\n"
-"                  multi-conn cache structured-reply block-status, or a\n"
+"                  multi-conn cache structured-reply extended-headers\n"
+"                  block-status, or a\n"
 "                  metadata context name such as base:allocation\n"
 "  --is FEATURE    exit 0 if true, else 2: read-only rotational tls\n"
 "  --tls=MODE      off, allow or require (nbds:// means require)\n"
 "  --timeout S     give up on a server silent for S seconds while a\n"
 "                  request is in flight (default 60; 0: wait for ever)\n"
+"  --no-extended-headers  do not ask for extended headers\n"
 "  --help, --version\n"
 "\nExit status: 0 success, 1 error, 2 --can/--is said no.\n");
   exit(status);
@@ -67,6 +69,7 @@ static struct snbd_handle *open_uri(const struct info_opts *o, bool opt_mode)
         snbd_add_meta_context(h, "base:allocation") == -1 ||
         (o->tls >= 0 && snbd_set_tls(h, o->tls) == -1) ||
         snbd_set_request_timeout(h, o->timeout) == -1 ||
+        snbd_set_request_extended_headers(h, !o->no_eh) == -1 ||
         snbd_set_opt_mode(h, opt_mode && attempt == 0) == -1)
       die_handle("configuring the handle");
     if (snbd_connect_uri(h, o->uri) == 0)
@@ -94,6 +97,7 @@ static int feature(struct snbd_handle *h, const char *f)
     { "multi-conn", snbd_can_multi_conn }, { "cache", snbd_can_cache },
     { "structured-reply", snbd_get_structured_replies_negotiated },
     { "structured-replies", snbd_get_structured_replies_negotiated },
+    { "extended-headers", snbd_get_extended_headers_negotiated },
     { "read-only", snbd_is_read_only }, { "rotational", snbd_is_rotational },
     { "tls", snbd_get_tls_negotiated },
   };
@@ -296,7 +300,7 @@ static unsigned parse_timeout(const char *s)
 int main(int argc, char *argv[])
 {
   enum { OPT_CAN = 256, OPT_IS, OPT_JSON, OPT_MAP, OPT_SIZE, OPT_TLS,
-         OPT_TIMEOUT, OPT_VERSION };
+         OPT_TIMEOUT, OPT_NO_EH, OPT_VERSION };
   static const struct option longopts[] = {
     { "can", required_argument, NULL, OPT_CAN },
     { "is", required_argument, NULL, OPT_IS },
@@ -306,6 +310,7 @@ int main(int argc, char *argv[])
     { "size", no_argument, NULL, OPT_SIZE },
     { "tls", required_argument, NULL, OPT_TLS },
     { "timeout", required_argument, NULL, OPT_TIMEOUT },
+    { "no-extended-headers", no_argument, NULL, OPT_NO_EH },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -322,6 +327,7 @@ int main(int argc, char *argv[])
     case OPT_SIZE: o.size = true; break;
     case OPT_TLS: o.tls = parse_tls(optarg); break;
     case OPT_TIMEOUT: o.timeout = parse_timeout(optarg); break;
+    case OPT_NO_EH: o.no_eh = true; break;
     case 'h': usage(stdout, EXIT_SUCCESS); break;
     case OPT_VERSION: printf("snbd-info %s\n", SNBD_VERSION); return 0;
     default: usage(stderr, EXIT_FAILURE);

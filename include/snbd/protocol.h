@@ -38,7 +38,7 @@
 #define NBD_FLAG_SEND_RESIZE        (1u << 9)
 #define NBD_FLAG_SEND_CACHE         (1u << 10)
 #define NBD_FLAG_SEND_FAST_ZERO     (1u << 11)
-#define NBD_FLAG_BLOCK_STAT_PAYLOAD (1u << 12)
+#define NBD_FLAG_BLOCK_STATUS_PAYLOAD (1u << 12)
 
 /* ---- Options ("Option types") ---- */
 #define NBD_OPT_EXPORT_NAME        1
@@ -79,6 +79,7 @@
 
 /* ---- Transmission: request types ---- */
 #define NBD_REQUEST_MAGIC          UINT32_C(0x25609513)
+#define NBD_EXTENDED_REQUEST_MAGIC UINT32_C(0x21e41c71)
 #define NBD_CMD_READ               0
 #define NBD_CMD_WRITE              1
 #define NBD_CMD_DISC               2
@@ -100,6 +101,7 @@
 /* ---- Replies ---- */
 #define NBD_SIMPLE_REPLY_MAGIC     UINT32_C(0x67446698)
 #define NBD_STRUCTURED_REPLY_MAGIC UINT32_C(0x668e33ef)
+#define NBD_EXTENDED_REPLY_MAGIC   UINT32_C(0x6e8a278c)
 #define NBD_REPLY_FLAG_DONE        (1u << 0)
 
 #define NBD_REPLY_TYPE_ERR_BIT     (1u << 15)
@@ -131,7 +133,10 @@
 /* ---- Limits ---- */
 #define NBD_MAX_STRING             4096      /* names, descriptions, contexts */
 #define NBD_MAX_OPTION_LEN         (64u * 1024 * 1024)  /* hard cap, any option */
-#define NBD_MAX_PAYLOAD            (32u * 1024 * 1024)  /* advertised max block */
+/* The largest READ or WRITE payload served, in both header modes, and
+ * advertised in NBD_INFO_BLOCK_SIZE: nbdkit's limit, so clients that send
+ * 64 MiB requests without asking for block sizes are served. */
+#define NBD_MAX_PAYLOAD            (64u * 1024 * 1024)
 #define NBD_MAX_BLOCK_STATUS_DESCS (1u << 20)
 #define NBD_DEFAULT_PORT           10809
 
@@ -183,6 +188,16 @@ struct nbd_request {
   uint32_t count;
 } __attribute__((packed));
 
+struct nbd_extended_request {  /* after NBD_OPT_EXTENDED_HEADERS */
+  uint32_t magic;               /* NBD_EXTENDED_REQUEST_MAGIC */
+  uint16_t flags;
+  uint16_t type;
+  uint64_t cookie;
+  uint64_t offset;
+  uint64_t count;               /* payload length (NBD_CMD_FLAG_PAYLOAD_LEN)
+                                   or effect length */
+} __attribute__((packed));
+
 struct nbd_simple_reply {
   uint32_t magic;               /* NBD_SIMPLE_REPLY_MAGIC */
   uint32_t error;
@@ -197,6 +212,20 @@ struct nbd_structured_reply {
   uint32_t length;
 } __attribute__((packed));
 
+struct nbd_extended_reply {     /* every reply chunk, extended headers */
+  uint32_t magic;               /* NBD_EXTENDED_REPLY_MAGIC */
+  uint16_t flags;
+  uint16_t type;
+  uint64_t cookie;
+  uint64_t offset;              /* the request's offset, echoed */
+  uint64_t length;
+} __attribute__((packed));
+
+struct nbd_block_descriptor_ext { /* NBD_REPLY_TYPE_BLOCK_STATUS_EXT entry */
+  uint64_t length;
+  uint64_t status_flags;
+} __attribute__((packed));
+
 struct nbd_block_descriptor {   /* NBD_REPLY_TYPE_BLOCK_STATUS entry */
   uint32_t length;
   uint32_t status_flags;
@@ -209,9 +238,13 @@ _Static_assert(sizeof(struct nbd_export_name_reply) == 134, "export name reply")
 _Static_assert(sizeof(struct nbd_info_export) == 12, "info export");
 _Static_assert(sizeof(struct nbd_info_block_size) == 14, "info block size");
 _Static_assert(sizeof(struct nbd_request) == 28, "request");
+_Static_assert(sizeof(struct nbd_extended_request) == 32, "extended request");
 _Static_assert(sizeof(struct nbd_simple_reply) == 16, "simple reply");
 _Static_assert(sizeof(struct nbd_structured_reply) == 20, "structured reply");
+_Static_assert(sizeof(struct nbd_extended_reply) == 32, "extended reply");
 _Static_assert(sizeof(struct nbd_block_descriptor) == 8, "block descriptor");
+_Static_assert(sizeof(struct nbd_block_descriptor_ext) == 16,
+               "extended block descriptor");
 
 /* Name tables for logs (common/names.c); they return "unknown" rather than
  * NULL so a caller can always print the result. */

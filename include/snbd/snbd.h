@@ -72,6 +72,12 @@ int snbd_set_tls_priority(struct snbd_handle *h, const char *priority);
  * never resume. */
 int snbd_set_tls_session_resumption(struct snbd_handle *h, bool resume);
 int snbd_set_request_structured_replies(struct snbd_handle *h, bool request);
+/* Whether to ask for extended headers (NBD_OPT_EXTENDED_HEADERS: 64-bit
+ * lengths, whole-export trim, zero, cache and block status in one
+ * request).  Default true; a server that refuses gets structured replies
+ * instead (if requested), as if this were false. */
+int snbd_set_request_extended_headers(struct snbd_handle *h, bool request);
+int snbd_get_request_extended_headers(struct snbd_handle *h);
 /* Asks for a metadata context (e.g. "base:allocation") during negotiation;
  * snbd_can_meta_context() says whether the server agreed.  At most 16. */
 int snbd_add_meta_context(struct snbd_handle *h, const char *name);
@@ -132,12 +138,15 @@ int snbd_can_df(struct snbd_handle *h);
 int snbd_can_multi_conn(struct snbd_handle *h);
 int snbd_can_cache(struct snbd_handle *h);
 int snbd_can_meta_context(struct snbd_handle *h, const char *name);
+/* 1 with structured replies or extended headers (which imply them). */
 int snbd_get_structured_replies_negotiated(struct snbd_handle *h);
+int snbd_get_extended_headers_negotiated(struct snbd_handle *h);
 int snbd_get_nr_meta_contexts(struct snbd_handle *h);
 char *snbd_get_meta_context(struct snbd_handle *h, int i);
 enum snbd_block_size { SNBD_SIZE_MINIMUM, SNBD_SIZE_PREFERRED, SNBD_SIZE_MAXIMUM };
 /* The server's constraint, or the default (1, 4096, 32 MiB) when it sent
- * none.  (Reads and writes larger than 32 MiB are split anyway.) */
+ * none.  (Reads and writes larger than 32 MiB, or the server's maximum if
+ * larger, up to 64 MiB, are split anyway.) */
 int64_t snbd_get_block_size(struct snbd_handle *h, enum snbd_block_size which);
 char *snbd_get_canonical_export_name(struct snbd_handle *h);
 char *snbd_get_export_description(struct snbd_handle *h);  /* NULL if none */

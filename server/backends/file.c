@@ -543,6 +543,10 @@ static int probe(struct file_backend *f, bool readonly)
       f->map = m;
     }
   }
+  /* Sparse reads answer holes without reading them (OFFSET_HOLE): one
+   * SEEK_HOLE per read, or none while it stays inside the data run the
+   * last one found (data_end). */
+  f->b.caps |= BACKEND_CHEAP_EXTENTS;
   f->b.block_min = 1;
   f->b.block_pref = is_pow2((uint64_t)st.st_blksize) &&
                     st.st_blksize >= 512 && st.st_blksize <= (1 << 20)

@@ -2,16 +2,18 @@
  * (hostile) servers and man-in-the-middle proxies.  It connects, runs the
  * operations named on the command line, and prints one line per result:
  *
- *   connected size=N sr=0|1 tls=0|1
+ *   connected size=N sr=0|1 tls=0|1 eh=0|1
  *   ok OP                                   the operation succeeded
  *   error OP errno=NAME msg=MESSAGE         it failed cleanly
  *   stale=N                                 after a read: bytes still
  *                                           holding the 0xAA fill
  *
  * Usage: client-driver [--tls=off|allow|require] [--opt] [--timeout=S]
- *                      URI OP...
+ *                      [--no-eh] URI OP...
  *   OP: read:OFF:LEN[:df]  write:OFF:LEN  flush  zero:OFF:LEN
- *       bs:OFF:LEN[:one]   list
+ *       trim:OFF:LEN  cache:OFF:LEN  bs:OFF:LEN[:one]  list
+ *   (--no-eh: do not ask for extended headers; lengths of zero, trim,
+ *   cache and bs are 64 bits, those of read and write at most 64 MiB)
  * Exit status: 0 all operations ran (whatever their result), 1 the
  * connection failed, anything else is a crash. */
 #include <errno.h>
@@ -74,7 +76,8 @@ static void run_op(struct snbd_handle *h, char *op)
   char kind[16] = "", arg[16] = "";
   unsigned long long off = 0, len = 0;
   sscanf(op, "%15[^:]:%llu:%llu:%15s", kind, &off, &len, arg);
-  if (len > 64 * 1024 * 1024) {
+  bool io = strcmp(kind, "read") == 0 || strcmp(kind, "write") == 0;
+  if (io && len > 64 * 1024 * 1024) {
     printf("driver: length too large\n");
     exit(2);
   }
@@ -98,6 +101,10 @@ static void run_op(struct snbd_handle *h, char *op)
     report(op, snbd_flush(h, 0));
   else if (strcmp(kind, "zero") == 0)
     report(op, snbd_zero(h, len, off, 0));
+  else if (strcmp(kind, "trim") == 0)
+    report(op, snbd_trim(h, len, off, 0));
+  else if (strcmp(kind, "cache") == 0)
+    report(op, snbd_cache(h, len, off, 0));
   else if (strcmp(kind, "bs") == 0)
     report(op, snbd_block_status(h, len, off, extent_cb, NULL,
                                  strcmp(arg, "one") == 0
@@ -114,12 +121,13 @@ int main(int argc, char *argv[])
 {
   int i = 1, tls = -1;
   unsigned timeout = 10;
-  bool opt = false;
+  bool opt = false, eh = true;
   for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
     if (strcmp(argv[i], "--tls=off") == 0) tls = SNBD_TLS_DISABLE;
     else if (strcmp(argv[i], "--tls=allow") == 0) tls = SNBD_TLS_ALLOW;
     else if (strcmp(argv[i], "--tls=require") == 0) tls = SNBD_TLS_REQUIRE;
     else if (strcmp(argv[i], "--opt") == 0) opt = true;
+    else if (strcmp(argv[i], "--no-eh") == 0) eh = false;
     else if (strncmp(argv[i], "--timeout=", 10) == 0)
       timeout = (unsigned)atoi(argv[i] + 10);
   }
@@ -133,16 +141,17 @@ int main(int argc, char *argv[])
       snbd_add_meta_context(h, "base:allocation") == -1 ||
       snbd_set_handshake_timeout(h, timeout) == -1 ||
       (tls >= 0 && snbd_set_tls(h, tls) == -1) ||
-      snbd_set_opt_mode(h, opt) == -1)
+      snbd_set_opt_mode(h, opt) == -1 ||
+      snbd_set_request_extended_headers(h, eh) == -1)
     return 2;
   if (snbd_connect_uri(h, argv[i]) == -1) {
     report("connect", -1);
     snbd_close(h);
     return 1;
   }
-  printf("connected size=%" PRId64 " sr=%d tls=%d\n", snbd_get_size(h),
+  printf("connected size=%" PRId64 " sr=%d tls=%d eh=%d\n", snbd_get_size(h),
          snbd_get_structured_replies_negotiated(h),
-         snbd_get_tls_negotiated(h));
+         snbd_get_tls_negotiated(h), snbd_get_extended_headers_negotiated(h));
   for (i++; i < argc; i++)
     run_op(h, argv[i]);
   snbd_shutdown(h);     /* fails harmlessly if the connection is gone */

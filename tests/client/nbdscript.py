@@ -23,20 +23,24 @@ REP_MAGIC = 0x0003E889045565A9
 REQUEST_MAGIC = 0x25609513
 SIMPLE_MAGIC = 0x67446698
 STRUCTURED_MAGIC = 0x668E33EF
+EXT_REQUEST_MAGIC = 0x21E41C71       # extended headers
+EXT_REPLY_MAGIC = 0x6E8A278C
 
 FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES = 1, 2
 OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_STARTTLS = 1, 2, 3, 5
 OPT_INFO, OPT_GO, OPT_STRUCTURED_REPLY = 6, 7, 8
 OPT_LIST_META_CONTEXT, OPT_SET_META_CONTEXT = 9, 10
+OPT_EXTENDED_HEADERS = 11
 REP_ACK, REP_SERVER, REP_INFO, REP_META_CONTEXT = 1, 2, 3, 4
 ERR = 1 << 31
 REP_ERR_UNSUP, REP_ERR_POLICY, REP_ERR_INVALID = ERR | 1, ERR | 2, ERR | 3
 REP_ERR_PLATFORM, REP_ERR_TLS_REQD = ERR | 4, ERR | 5
 INFO_EXPORT, INFO_NAME, INFO_DESCRIPTION, INFO_BLOCK_SIZE = 0, 1, 2, 3
 CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH = 0, 1, 2, 3
-CMD_BLOCK_STATUS = 7
+CMD_TRIM, CMD_CACHE, CMD_WRITE_ZEROES, CMD_BLOCK_STATUS = 4, 5, 6, 7
+CMD_FLAG_PAYLOAD_LEN = 1 << 5
 REPLY_FLAG_DONE = 1
-T_NONE, T_DATA, T_HOLE, T_BLOCK_STATUS = 0, 1, 2, 5
+T_NONE, T_DATA, T_HOLE, T_BLOCK_STATUS, T_BLOCK_STATUS_EXT = 0, 1, 2, 5, 6
 T_ERROR, T_ERROR_OFFSET = 0x8001, 0x8002
 # Transmission flags: has-flags, send-flush, send-fua, send-trim,
 # send-write-zeroes, send-df.
@@ -53,6 +57,9 @@ class Conn:
     def __init__(self, sock):
         self.sock = sock
         self.sock.settimeout(15)
+        self.eh = False               # extended headers acknowledged
+        self.offsets = {}             # cookie -> request offset (eh echo)
+        self.options = []             # options the client sent
 
     def recv_exact(self, n):
         buf = b""
@@ -116,9 +123,11 @@ def parse_queries(data):
     return name, queries
 
 
-def handshake(c, sr=True, go_infos=None, meta=True, on_option=None):
+def handshake(c, sr=True, go_infos=None, meta=True, on_option=None,
+              eh=False):
     """A well-behaved fixed-newstyle handshake up to NBD_OPT_GO.
     go_infos: the NBD_REP_INFO payloads sent for GO (default: export info).
+    eh: acknowledge NBD_OPT_EXTENDED_HEADERS (else it is unsupported).
     on_option(c, opt, data) may answer an option itself (return True), or
     end the handshake (return "done")."""
     greeting(c)
@@ -126,6 +135,7 @@ def handshake(c, sr=True, go_infos=None, meta=True, on_option=None):
         go_infos = [info_export()]
     for _ in range(20):
         opt, data = read_option(c)
+        c.options.append(opt)
         answered = on_option(c, opt, data) if on_option else False
         if answered == "done":
             return
@@ -133,6 +143,9 @@ def handshake(c, sr=True, go_infos=None, meta=True, on_option=None):
             continue
         if opt == OPT_STRUCTURED_REPLY:
             reply(c, opt, REP_ACK if sr else REP_ERR_UNSUP)
+        elif opt == OPT_EXTENDED_HEADERS:
+            reply(c, opt, REP_ACK if eh else REP_ERR_UNSUP)
+            c.eh = eh
         elif opt == OPT_SET_META_CONTEXT:
             _, queries = parse_queries(data)
             if meta and "base:allocation" in queries:
@@ -155,10 +168,22 @@ def handshake(c, sr=True, go_infos=None, meta=True, on_option=None):
 # ---- Transmission ----
 
 def read_request(c):
-    magic, flags, typ, cookie, off, length = struct.unpack(
-        ">IHHQQI", c.recv_exact(28))
-    assert magic == REQUEST_MAGIC, hex(magic)
-    payload = c.recv_exact(length) if typ == CMD_WRITE else b""
+    """(flags, type, cookie, offset, length, payload), compact or
+    extended as negotiated."""
+    if c.eh:
+        magic, flags, typ, cookie, off, length = struct.unpack(
+            ">IHHQQQ", c.recv_exact(32))
+        assert magic == EXT_REQUEST_MAGIC, hex(magic)
+        assert typ != CMD_WRITE or flags & CMD_FLAG_PAYLOAD_LEN, \
+            "WRITE without NBD_CMD_FLAG_PAYLOAD_LEN"
+        payload = (c.recv_exact(length) if flags & CMD_FLAG_PAYLOAD_LEN
+                   else b"")
+    else:
+        magic, flags, typ, cookie, off, length = struct.unpack(
+            ">IHHQQI", c.recv_exact(28))
+        assert magic == REQUEST_MAGIC, hex(magic)
+        payload = c.recv_exact(length) if typ == CMD_WRITE else b""
+    c.offsets[cookie] = off
     return flags, typ, cookie, off, length, payload
 
 
@@ -166,10 +191,27 @@ def simple_reply(c, cookie, error=0, data=b""):
     c.send(struct.pack(">IIQ", SIMPLE_MAGIC, error, cookie) + data)
 
 
-def chunk(c, cookie, ctype, payload=b"", flags=REPLY_FLAG_DONE, length=None):
+def chunk(c, cookie, ctype, payload=b"", flags=REPLY_FLAG_DONE, length=None,
+          compact=False):
+    """A structured chunk, or under extended headers (unless compact) an
+    extended one echoing the request's offset."""
     if length is None:
         length = len(payload)
+    if c.eh and not compact:
+        ext_chunk(c, cookie, ctype, c.offsets.get(cookie, 0), payload, flags,
+                  length)
+        return
     c.send(struct.pack(">IHHQI", STRUCTURED_MAGIC, flags, ctype, cookie,
+                       length) + payload)
+
+
+def ext_chunk(c, cookie, ctype, off, payload=b"", flags=REPLY_FLAG_DONE,
+              length=None):
+    """An extended reply chunk (proto.md "Extended reply chunk
+    message"), its offset field as given."""
+    if length is None:
+        length = len(payload)
+    c.send(struct.pack(">IHHQQQ", EXT_REPLY_MAGIC, flags, ctype, cookie, off,
                        length) + payload)
 
 

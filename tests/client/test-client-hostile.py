@@ -5,9 +5,14 @@ allowed, structured replies never negotiated, ...).  libsnbd must fail
 cleanly with a message that names the problem, never crash (also run it
 under the sanitizer build: tests/run.sh build-san client), never leave
 stale bytes in a read buffer, and keep the connection only when the
-stream is still in step (docs/security.md 23-25)."""
+stream is still in step (docs/security.md 23-25, 34).  Most transmission
+scenarios run twice: compact (the server refuses extended headers, so
+structured replies) and extended (32-byte replies echoing the request's
+offset); the EXTENDED list breaks the rules only extended headers have
+(proto.md on the extension-ext-header branch, quoted at each)."""
 import os
 import struct
+import subprocess
 import sys
 import time
 
@@ -123,10 +128,15 @@ HANDSHAKE = [
 # ---- Transmission scenarios ----
 
 
-def after(op_handler, sr=True, meta=True, requests=1):
-    """Handshake, then hand each request to op_handler(c, req)."""
+MODE = {"eh": False}     # whether after() acknowledges extended headers
+
+
+def after(op_handler, sr=True, meta=True, requests=1, eh=None):
+    """Handshake, then hand each request to op_handler(c, req).  eh:
+    acknowledge extended headers (default: as MODE says when it runs)."""
     def handler(c):
-        handshake(c, sr=sr, meta=meta)
+        handshake(c, sr=sr, meta=meta,
+                  eh=MODE["eh"] if eh is None else eh)
         for _ in range(requests):
             op_handler(c, read_request(c))
     return handler
@@ -173,16 +183,28 @@ def then_good(first):
     """A first reply from `first`, then a correct reply to a second read:
     the connection must still work (errors that keep the stream in step
     are not fatal)."""
-    def h(c, req, state={"n": 0}):
-        state["n"] += 1
-        (first if state["n"] == 1 else good_read)(c, req)
+    def h(c, req):
+        c.then_good_n = getattr(c, "then_good_n", 0) + 1
+        (first if c.then_good_n == 1 else good_read)(c, req)
     return h
 
 
-def bs_chunk(ctx, extents, flags=REPLY_FLAG_DONE):
-    payload = struct.pack(">I", ctx) + b"".join(
+def bs_payload(ctx, extents, ext):
+    """BLOCK_STATUS's payload, or BLOCK_STATUS_EXT's (id, count, then
+    64-bit descriptors)."""
+    if ext:
+        return struct.pack(">II", ctx, len(extents)) + b"".join(
+            struct.pack(">QQ", n, f) for n, f in extents)
+    return struct.pack(">I", ctx) + b"".join(
         struct.pack(">II", n, f) for n, f in extents)
-    return raw_chunk(T_BLOCK_STATUS, payload, flags)
+
+
+def bs_chunk(ctx, extents, flags=REPLY_FLAG_DONE):
+    """The status chunk of the mode in use."""
+    def h(c, req):
+        chunk(c, req[2], T_BLOCK_STATUS_EXT if c.eh else T_BLOCK_STATUS,
+              bs_payload(ctx, extents, c.eh), flags)
+    return h
 
 
 def hang_up_in_data(c, cookie, off, length):
@@ -295,6 +317,263 @@ TRANSMISSION = [
 ]
 
 
+# Run again under extended headers: every scenario whose reply is built
+# by chunk() (which then sends 32-byte chunks) and whose message does not
+# name a 32-bit layout.
+BOTH_MODES = {
+    "chunk with an unknown cookie", "data before the request",
+    "data past the end of the request", "data offset wrapping around 2^64",
+    "hole wrapping around 2^64", "hole of size 0",
+    "hole chunk with a wrong length", "data chunk too short",
+    "overlapping data chunks", "fragmented reply to a DF read",
+    "success after half the data, then a good read",
+    "error message longer than its chunk", "error chunk of 1 MiB",
+    "error message over 4096 bytes", "error chunk with trailing bytes",
+    "server error, named and quoted, then a good read",
+    "unknown error chunk type, then a good read",
+    "error offset outside the request", "data chunk in reply to block status",
+    "chunk of an unknown type", "NONE chunk that is not final",
+    "NONE chunk with a payload",
+    "block status for a context never negotiated",
+    "block status extent of length 0", "block status ignoring REQ_ONE",
+    "block status extents past the request",
+    "no block status at all, then a good one",
+}
+
+
+def ext_raw(ctype, payload=b"", off_delta=0, length=None, cookie_delta=0):
+    """An extended chunk whose offset field is the request's + off_delta."""
+    def h(c, req):
+        ext_chunk(c, req[2] + cookie_delta, ctype, req[3] + off_delta,
+                  payload, length=length)
+    return h
+
+
+def compact_raw(ctype, payload=b""):
+    """A 20-byte structured chunk, whatever was negotiated."""
+    def h(c, req):
+        chunk(c, req[2], ctype, payload, compact=True)
+    return h
+
+
+BS = "bs:0:4096"
+EXTENDED = [
+    ("extended: simple reply",
+     after(with_cookie(lambda c, k, o, n: simple_reply(c, k)), eh=True),
+     ["flush"], ["simple reply under extended headers"]),
+    # "If extended headers are negotiated, all server replies MUST use an
+    # extended reply" ("Extended reply chunk message").
+    ("extended: structured reply magic",
+     after(compact_raw(T_NONE), eh=True), ["flush"],
+     ["structured reply under extended headers"]),
+    # "offset ... MUST match the offset of the client's request".
+    ("extended: offset not echoed",
+     after(ext_raw(T_DATA, struct.pack(">Q", 4096) + b"\x55" * 4096,
+                   off_delta=4096), eh=True), [READ],
+     ["reply to offset 4096 says offset 8192"]),
+    ("extended: offset not echoed on NONE",
+     after(ext_raw(T_NONE, off_delta=1), eh=True), ["flush"],
+     ["says offset 1"]),
+    # "a client MAY initiate hard disconnect if a server's reply length is
+    # unexpectedly large".
+    ("extended: reply length of 2^40",
+     after(ext_raw(T_DATA, length=1 << 40), eh=True), [READ],
+     ["1099511627776 bytes, above the maximum payload"]),
+    ("extended: error chunk of 2^33 bytes",
+     after(ext_raw(T_ERROR, length=1 << 33), eh=True), [READ],
+     ["above the maximum payload"]),
+    # NBD_REPLY_TYPE_BLOCK_STATUS: "a server may only use this type if
+    # extended headers were not negotiated".
+    ("extended: BLOCK_STATUS (type 5) chunk",
+     after(lambda c, req: chunk(c, req[2], T_BLOCK_STATUS,
+                                bs_payload(CONTEXT_ID, [(4096, 0)], False)),
+           eh=True), [BS],
+     ["NBD_REPLY_TYPE_BLOCK_STATUS under extended headers"]),
+    # NBD_REPLY_TYPE_BLOCK_STATUS_EXT: "The descriptor count field MUST
+    # correspond to the number of subsequent descriptors".
+    ("extended: descriptor count above the descriptors",
+     after(lambda c, req: chunk(c, req[2], T_BLOCK_STATUS_EXT,
+                                struct.pack(">II", CONTEXT_ID, 2) +
+                                struct.pack(">QQ", 4096, 0)), eh=True),
+     [BS], ["descriptor count disagrees"]),
+    ("extended: descriptor count 0",
+     after(lambda c, req: chunk(c, req[2], T_BLOCK_STATUS_EXT,
+                                struct.pack(">II", CONTEXT_ID, 0) +
+                                struct.pack(">QQ", 4096, 0)), eh=True),
+     [BS], ["descriptor count disagrees"]),
+    ("extended: BLOCK_STATUS_EXT of a ragged length",
+     after(lambda c, req: chunk(c, req[2], T_BLOCK_STATUS_EXT,
+                                struct.pack(">II", CONTEXT_ID, 1) +
+                                b"\0" * 12), eh=True),
+     [BS], ["NBD_REPLY_TYPE_BLOCK_STATUS_EXT of length 20"]),
+    ("extended: BLOCK_STATUS_EXT claiming 2^20+1 descriptors",
+     after(lambda c, req: chunk(c, req[2], T_BLOCK_STATUS_EXT,
+                                length=8 + 16 * ((1 << 20) + 1)), eh=True),
+     [BS], ["NBD_REPLY_TYPE_BLOCK_STATUS_EXT of length"]),
+    # "32 bits of status ... For metadata contexts that only return a
+    # 32-bit status (including all contexts in the base: namespace), the
+    # most-significant 32 bits of status MUST be all zeroes".
+    ("extended: base:allocation status with high bits",
+     after(bs_chunk(CONTEXT_ID, [(4096, 1 << 40)]), eh=True), [BS],
+     ["high 32 bits"]),
+    ("compact: BLOCK_STATUS_EXT without extended headers",
+     after(lambda c, req: chunk(c, req[2], T_BLOCK_STATUS_EXT,
+                                bs_payload(CONTEXT_ID, [(4096, 0)], True)),
+           eh=False), [BS],
+     ["NBD_REPLY_TYPE_BLOCK_STATUS_EXT without extended headers"]),
+    ("compact: extended reply never negotiated",
+     after(ext_raw(T_NONE), eh=False), ["flush"],
+     ["extended reply, which was never negotiated"]),
+    ("extended: a good BLOCK_STATUS_EXT and read after it",
+     after(then_good(bs_chunk(CONTEXT_ID, [(1024, 3), (1 << 40, 0)])),
+           requests=2, eh=True), [BS, READ],
+     ["extents base:allocation 0 n=2 first=1024/3", "ok " + READ]),
+]
+
+
+def go_unsup_after_eh(c):
+    """Extended headers acknowledged, then GO refused as unsupported: "the
+    server MUST NOT fail NBD_OPT_GO with NBD_REP_ERR_UNSUP" then."""
+    def hook(c, opt, data):
+        if opt == OPT_GO:
+            reply(c, opt, REP_ERR_UNSUP)
+            return True
+        if opt == OPT_EXPORT_NAME:
+            raise AssertionError("NBD_OPT_EXPORT_NAME after extended headers")
+        return False
+    handshake(c, on_option=hook, eh=True)
+
+
+def ext_refused_by(rtype):
+    """The server refuses extended headers with rtype: structured replies
+    are asked for next ("clients SHOULD be prepared to also handle
+    NBD_REP_ERR_UNSUP; in this case, only the compact transmission headers
+    will be used")."""
+    def handler(c):
+        def hook(c, opt, data):
+            if opt == OPT_EXTENDED_HEADERS:
+                reply(c, opt, rtype)
+                return True
+            return False
+        handshake(c, on_option=hook)
+        good_read(c, read_request(c))
+        assert c.options[:2] == [OPT_EXTENDED_HEADERS, OPT_STRUCTURED_REPLY], \
+            c.options
+    return handler
+
+
+def not_asked(c):
+    """--no-eh: the option is never sent."""
+    handshake(c)
+    good_read(c, read_request(c))
+    assert OPT_EXTENDED_HEADERS not in c.options, c.options
+
+
+HUGE = 16 << 40
+
+
+def recorder(seen):
+    """Answers every request with success until NBD_CMD_DISC, recording
+    (type, offset, length) of each; the export is 16 TiB."""
+    def handler(c):
+        handshake(c, go_infos=[info_export(size=HUGE, eflags=DEFAULT_EFLAGS |
+                                           0x400)],
+                  eh=MODE["eh"])
+        for _ in range(1 << 20):
+            flags, typ, cookie, off, length, _ = read_request(c)
+            if typ == CMD_DISC:
+                return
+            seen.append((typ, off, length))
+            if typ == CMD_BLOCK_STATUS:
+                bs_chunk(CONTEXT_ID, [(length, 3)])(c, (flags, typ, cookie))
+            elif c.eh:
+                chunk(c, cookie, T_NONE)
+            else:
+                simple_reply(c, cookie)
+    return handler
+
+
+def check_lengths(eh):
+    """64-bit lengths: one request each under extended headers
+    ("only when length is used as an effect length will it utilize a full
+    64-bit value"); a compact server gets 32-bit pieces covering it."""
+    seen = []
+    ops = ["zero:0:%d" % HUGE, "trim:0:%d" % HUGE, "cache:0:%d" % HUGE,
+           "bs:0:%d" % HUGE]
+    MODE["eh"] = eh
+    name = "16 TiB zero, trim, cache, block status, %s" % (
+        "extended: one request each" if eh else "compact: split")
+    ok = check(name, recorder(seen), ops, 0,
+               ["ok " + op for op in ops])
+    if not ok:
+        return False
+    by_type = {}
+    for typ, off, length in seen:
+        by_type.setdefault(typ, []).append((off, length))
+    for typ in (CMD_WRITE_ZEROES, CMD_TRIM, CMD_CACHE):
+        parts = by_type.get(typ, [])
+        covered = sum(n for _, n in parts)
+        if covered != HUGE or (eh and len(parts) != 1) or \
+                any(n >= 1 << 32 for _, n in parts if not eh):
+            print("FAIL: %s: command %d sent as %d parts covering %d" %
+                  (name, typ, len(parts), covered))
+            return False
+    bs = by_type.get(CMD_BLOCK_STATUS, [])
+    want_bs = HUGE if eh else 1 << 30
+    if [n for _, n in bs] != [want_bs]:
+        print("FAIL: %s: block status asked %r" % (name, bs))
+        return False
+    return True
+
+
+def copy_holes(eh):
+    """snbd-copy zeroes a hole "in single 64-bit requests when it can":
+    a 1 TiB sparse file copied to a server with extended headers takes a
+    handful of WRITE_ZEROES covering it (one per worker at most); a
+    compact server gets the same bytes in pieces under 2^32, in runs of
+    16 GiB."""
+    size = 1 << 40
+    path = os.path.join(os.environ["TMPDIR"], "holes.img")
+    with open(path, "wb") as f:
+        f.truncate(size)
+    seen = []
+
+    def handler(c):
+        handshake(c, go_infos=[info_export(size=size)], eh=eh)
+        for _ in range(1 << 20):
+            flags, typ, cookie, off, length, _ = read_request(c)
+            if typ == CMD_DISC:
+                return
+            seen.append((typ, off, length))
+            (chunk(c, cookie, T_NONE) if c.eh else simple_reply(c, cookie))
+    name = "snbd-copy of a 1 TiB hole, %s" % ("extended" if eh else "compact")
+    with ScriptedServer(handler) as srv:
+        p = subprocess.run([os.environ["SNBD_COPY"], path, srv.uri],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=120)
+    os.unlink(path)
+    zeroes = [(off, n) for typ, off, n in seen if typ == CMD_WRITE_ZEROES]
+    problems = []
+    if p.returncode != 0 or srv.error:
+        problems.append("exit %d, %r: %s" % (p.returncode, srv.error,
+                                             p.stdout.decode()))
+    if sum(n for _, n in zeroes) != size or \
+            any(typ != CMD_WRITE_ZEROES for typ, _, _ in seen):
+        problems.append("requests do not zero the export exactly: %r" %
+                        sorted(set(t for t, _, _ in seen)))
+    if eh and len(zeroes) > 8:
+        problems.append("%d zero requests with extended headers" %
+                        len(zeroes))
+    if not eh and (len(zeroes) < 64 or max(n for _, n in zeroes) >= 1 << 32):
+        problems.append("compact: %d zero requests, largest %d" %
+                        (len(zeroes), max(n for _, n in zeroes)))
+    if problems:
+        print("FAIL: %s:\n  %s" % (name, "\n  ".join(problems)))
+        return False
+    print("ok: %s: %d zero requests" % (name, len(zeroes)))
+    return True
+
+
 def check(name, handler, ops, want_rc, expect, args=()):
     start = time.monotonic()
     with ScriptedServer(handler) as srv:
@@ -370,6 +649,27 @@ def main():
         ok &= check(name, handler, [], 1, ["error connect"] + expect)
     for name, handler, ops, expect in TRANSMISSION:
         ok &= check(name, handler, ops, 0, ["connected"] + expect)
+    MODE["eh"] = True
+    for name, handler, ops, expect in TRANSMISSION:
+        if name in BOTH_MODES:
+            ok &= check("extended: " + name, handler, ops, 0,
+                        ["connected", "eh=1"] + expect)
+    MODE["eh"] = False
+    for name, handler, ops, expect in EXTENDED:
+        ok &= check(name, handler, ops, 0, ["connected"] + expect)
+    ok &= check("extended headers acknowledged, then GO unsupported",
+                go_unsup_after_eh, [], 1,
+                ["error connect", "after agreeing to extended headers"])
+    for rtype in (REP_ERR_UNSUP, REP_ERR_INVALID, REP_ERR_POLICY):
+        ok &= check("extended headers refused (%#x): structured replies" %
+                    rtype, ext_refused_by(rtype), [READ], 0,
+                    ["sr=1", "eh=0", "ok " + READ])
+    ok &= check("--no-eh: extended headers not asked for", not_asked, [READ],
+                0, ["sr=1", "eh=0", "ok " + READ], args=("--no-eh",))
+    for eh in (True, False):
+        ok &= check_lengths(eh)
+        ok &= copy_holes(eh)
+    MODE["eh"] = False
     ok &= check("server that stalls in the handshake", stall, [], 1,
                 ["errno=ETIMEDOUT"], args=("--timeout=1",))
     for name, handler, expect in OLD:

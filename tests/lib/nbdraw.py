@@ -39,6 +39,8 @@ REP_MAGIC = 0x0003E889045565A9
 REQUEST_MAGIC = 0x25609513
 SIMPLE_MAGIC = 0x67446698
 STRUCTURED_MAGIC = 0x668E33EF
+EXT_REQUEST_MAGIC = 0x21E41C71        # extended headers
+EXT_REPLY_MAGIC = 0x6E8A278C
 
 FLAG_FIXED_NEWSTYLE = 1 << 0          # handshake flags
 FLAG_NO_ZEROES = 1 << 1
@@ -53,7 +55,8 @@ REP_ACK, REP_SERVER, REP_INFO, REP_META_CONTEXT = range(1, 5)
 REP_ERR_BIT = 1 << 31
 (REP_ERR_UNSUP, REP_ERR_POLICY, REP_ERR_INVALID, REP_ERR_PLATFORM,
  REP_ERR_TLS_REQD, REP_ERR_UNKNOWN, REP_ERR_SHUTDOWN, REP_ERR_BLOCK_SIZE_REQD,
- REP_ERR_TOO_BIG) = (REP_ERR_BIT | i for i in range(1, 10))
+ REP_ERR_TOO_BIG, REP_ERR_EXT_HEADER_REQD) = (REP_ERR_BIT | i
+                                          for i in range(1, 11))
 
 INFO_EXPORT, INFO_NAME, INFO_DESCRIPTION, INFO_BLOCK_SIZE = range(4)
 
@@ -67,6 +70,7 @@ TF_SEND_DF = 1 << 7
 TF_CAN_MULTI_CONN = 1 << 8
 TF_SEND_CACHE = 1 << 10
 TF_SEND_FAST_ZERO = 1 << 11
+TF_BLOCK_STATUS_PAYLOAD = 1 << 12
 
 (CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_CACHE,
  CMD_WRITE_ZEROES, CMD_BLOCK_STATUS, CMD_RESIZE) = range(9)
@@ -79,6 +83,7 @@ RT_NONE = 0
 RT_OFFSET_DATA = 1
 RT_OFFSET_HOLE = 2
 RT_BLOCK_STATUS = 5
+RT_BLOCK_STATUS_EXT = 6
 RT_ERROR = (1 << 15) | 1
 RT_ERROR_OFFSET = (1 << 15) | 2
 
@@ -95,7 +100,7 @@ STATE_HOLE = 1 << 0
 STATE_ZERO = 1 << 1
 
 MAX_STRING = 4096
-MAX_PAYLOAD = 32 << 20                # the server's advertised maximum
+MAX_PAYLOAD = 64 << 20                # the server's advertised maximum
 MiB = 1 << 20
 
 _NAMES = {}
@@ -191,6 +196,12 @@ def request_bytes(cmd, offset=0, length=0, flags=0, cookie=0, data=b""):
                        length) + data
 
 
+def ext_request_bytes(cmd, offset=0, length=0, flags=0, cookie=0, data=b""):
+    """A 32-byte extended request (proto.md "Request message")."""
+    return struct.pack(">IHHQQQ", EXT_REQUEST_MAGIC, flags, cmd, cookie,
+                       offset, length) + data
+
+
 def pattern(seed, n):
     """n bytes that differ for each seed and position (not random, cheap)."""
     block = bytes((seed * 131 + i * 7 + (i >> 8)) & 0xFF for i in range(4096))
@@ -216,8 +227,9 @@ class OptReply:
 class Chunk:
     """A structured reply chunk, decoded by type."""
 
-    def __init__(self, flags, ctype, cookie, payload):
+    def __init__(self, flags, ctype, cookie, payload, hdr_offset=None):
         self.flags, self.type, self.cookie = flags, ctype, cookie
+        self.hdr_offset = hdr_offset     # extended headers: the echo
         self.payload = payload
         self.done = bool(flags & REPLY_FLAG_DONE)
         self.offset = self.length = self.error = None
@@ -246,6 +258,14 @@ class Chunk:
             self.context = struct.unpack(">I", p[:4])[0]
             self.descs = [struct.unpack(">II", p[i:i + 8])
                           for i in range(4, len(p), 8)]
+        elif t == RT_BLOCK_STATUS_EXT:
+            check(len(p) >= 24 and (len(p) - 8) % 16 == 0,
+                  "BLOCK_STATUS_EXT chunk of %d bytes", len(p))
+            self.context, count = struct.unpack(">II", p[:8])
+            expect_eq("BLOCK_STATUS_EXT descriptor count", (len(p) - 8) // 16,
+                      count)
+            self.descs = [struct.unpack(">QQ", p[i:i + 16])
+                          for i in range(8, len(p), 16)]
         elif t & 0x8000:
             check(len(p) >= 6, "error chunk of %d bytes", len(p))
             self.error, mlen = struct.unpack(">IH", p[:6])
@@ -290,6 +310,7 @@ class Conn:
         self.timeout = timeout
         sock.settimeout(timeout)
         self.structured = False
+        self.ext = False              # extended headers negotiated
         self.pending = {}             # cookie -> [(cmd, offset, length)]
         self.partial = {}             # cookie -> Reply being assembled
         self.done = []                # finished replies not yet taken
@@ -465,7 +486,10 @@ class Conn:
 
     def option(self, opt, payload=b"", length=None):
         self.send_option(opt, payload, length)
-        return self.read_option_replies(opt)
+        reps = self.read_option_replies(opt)
+        if opt == OPT_EXTENDED_HEADERS and reps[-1].type == REP_ACK:
+            self.ext = True
+        return reps
 
     def expect_option(self, want, opt, payload=b"", length=None,
                       what=None):
@@ -515,17 +539,22 @@ class Conn:
         self.expect_option(REP_ACK, OPT_STRUCTURED_REPLY)
         self.structured = True
 
+    def extended_headers(self):
+        self.expect_option(REP_ACK, OPT_EXTENDED_HEADERS)
+
     def set_meta(self, name="", queries=("base:allocation",)):
         reps = self.expect_option(REP_ACK, OPT_SET_META_CONTEXT,
                                   meta_payload(name, queries))
         return [(struct.unpack(">I", r.data[:4])[0], r.data[4:])
                 for r in reps[:-1]]
 
-    def open(self, name="", structured=True, meta=False):
-        """Handshake, optionally structured replies and base:allocation,
-        then GO: ready for requests."""
+    def open(self, name="", structured=True, meta=False, ext=False):
+        """Handshake, optionally structured replies (or extended headers)
+        and base:allocation, then GO: ready for requests."""
         self.handshake()
-        if structured:
+        if ext:
+            self.extended_headers()
+        elif structured:
             self.structured_reply()
         if meta:
             self.set_meta(name)
@@ -537,17 +566,26 @@ class Conn:
         self.expect_option(REP_ACK, OPT_STARTTLS)
         self.sock = ctx.wrap_socket(self.sock, server_hostname=hostname,
                                     session=session)
-        self.structured = False
+        self.structured = self.ext = False
 
     # -- transmission --
     def request(self, cmd, offset=0, length=0, flags=0, data=b"",
-                cookie=None):
-        """Send one request; returns its cookie."""
+                cookie=None, auto_payload=True):
+        """Send one request; returns its cookie.  Under extended headers
+        a WRITE gets NBD_CMD_FLAG_PAYLOAD_LEN unless auto_payload is
+        false (the caller's flags are then sent as they are)."""
         if cookie is None:
             cookie = self.next_cookie
             self.next_cookie += 1
         self.pending.setdefault(cookie, []).append((cmd, offset, length))
-        self.send(request_bytes(cmd, offset, length, flags, cookie, data))
+        if self.ext:
+            if auto_payload and cmd == CMD_WRITE:
+                flags |= CMD_FLAG_PAYLOAD_LEN
+            self.send(ext_request_bytes(cmd, offset, length, flags, cookie,
+                                        data))
+        else:
+            self.send(request_bytes(cmd, offset, length, flags, cookie,
+                                    data))
         return cookie
 
     def recv_message(self, simple_data_len=lambda cookie: 0):
@@ -555,6 +593,18 @@ class Conn:
         a simple reply (whose data length, when error is 0, is
         simple_data_len(cookie): simple replies are not self-describing)."""
         magic = struct.unpack(">I", self.recv_exact(4, "reply magic"))[0]
+        if self.ext:
+            # "If extended headers are negotiated, all server replies MUST
+            # use an extended reply" (proto.md "Extended reply chunk
+            # message").
+            check(magic == EXT_REPLY_MAGIC, "reply magic 0x%08x under "
+                  "extended headers", magic)
+            flags, ctype, cookie, off, n = struct.unpack(
+                ">HHQQQ", self.recv_exact(28))
+            check(n <= MAX_PAYLOAD + 4096 or ctype == RT_BLOCK_STATUS_EXT and
+                  n <= 8 + 16 * (1 << 20), "chunk of %d bytes", n)
+            return Chunk(flags, ctype, cookie, self.recv_exact(n, "chunk"),
+                         off)
         if magic == SIMPLE_MAGIC:
             err, cookie = struct.unpack(">IQ", self.recv_exact(12))
             r = Reply(cookie, False)
@@ -583,6 +633,11 @@ class Conn:
             return
         check(m.cookie in self.pending, "chunk for cookie %d not in flight",
               m.cookie)
+        if m.hdr_offset is not None:
+            # "The extended reply has an additional field offset which
+            # MUST match the offset of the client's request".
+            expect_eq("offset echoed in the extended reply",
+                      self.pending[m.cookie][0][1], m.hdr_offset)
         r = self.partial.setdefault(m.cookie, Reply(m.cookie, True))
         r.chunks.append(m)
         if m.error and not r.error:
@@ -596,7 +651,8 @@ class Conn:
         if not self.pending[r.cookie]:
             del self.pending[r.cookie]
         r.cmd = cmd
-        check(not (self.structured and cmd == CMD_READ and not r.structured),
+        check(not ((self.structured or self.ext) and cmd == CMD_READ and
+                   not r.structured),
               "simple reply to a READ with structured replies negotiated")
         if r.structured and cmd == CMD_READ:
             _assemble_read(r, off, length)
@@ -619,7 +675,7 @@ class Conn:
                    data=b""):
         r = self.cmd(cmd, offset, length, flags, data)
         expect_eq("%s: error" % what, want, r.error)
-        if self.structured and r.error:
+        if (self.structured or self.ext) and r.error:
             _check_error_reply(r, what)
         return r
 
@@ -634,7 +690,8 @@ class Conn:
 
     def disconnect(self):
         """NBD_CMD_DISC, then the server must close."""
-        self.send(request_bytes(CMD_DISC, cookie=0))
+        self.send((ext_request_bytes if self.ext else request_bytes)(
+            CMD_DISC, cookie=0))
         self.expect_close("after NBD_CMD_DISC")
 
 
@@ -952,10 +1009,10 @@ class Server:
         s = socket.create_connection(("127.0.0.1", self.port), timeout)
         return Conn(s, timeout)
 
-    def client(self, name="", structured=True, meta=False):
+    def client(self, name="", structured=True, meta=False, ext=False):
         """A fresh connection already in transmission on `name`."""
         c = self.connect()
-        c.open(name, structured, meta)
+        c.open(name, structured, meta, ext)
         return c
 
     def check_serves(self, name=""):

@@ -84,17 +84,17 @@ def case_range_overflow_every_command(srv):
 
 
 def case_write_too_big(srv):
-    """WRITE over the 32 MiB maximum: EINVAL with the payload drained, not
+    """WRITE over the 64 MiB maximum: EINVAL with the payload drained, not
     allocated (docs/security.md 14); READ over it: EINVAL."""
     for c in both_modes(srv):
         with c:
             srv.reset_peak_rss()
             base = srv.rss_kib()
-            c.expect_cmd(EINVAL, "WRITE of 32 MiB + 1", CMD_WRITE, 0,
+            c.expect_cmd(EINVAL, "WRITE of 64 MiB + 1", CMD_WRITE, 0,
                          MAX_PAYLOAD + 1, data=b"\x11" * (MAX_PAYLOAD + 1))
-            srv.check_memory_bounded("refused 32 MiB+1 WRITE", base)
+            srv.check_memory_bounded("refused 64 MiB+1 WRITE", base)
             in_sync(c)
-            c.expect_cmd(EINVAL, "READ of 32 MiB + 1", CMD_READ, 0,
+            c.expect_cmd(EINVAL, "READ of 64 MiB + 1", CMD_READ, 0,
                          MAX_PAYLOAD + 1)
             c.expect_cmd(EINVAL, "READ of 2^32-1", CMD_READ, 0, 0xFFFFFFFF)
             srv.check_memory_bounded("refused big READs", base)
@@ -104,7 +104,7 @@ def case_write_too_big(srv):
         data = pattern(3, MAX_PAYLOAD)
         c.write(BIG - MAX_PAYLOAD, data)
         check(c.read(BIG - MAX_PAYLOAD, MAX_PAYLOAD) == data,
-              "32 MiB read back differs")
+              "64 MiB read back differs")
         c.expect_cmd(0, "trim it", CMD_TRIM, BIG - MAX_PAYLOAD, MAX_PAYLOAD)
         c.disconnect()
 
@@ -462,7 +462,7 @@ def case_zero_covers_whole_range(srv):
         marks = [0, 1 << 30, end - 4096, end]     # the last one is outside
         for m in marks:
             c.write(m, b"\xff" * 4096)
-        # over the 32 MiB maximum block size the server may refuse
+        # over the 64 MiB maximum block size the server may refuse
         # (EINVAL); if it accepts, the whole range must be zero
         r = c.cmd(CMD_WRITE_ZEROES, 0, end)
         check(r.error in (0, EINVAL), "WRITE_ZEROES of 2^32-1: error %d",
@@ -470,7 +470,7 @@ def case_zero_covers_whole_range(srv):
         for m in marks[:-1] if r.error == 0 else []:
             expect_eq("zeroed at %d" % m, bytes(4096), c.read(m, 4096))
         expect_eq("byte after the range", b"\xff" * 4096, c.read(end, 4096))
-        c.expect_cmd(0, "WRITE_ZEROES of 32 MiB", CMD_WRITE_ZEROES,
+        c.expect_cmd(0, "WRITE_ZEROES of 64 MiB", CMD_WRITE_ZEROES,
                      (1 << 30) - 4096, MAX_PAYLOAD)
         expect_eq("zeroed at 1 GiB", bytes(4096), c.read(1 << 30, 4096))
         for m in marks:

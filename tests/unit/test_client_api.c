@@ -85,6 +85,10 @@ static void test_settings(void **state)
   }
   assert_int_equal(snbd_add_meta_context(h, "x-test:17"), -1);
   assert_int_equal(snbd_get_errno(), ENOSPC);
+  /* Extended headers are asked for unless turned off. */
+  assert_int_equal(snbd_get_request_extended_headers(h), 1);
+  assert_int_equal(snbd_set_request_extended_headers(h, false), 0);
+  assert_int_equal(snbd_get_request_extended_headers(h), 0);
   snbd_close(h);
 }
 
@@ -99,6 +103,8 @@ static void test_not_connected(void **state)
   for (size_t i = 0; i < sizeof buf; i++)
     assert_int_equal(buf[i], 0);          /* never stale, even here */
   assert_int_equal(snbd_get_size(h), -1);
+  assert_int_equal(snbd_get_extended_headers_negotiated(h), -1);
+  assert_int_equal(snbd_get_errno(), ENOTCONN);
   assert_int_equal(snbd_aio_flush(h, NULL, NULL, 0), -1);
   assert_int_equal(snbd_list_exports(h, NULL, NULL), -1);
   assert_int_equal(snbd_shutdown(h), -1);

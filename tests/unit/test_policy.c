@@ -15,6 +15,7 @@ static void test_option_table(void **state)
   (void)state;
   static const struct {
     int mode; bool tls; uint32_t opt; enum policy_verdict want;
+    bool ext;                      /* extended headers negotiated */
   } rows[] = {
     /* NOTLS: STARTTLS is refused with POLICY, never TLS_REQD */
     { OFF, false, NBD_OPT_STARTTLS, POLICY_DENIED },
@@ -40,14 +41,32 @@ static void test_option_table(void **state)
     { ON, false, NBD_OPT_LIST, POLICY_OK },
     { ON, false, NBD_OPT_GO, POLICY_OK },
     { ON, true, NBD_OPT_STARTTLS, POLICY_INVALID },
+    /* NBD_OPT_EXTENDED_HEADERS: an option like any other before TLS in
+     * FORCEDTLS; once negotiated it takes precedence over structured
+     * replies (ERR_EXT_HEADER_REQD) and EXPORT_NAME is refused (the
+     * caller ends the session) */
+    { OFF, false, NBD_OPT_EXTENDED_HEADERS, POLICY_OK },
+    { REQ, false, NBD_OPT_EXTENDED_HEADERS, POLICY_TLS_REQD },
+    { REQ, true, NBD_OPT_EXTENDED_HEADERS, POLICY_OK },
+    { ON, false, NBD_OPT_EXTENDED_HEADERS, POLICY_OK },
+    { OFF, false, NBD_OPT_STRUCTURED_REPLY, POLICY_EXT_HEADER_REQD, true },
+    { REQ, true, NBD_OPT_STRUCTURED_REPLY, POLICY_EXT_HEADER_REQD, true },
+    { OFF, false, NBD_OPT_EXPORT_NAME, POLICY_INVALID, true },
+    { ON, true, NBD_OPT_EXPORT_NAME, POLICY_INVALID, true },
+    { OFF, false, NBD_OPT_EXPORT_NAME, POLICY_OK, false },
+    { OFF, false, NBD_OPT_EXTENDED_HEADERS, POLICY_OK, true },
+    { OFF, false, NBD_OPT_GO, POLICY_OK, true },
+    { OFF, false, NBD_OPT_SET_META_CONTEXT, POLICY_OK, true },
+    { REQ, true, NBD_OPT_STARTTLS, POLICY_INVALID, true },
   };
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     struct policy_session s = { .mode = (enum tls_mode)rows[i].mode, .tls = rows[i].tls,
-                                .have_creds = true };
+                                .have_creds = true, .ext = rows[i].ext };
     enum policy_verdict v = policy_option(&s, rows[i].opt, rows[i].opt < 20);
     if (v != rows[i].want)
-      fail_msg("row %zu: mode %d tls %d opt %u: got %d want %d", i,
-               rows[i].mode, rows[i].tls, rows[i].opt, v, rows[i].want);
+      fail_msg("row %zu: mode %d tls %d ext %d opt %u: got %d want %d", i,
+               rows[i].mode, rows[i].tls, rows[i].ext, rows[i].opt, v,
+               rows[i].want);
   }
   /* TLS configured on, but no credentials loaded: never ACK STARTTLS */
   struct policy_session nocreds = { .mode = TLS_MODE_ON, .have_creds = false };
@@ -128,6 +147,8 @@ static void test_rep_errors(void **state)
   assert_int_equal(policy_export_answer(POLICY_TLS_REQD), POLICY_TLS_REQD);
   assert_int_equal(policy_export_answer(POLICY_OK), POLICY_OK);
   assert_int_equal(policy_rep_error(POLICY_UNKNOWN), NBD_REP_ERR_UNKNOWN);
+  assert_int_equal(policy_rep_error(POLICY_EXT_HEADER_REQD),
+                   NBD_REP_ERR_EXT_HEADER_REQD);
   assert_int_equal(policy_rep_error(POLICY_INVALID), NBD_REP_ERR_INVALID);
 }
 

@@ -96,7 +96,7 @@ static void test_info_fixed(void **state)
   const uint8_t want_b[14] = { 0, NBD_INFO_BLOCK_SIZE,
                                0, 0, 0, 1,
                                0, 0, 0x10, 0,
-                               0x02, 0, 0, 0 };
+                               0x04, 0, 0, 0 };
   wire_encode_info_block_size(b, 1, 4096, NBD_MAX_PAYLOAD);
   assert_memory_equal(b, want_b, sizeof want_b);
 }
@@ -424,8 +424,9 @@ static const uint8_t chunk_magic[4] = { 0x66, 0x8e, 0x33, 0xef };
 static void test_error_chunk(void **state)
 {
   (void)state;
-  uint8_t out[WIRE_ERROR_CHUNK_LEN(5)];
-  size_t n = wire_encode_error_chunk(out, NBD_REPLY_FLAG_DONE, 0x1122334455667788,
+  uint8_t out[WIRE_CHUNK_HDR_LEN + 6 + 5];
+  struct wire_reply_to to = { .cookie = 0x1122334455667788 };
+  size_t n = wire_encode_error_chunk(out, &to, NBD_REPLY_FLAG_DONE,
                                      NBD_ENOSPC, "full!", 5);
   static const uint8_t want[] = {
     0x66, 0x8e, 0x33, 0xef, 0x00, 0x01, 0x80, 0x01,   /* DONE, ERROR */
@@ -445,8 +446,9 @@ static void test_error_chunk(void **state)
 static void test_offset_data_hdr(void **state)
 {
   (void)state;
-  uint8_t out[WIRE_OFFSET_DATA_HDR_LEN];
-  assert_int_equal(wire_encode_offset_data_hdr(out, 0, 7, 1ull << 40, 4096),
+  uint8_t out[WIRE_CHUNK_HDR_LEN + 8];
+  struct wire_reply_to to = { .cookie = 7 };
+  assert_int_equal(wire_encode_offset_data_hdr(out, &to, 0, 1ull << 40, 4096),
                    28);
   assert_memory_equal(out, chunk_magic, 4);
   static const uint8_t want[] = {
@@ -461,8 +463,9 @@ static void test_offset_data_hdr(void **state)
 static void test_offset_hole(void **state)
 {
   (void)state;
-  uint8_t out[WIRE_OFFSET_HOLE_LEN];
-  assert_int_equal(wire_encode_offset_hole(out, NBD_REPLY_FLAG_DONE, 9,
+  uint8_t out[WIRE_CHUNK_HDR_LEN + 12];
+  struct wire_reply_to to = { .cookie = 9 };
+  assert_int_equal(wire_encode_offset_hole(out, &to, NBD_REPLY_FLAG_DONE,
                                            0x10000, 0xfffff000u), 32);
   assert_memory_equal(out, chunk_magic, 4);
   static const uint8_t want[] = {
@@ -501,6 +504,135 @@ static void test_block_status_descs(void **state)
   wire_buf_free(&b);
 }
 
+/* ---- Extended headers (proto.md "Request message", "Extended reply
+ * chunk message", NBD_REPLY_TYPE_BLOCK_STATUS_EXT) ---- */
+
+/* A 32-byte request with a 64-bit length; a compact magic is refused in
+ * extended mode and an extended one in compact mode. */
+static void test_ext_request(void **state)
+{
+  (void)state;
+  struct nbd_req in = { .flags = NBD_CMD_FLAG_PAYLOAD_LEN,
+                        .type = NBD_CMD_WRITE, .cookie = 5,
+                        .offset = 1ull << 44, .count = (1ull << 42) + 1 };
+  struct nbd_req out;
+  uint8_t buf[WIRE_REQUEST_MAX];
+  assert_int_equal(wire_encode_req(buf, true, &in), 32);
+  static const uint8_t want[] = {
+    0x21, 0xe4, 0x1c, 0x71, 0x00, 0x20, 0x00, 0x01,
+    0, 0, 0, 0, 0, 0, 0, 5,
+    0x00, 0x00, 0x10, 0x00, 0, 0, 0, 0,
+    0x00, 0x00, 0x04, 0x00, 0, 0, 0, 1,
+  };
+  assert_memory_equal(buf, want, sizeof want);
+  assert_true(wire_decode_req(buf, true, &out));
+  assert_int_equal(out.count, in.count);
+  assert_int_equal(out.offset, in.offset);
+  assert_int_equal(out.flags, in.flags);
+  assert_false(wire_decode_req(buf, false, &out));
+  in.count = 512;
+  assert_int_equal(wire_encode_req(buf, false, &in), 28);
+  assert_true(wire_decode_req(buf, false, &out));
+  assert_false(wire_decode_req(buf, true, &out));
+  assert_int_equal(wire_request_len(true), 32);
+  assert_int_equal(wire_request_len(false), 28);
+}
+
+/* Every extended chunk: 32-byte header with the request's offset and a
+ * 64-bit length; the payloads are those of structured replies. */
+static void test_ext_chunks(void **state)
+{
+  (void)state;
+  struct wire_reply_to to = { .ext = true, .cookie = 0x0102,
+                              .offset = 0x1000000000ull };
+  uint8_t out[64];
+  assert_int_equal(wire_encode_chunk(out, &to, NBD_REPLY_FLAG_DONE,
+                                     NBD_REPLY_TYPE_NONE, 0), 32);
+  static const uint8_t want[] = {
+    0x6e, 0x8a, 0x27, 0x8c, 0x00, 0x01, 0x00, 0x00,
+    0, 0, 0, 0, 0, 0, 0x01, 0x02,
+    0, 0, 0, 0x10, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0,
+  };
+  assert_memory_equal(out, want, sizeof want);
+  struct nbd_chunk_hdr h;
+  assert_int_equal(wire_encode_offset_hole(out, &to, 0, 0x1000000200ull, 512),
+                   44);
+  wire_decode_ext_chunk_hdr(out, &h);
+  assert_int_equal(h.type, NBD_REPLY_TYPE_OFFSET_HOLE);
+  assert_int_equal(h.offset, to.offset);
+  assert_int_equal(h.length, 12);
+  struct wire_offset_chunk o;
+  assert_true(wire_decode_offset_hole(out + 32, 12, &o));
+  assert_int_equal(o.offset, 0x1000000200ull);
+  assert_int_equal(wire_encode_error_chunk(out, &to, NBD_REPLY_FLAG_DONE,
+                                           NBD_EINVAL, "no", 2), 40);
+  wire_decode_ext_chunk_hdr(out, &h);
+  assert_int_equal(h.length, 8);
+  assert_int_equal(wire_encode_offset_data_hdr(out, &to, 0, to.offset, 9),
+                   40);
+  wire_decode_ext_chunk_hdr(out, &h);
+  assert_int_equal(h.length, 17);
+}
+
+/* BLOCK_STATUS_EXT: id, count, 64-bit lengths and status; the count must
+ * agree with the length and be nonzero; at most 2^20 descriptors. */
+static void test_block_status_ext(void **state)
+{
+  (void)state;
+  struct wire_buf b;
+  wire_buf_init(&b);
+  wire_put_block_status_ext_hdr(&b, 1, 2);
+  wire_put_block_desc_ext(&b, 1ull << 44, NBD_STATE_HOLE | NBD_STATE_ZERO);
+  wire_put_block_desc_ext(&b, 4096, 0);
+  assert_false(b.oom);
+  assert_int_equal(b.len, 8 + 2 * 16);
+  uint32_t id;
+  size_t n;
+  assert_true(wire_decode_block_status_ext(b.data, 8, b.len, &id, &n));
+  assert_int_equal(id, 1);
+  assert_int_equal(n, 2);
+  struct wire_extent64 e[2];
+  assert_true(wire_decode_block_descs_ext(b.data + 8, 32, e, 2));
+  assert_int_equal(e[0].length, 1ull << 44);
+  assert_int_equal(e[0].flags, 3);
+  assert_int_equal(e[1].length, 4096);
+  assert_false(wire_decode_block_status_ext(b.data, 8, b.len + 16, &id, &n));
+  assert_int_equal(n, 0);                 /* count disagrees with length */
+  b.data[7] = 0;                          /* count 0 */
+  assert_false(wire_decode_block_status_ext(b.data, 8, b.len, &id, &n));
+  assert_false(wire_chunk_length_ok(NBD_REPLY_TYPE_BLOCK_STATUS_EXT, 8));
+  assert_false(wire_chunk_length_ok(NBD_REPLY_TYPE_BLOCK_STATUS_EXT, 8 + 12));
+  assert_true(wire_chunk_length_ok(NBD_REPLY_TYPE_BLOCK_STATUS_EXT,
+                                   8 + 16ull * NBD_MAX_BLOCK_STATUS_DESCS));
+  assert_false(wire_chunk_length_ok(NBD_REPLY_TYPE_BLOCK_STATUS_EXT,
+                                    8 + 16ull * (NBD_MAX_BLOCK_STATUS_DESCS
+                                                 + 1)));
+  assert_false(wire_chunk_length_ok(NBD_REPLY_TYPE_ERROR, 1ull << 32));
+  wire_buf_free(&b);
+}
+
+/* The payload form of BLOCK_STATUS: effect length, then the ids. */
+static void test_bs_payload(void **state)
+{
+  (void)state;
+  struct wire_buf b;
+  uint32_t ids[] = { 1, 7 };
+  uint64_t effect;
+  size_t n;
+  wire_buf_init(&b);
+  wire_put_bs_payload(&b, 1ull << 40, ids, 2);
+  assert_int_equal(b.len, 16);
+  assert_true(wire_decode_bs_payload(b.data, b.len, &effect, &n));
+  assert_int_equal(effect, 1ull << 40);
+  assert_int_equal(n, 2);
+  assert_int_equal(wire_bs_payload_id(b.data, 1), 7);
+  assert_false(wire_decode_bs_payload(b.data, 8, &effect, &n));  /* no id */
+  assert_false(wire_decode_bs_payload(b.data, 14, &effect, &n));
+  assert_false(wire_decode_bs_payload(b.data, 4, &effect, &n));
+  wire_buf_free(&b);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -526,6 +658,10 @@ int main(void)
     cmocka_unit_test(test_offset_data_hdr),
     cmocka_unit_test(test_offset_hole),
     cmocka_unit_test(test_block_status_descs),
+    cmocka_unit_test(test_ext_request),
+    cmocka_unit_test(test_ext_chunks),
+    cmocka_unit_test(test_block_status_ext),
+    cmocka_unit_test(test_bs_payload),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
