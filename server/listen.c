@@ -215,10 +215,19 @@ static void accept_one(struct server *s, struct listener *l)
   serve_fd(s, fd);
 }
 
+/* poll's timeout until the next tick (-1: no ticks). */
+static int tick_wait(int tick_ms, int64_t next)
+{
+  if (tick_ms <= 0)
+    return -1;
+  int64_t left = next - monotonic_ns();
+  return left <= 0 ? 0 : (int)(left / 1000000) + 1;
+}
+
 /* Runs until SIGTERM/SIGINT, or until on_child says the --run command
  * ended.  Returns the byte that ended it. */
 int accept_loop(struct server *s, struct listener *ls, int n,
-                int (*on_event)(struct server *, char))
+                int (*on_event)(struct server *, char), int tick_ms)
 {
   struct pollfd *p = calloc((size_t)n + 1, sizeof *p);
   if (!p)
@@ -227,13 +236,19 @@ int accept_loop(struct server *s, struct listener *ls, int n,
     p[i] = (struct pollfd){ .fd = ls[i].fd, .events = POLLIN };
   p[n] = (struct pollfd){ .fd = sig_pipe[0], .events = POLLIN };
   int result = 0;
+  int64_t next_tick = monotonic_ns();
   while (!result) {
-    if (poll(p, (nfds_t)n + 1, -1) == -1) {
+    int r = poll(p, (nfds_t)n + 1, tick_wait(tick_ms, next_tick));
+    if (r == -1) {
       if (errno == EINTR)
         continue;
       log_error("poll: %m");
       result = -1;
       break;
+    }
+    if (tick_ms > 0 && monotonic_ns() >= next_tick) {
+      next_tick = monotonic_ns() + (int64_t)tick_ms * 1000000;
+      result = on_event(s, 'P');
     }
     if (p[n].revents & POLLIN) {
       char ch;

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "listen.h"
 #include "log.h"
+#include "notify.h"
 
 static struct server srv = {
   .threads = 0,
@@ -29,6 +30,9 @@ static struct server srv = {
   .conns_cond = PTHREAD_COND_INITIALIZER,
 };
 static struct options opt = { .port = -1 };
+/* How often the accept loop wakes to update systemd's STATUS= (the
+ * connection count): a bounded rate however fast connections come. */
+#define NOTIFY_TICK_MS 1000
 static pid_t run_pid = -1;
 static int run_status;
 static char *private_dir;        /* -U - */
@@ -66,18 +70,38 @@ static int load_creds(void)
   return 0;
 }
 
+static void reload(void)
+{
+  notify_reloading();
+  if (srv.tls_mode == TLS_MODE_OFF)
+    log_info("SIGHUP: TLS is off, nothing to reload");
+  else if (load_creds() == -1)
+    log_error("SIGHUP: keeping the old credentials: %s", get_error());
+  else
+    log_info("SIGHUP: TLS credentials reloaded");
+  notify_send("READY=1");
+}
+
+/* The accept loop's tick: systemd's STATUS= line. */
+static void tick(void)
+{
+  pthread_mutex_lock(&srv.conns_lock);
+  int nconns = srv.nconns, nneg = srv.nnegotiating;
+  pthread_mutex_unlock(&srv.conns_lock);
+  notify_status(nconns, nneg);
+}
+
 static int on_event(struct server *s, char ev)
 {
   (void)s;
   if (ev == 'T')
     return 'T';
   if (ev == 'H') {
-    if (srv.tls_mode == TLS_MODE_OFF)
-      log_info("SIGHUP: TLS is off, nothing to reload");
-    else if (load_creds() == -1)
-      log_error("SIGHUP: keeping the old credentials: %s", get_error());
-    else
-      log_info("SIGHUP: TLS credentials reloaded");
+    reload();
+    return 0;
+  }
+  if (ev == 'P') {
+    tick();
     return 0;
   }
   if (ev == 'C' && run_pid > 0) {
@@ -297,6 +321,7 @@ static void start_up(void)
  * Returns the exit status. */
 static int shut_down(struct listener *ls, int n, int why)
 {
+  notify_send("STOPPING=1");
   for (int i = 0; i < n; i++)
     close(ls[i].fd);
   srv.shutting_down = 1;
@@ -317,6 +342,7 @@ static int shut_down(struct listener *ls, int n, int why)
     tls_creds_unref(srv.creds);
   bool run = opt.run != NULL;
   config_free(&srv, &opt);
+  notify_close();
   if (run)
     return run_status ? run_status : flush_failed ? EXIT_FAILURE : 0;
   return why == -1 || flush_failed ? EXIT_FAILURE : EXIT_SUCCESS;
@@ -326,6 +352,7 @@ int main(int argc, char **argv)
 {
   tune_malloc();
   parse_args(argc, argv);
+  notify_init();
   start_up();
   struct listener ls[MAX_LISTENERS];
   int n = 0;
@@ -343,6 +370,10 @@ int main(int argc, char **argv)
   write_pid_file();
   if (opt.run)
     start_run(ls, n);
-  int why = opt.single ? single_wait(&srv) : accept_loop(&srv, ls, n, on_event);
+  notify_send("READY=1\nSTATUS=listening, no connections\nMAINPID=%d",
+              (int)getpid());
+  int why = opt.single ? single_wait(&srv)
+            : accept_loop(&srv, ls, n, on_event,
+                          notify_enabled() ? NOTIFY_TICK_MS : 0);
   return shut_down(ls, n, why);
 }
