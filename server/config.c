@@ -161,12 +161,18 @@ const struct config_opt config_opts[] = {
   { "max-connections", 0, CFG_INT, FIELD(server, max_connections, int),
     .min = 1, .max = 1000000, .arg = " N",
     .help = "connections at once (default 16384)" },
+  { "tcp-timeout", 0, CFG_INT, FIELD(server, tcp_timeout, int), .min = 0,
+    .max = 86400, .arg = " S",
+    .help = "drop a TCP peer silent this long (keepalive,\n"
+            "TCP_USER_TIMEOUT; default 120, 0: never)" },
   { "pid-file", 'P', CFG_STR, FIELD(options, pid_file, char *),
     .arg = " FILE", .help = "write the PID once listening" },
   { "verbose", 'v', CFG_FLAG, FIELD(options, verbose, bool),
     .help = "debug messages" },
   { "log", 0, CFG_ENUM, FIELD(options, log_to, int), .names = log_targets,
     .arg = "=stderr|syslog", .help = "where messages go (default stderr)" },
+  { "check-config", 0, CFG_CLI,
+    .help = "check the options, exports and credentials;\ndo not serve" },
   { "version", 'V', CFG_CLI, .help = "print the version" },
   { "help", 'h', CFG_CLI, .help = "this help" },
 };
@@ -301,6 +307,68 @@ void config_free(struct server *s, struct options *o)
   free(s->tls_priority);
 }
 
+void config_defaults(struct server *s, struct options *o)
+{
+  *s = (struct server){
+    .threads = 0,               /* main.c: from the number of CPUs */
+    .max_inflight = 64,
+    .handshake_timeout = 10,
+    .max_negotiating = 256,
+    .max_connections = 16384,
+    .tcp_timeout = 120,
+    .wake_pipe = { -1, -1 },
+  };
+  *o = (struct options){ .port = -1 };
+}
+
+static bool str_differs(const char *a, const char *b)
+{
+  return a != b && (!a || !b || strcmp(a, b));
+}
+
+/* Whether row r has different values in (a, ao) and (b, bo). */
+static bool opt_differs(const struct config_opt *r, const struct server *a,
+                        const struct options *ao, const struct server *b,
+                        const struct options *bo)
+{
+  const char *pa = r->in_server ? (const char *)a : (const char *)ao;
+  const char *pb = r->in_server ? (const char *)b : (const char *)bo;
+  switch (r->kind) {
+  case CFG_INT:
+  case CFG_ENUM:
+    return *(const int *)(pa + r->off) != *(const int *)(pb + r->off);
+  case CFG_FLAG:
+    return *(const bool *)(pa + r->off) != *(const bool *)(pb + r->off);
+  case CFG_STR:
+    return str_differs(*(char *const *)(pa + r->off),
+                       *(char *const *)(pb + r->off));
+  case CFG_FN:
+    if (r->set == set_tls)     /* main.c fills in a defaulted mode */
+      return (a->tls_mode_set || b->tls_mode_set) &&
+             (a->tls_mode_set != b->tls_mode_set || a->tls_mode != b->tls_mode);
+    if (r->set != add_binds)
+      return false;
+    if (ao->nbind != bo->nbind)
+      return true;
+    for (int i = 0; i < ao->nbind; i++)
+      if (strcmp(ao->bind[i], bo->bind[i]))
+        return true;
+    return false;
+  case CFG_CLI:
+    break;
+  }
+  return false;
+}
+
+void config_report_changes(const struct server *a, const struct options *ao,
+                           const struct server *b, const struct options *bo)
+{
+  for (size_t i = 0; i < config_nopts; i++)
+    if (opt_differs(&config_opts[i], a, ao, b, bo))
+      log_warn("reload: %s changed; it takes effect at the next start",
+               config_opts[i].name);
+}
+
 /* ---- The command line ---- */
 
 void config_usage(FILE *f)
@@ -376,6 +444,10 @@ static int apply(struct server *s, struct options *o, int c, const char *v)
     }
     if (c == 'c')
       return 0;       /* read before everything else */
+    if (!strcmp(config_opts[i].name, "check-config")) {
+      o->check_config = true;
+      return 0;
+    }
     return set_value(&config_opts[i], s, o, v);
   }
   config_usage(stderr);

@@ -19,6 +19,7 @@ struct options {
   char *run;
   char *pid_file;
   bool single, read_only, verbose;
+  bool check_config;         /* --check-config: validate, do not serve */
   int log_to;               /* enum log_target */
 };
 
@@ -71,6 +72,17 @@ int config_load(struct server *s, struct options *o, const char *path);
  * command line's; -1 if a name is in both (s still owns them all). */
 int config_merge_exports(struct server *s, struct export *v, size_t n);
 void config_free(struct server *s, struct options *o);
+/* The defaults of every option (main.c's start, reload.c's scratch). */
+void config_defaults(struct server *s, struct options *o);
+/* Logs each option whose value differs between a (running) and b (just
+ * read): they take effect at the next start. */
+void config_report_changes(const struct server *a, const struct options *ao,
+                           const struct server *b, const struct options *bo);
+
+/* reload.c: SIGHUP.  Parses argc/argv (and the -c file) again and swaps
+ * in its exports; 0, or -1 with everything left as it was (logged). */
+int reload_config(struct server *s, const struct options *o, int argc,
+                  char **argv);
 
 bool listener_is_local(const struct listener *l);
 bool addr_is_local(const char *addr);

@@ -20,6 +20,9 @@ struct conn {
   struct transport *t;
   int fd;                       /* the socket; constant for the conn's life */
   struct tls_creds *creds;      /* ref taken at accept; NULL without TLS */
+  struct export_table *table;   /* ref taken at accept: the exports this
+                                   connection sees, whatever a reload
+                                   does meanwhile */
   char peer[128];               /* for logs */
   bool tcp_loopback;            /* TCP peer on this host (xmit.c) */
   int64_t started;              /* monotonic ns */

@@ -114,7 +114,7 @@ static const struct export *hs_lookup(struct conn *c, uint32_t opt,
                                       int *rc)
 {
   char q[256];
-  const struct export *e = export_find(c->srv, name, len);
+  const struct export *e = export_find(c->table, name, len);
   struct policy_session ps = hs_session(c);
   enum policy_verdict v = policy_export(&ps, e);
   /* SELECTIVETLS: TLS_REQD only ever answers INFO and GO (proto.md
@@ -206,7 +206,7 @@ static int opt_export_name(struct conn *c, uint32_t opt, const uint8_t *data,
   char q[256];
   const char *name = (const char *)data;
   const struct export *e = optparse_has_nul(name, len) ? NULL
-                           : export_find(c->srv, name, len);
+                           : export_find(c->table, name, len);
   struct policy_session ps = hs_session(c);
   enum policy_verdict v = policy_export(&ps, e);
   (void)opt;
@@ -234,8 +234,8 @@ static int opt_list(struct conn *c, uint32_t opt, const uint8_t *data,
   (void)data;
   (void)len;
   wire_buf_init(&b);
-  for (size_t i = 0; i < c->srv->nexports && rc == HS_CONTINUE; i++) {
-    const struct export *e = &c->srv->exports[i];
+  for (size_t i = 0; i < c->table->n && rc == HS_CONTINUE; i++) {
+    const struct export *e = &c->table->v[i];
     /* Exports a client may not use are not listed (docs/security.md 8). */
     if (policy_export(&ps, e) != POLICY_OK)
       continue;
@@ -312,8 +312,8 @@ static int opt_starttls(struct conn *c, uint32_t opt, const uint8_t *data,
    * by GnuTLS as (invalid) TLS records: plain-text injection is never
    * parsed as NBD (CVE-2021-3716). */
   struct tls_peer peer = { .want_names = log_verbose() };
-  for (size_t i = 0; i < c->srv->nexports && !peer.want_names; i++)
-    peer.want_names = policy_needs_cert_names(c->srv->exports[i].allow);
+  for (size_t i = 0; i < c->table->n && !peer.want_names; i++)
+    peer.want_names = policy_needs_cert_names(c->table->v[i].allow);
   struct transport *t = tls_server_handshake(c->creds, c->t, &peer);
   if (!t) {
     log_info("%s: TLS handshake failed: %s", c->peer, get_error());

@@ -177,6 +177,27 @@ static void describe_peer(const struct sockaddr_storage *ss, socklen_t len,
            serv);
 }
 
+/* --tcp-timeout: a peer that vanished (powered off, cable pulled, a NAT
+ * that forgot us) is noticed and its connection closed after about
+ * `seconds`, whether it was idle (keepalive probes from seconds/3 on,
+ * four of them seconds/6 apart) or had data unacknowledged
+ * (TCP_USER_TIMEOUT, which also cuts the probes short).  Without it a
+ * dead idle peer holds its connection, thread and export forever. */
+static void tcp_set_timeout(int fd, int seconds)
+{
+  if (seconds <= 0)
+    return;
+  int one = 1, idle = seconds / 3 > 0 ? seconds / 3 : 1;
+  int intvl = seconds / 6 > 0 ? seconds / 6 : 1, cnt = 4;
+  unsigned ms = (unsigned)seconds * 1000;
+  if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) == -1 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) == -1 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl) == -1 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt) == -1 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms) == -1)
+    log_debug("TCP keepalive / user timeout: %m");
+}
+
 void serve_fd(struct server *s, int fd)
 {
   struct sockaddr_storage ss;
@@ -191,6 +212,7 @@ void serve_fd(struct server *s, int fd)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     tcp_loopback = tcp_tune_for_peer(fd, &ss);
+    tcp_set_timeout(fd, s->tcp_timeout);
   }
   else {
     /* A Unix socket's default send buffer (208 KiB) is smaller than one

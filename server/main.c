@@ -18,18 +18,10 @@
 #include "log.h"
 #include "notify.h"
 
-static struct server srv = {
-  .threads = 0,
-  .max_inflight = 64,
-  .handshake_timeout = 10,
-  .max_negotiating = 256,
-  .max_connections = 16384,
-  .wake_pipe = { -1, -1 },
-  .creds_lock = PTHREAD_MUTEX_INITIALIZER,
-  .conns_lock = PTHREAD_MUTEX_INITIALIZER,
-  .conns_cond = PTHREAD_COND_INITIALIZER,
-};
-static struct options opt = { .port = -1 };
+static struct server srv;
+static struct options opt;
+static int saved_argc;          /* for SIGHUP's reload_config */
+static char **saved_argv;
 /* How often the accept loop wakes to update systemd's STATUS= (the
  * connection count): a bounded rate however fast connections come. */
 #define NOTIFY_TICK_MS 1000
@@ -40,6 +32,12 @@ static char *private_dir;        /* -U - */
 /* The command line (and the config file it names); exits on an error. */
 static void parse_args(int argc, char **argv)
 {
+  config_defaults(&srv, &opt);
+  pthread_mutex_init(&srv.creds_lock, NULL);
+  pthread_mutex_init(&srv.conns_lock, NULL);
+  pthread_cond_init(&srv.conns_cond, NULL);
+  saved_argc = argc;
+  saved_argv = argv;
   if (config_parse_args(&srv, &opt, argc, argv) == -1) {
     fprintf(stderr, "snbd-server: %s\n", get_error());
     exit(EXIT_FAILURE);
@@ -70,15 +68,18 @@ static int load_creds(void)
   return 0;
 }
 
+/* SIGHUP: the credentials, then the configuration's exports; each part
+ * that fails leaves its part as it was. */
 static void reload(void)
 {
   notify_reloading();
-  if (srv.tls_mode == TLS_MODE_OFF)
-    log_info("SIGHUP: TLS is off, nothing to reload");
-  else if (load_creds() == -1)
-    log_error("SIGHUP: keeping the old credentials: %s", get_error());
-  else
-    log_info("SIGHUP: TLS credentials reloaded");
+  if (srv.tls_mode != TLS_MODE_OFF) {
+    if (load_creds() == -1)
+      log_error("SIGHUP: keeping the old credentials: %s", get_error());
+    else
+      log_info("SIGHUP: TLS credentials reloaded");
+  }
+  reload_config(&srv, &opt, saved_argc, saved_argv);
   notify_send("READY=1");
 }
 
@@ -226,17 +227,68 @@ static void check_tls_defaults(const struct listener *ls, int n)
     for (int i = 0; i < n; i++)    /* also sockets systemd handed us */
       if (!listener_is_local(&ls[i]))
         refuse_plain_text(ls[i].desc);
-  for (size_t i = 0; i < srv.nexports; i++)
-    if ((srv.exports[i].tls_only || srv.exports[i].allow) &&
-        srv.tls_mode == TLS_MODE_OFF) {
-      log_error("export \"%s\" needs TLS (tls-only / allow=) but TLS is off",
-                srv.exports[i].name);
-      exit(EXIT_FAILURE);
-    }
+  if (exports_check_tls(srv.table->v, srv.table->n,
+                        srv.tls_mode == TLS_MODE_OFF) == -1) {
+    log_error("%s", get_error());
+    exit(EXIT_FAILURE);
+  }
   if (srv.tls_mode != TLS_MODE_OFF && load_creds() == -1) {
     log_error("%s", get_error());
     exit(EXIT_FAILURE);
   }
+}
+
+/* "TLS required (X.509, client certificates verified)". */
+static void tls_describe(char *buf, size_t size)
+{
+  static const char *const modes[] = {
+    [TLS_MODE_OFF] = "clear text (TLS off)",
+    [TLS_MODE_ON] = "TLS optional (needed by tls-only exports)",
+    [TLS_MODE_REQUIRE] = "TLS required",
+  };
+  snprintf(buf, size, "%s%s%s%s%s%s", modes[srv.tls_mode],
+           srv.tls_mode == TLS_MODE_OFF ? "" : " (",
+           srv.tls_mode == TLS_MODE_OFF || !srv.tls_certs ? "" : "X.509",
+           srv.tls_certs && srv.tls_psk ? " and " : "",
+           srv.tls_mode == TLS_MODE_OFF || !srv.tls_psk ? "" : "PSK",
+           srv.tls_mode == TLS_MODE_OFF ? ""
+           : srv.tls_verify_peer ? ", client certificates verified)" : ")");
+}
+
+/* What an operator wants to see at start: where the server listens, with
+ * which TLS mode, and what it serves. */
+static void log_start_lines(const struct listener *ls, int n)
+{
+  char tls[128], line[1024];
+  tls_describe(tls, sizeof tls);
+  for (int i = 0; i < n; i++)
+    log_info("listening on %s, %s", ls[i].desc, tls);
+  if (opt.single)
+    log_info("serving one client on stdin/stdout, %s", tls);
+  for (size_t i = 0; i < srv.table->n; i++) {
+    export_describe(&srv.table->v[i], i == 0, line, sizeof line);
+    log_info("%s", line);
+  }
+}
+
+/* --check-config: everything start-up checks, short of listening. */
+static void check_config(void)
+{
+  log_init("snbd-server", LOG_TO_STDERR, opt.verbose);
+  if (tls_global_init() == -1)
+    exit(EXIT_FAILURE);
+  if (exports_open(&srv, opt.read_only) == -1)
+    exit(EXIT_FAILURE);
+  check_binds();
+  check_tls_defaults(NULL, 0);
+  log_start_lines(NULL, 0);
+  log_info("configuration OK: %zu export%s", srv.table->n,
+           srv.table->n == 1 ? "" : "s");
+  exports_close(&srv);
+  if (srv.creds)
+    tls_creds_unref(srv.creds);
+  config_free(&srv, &opt);
+  exit(EXIT_SUCCESS);
 }
 
 static void write_pid_file(void)
@@ -306,11 +358,12 @@ static void start_up(void)
   raise_fd_limit();
   if (exports_open(&srv, opt.read_only) == -1)
     exit(EXIT_FAILURE);
-  if (srv.threads <= 0) {
+  int threads = srv.threads;     /* srv's stays as configured (reload) */
+  if (threads <= 0) {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    srv.threads = ncpu > 2 ? (int)ncpu * 4 : 8;
+    threads = ncpu > 2 ? (int)ncpu * 4 : 8;
   }
-  if (pool_start(srv.threads) == -1) {
+  if (pool_start(threads) == -1) {
     log_error("cannot start worker threads");
     exit(EXIT_FAILURE);
   }
@@ -352,6 +405,8 @@ int main(int argc, char **argv)
 {
   tune_malloc();
   parse_args(argc, argv);
+  if (opt.check_config)
+    check_config();
   notify_init();
   start_up();
   struct listener ls[MAX_LISTENERS];
@@ -364,9 +419,8 @@ int main(int argc, char **argv)
     check_binds();
     setup_listeners(ls, &n);
     check_tls_defaults(ls, n);
-    for (int i = 0; i < n; i++)
-      log_debug("listening on %s", ls[i].desc);
   }
+  log_start_lines(ls, n);
   write_pid_file();
   if (opt.run)
     start_run(ls, n);
