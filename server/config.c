@@ -201,7 +201,8 @@ int config_set(struct server *s, struct options *o, const char *key,
   for (size_t i = 0; i < config_nopts; i++)
     if (!strcmp(key, config_opts[i].name))
       return set_value(&config_opts[i], s, o, v);
-  set_error(EINVAL, "unknown option \"%s\"", key);
+  set_error(EINVAL, "unknown option \"%s\" (snbd-server --help lists them)",
+            key);
   return -1;
 }
 
@@ -246,7 +247,7 @@ static int on_ini(void *user, const char *section, const char *key,
   }
   if (r == -1 && !l->err[0])
     snprintf(l->err, sizeof l->err, "%s: [%s] %s: %s", l->path, section, key,
-             get_error());
+             error_message());
   return r == 0;
 }
 
@@ -399,6 +400,20 @@ void config_usage(FILE *f)
   }
 }
 
+/* What getopt_long did not accept, in one line with a pointer to --help
+ * (the whole help drowned the one line that mattered).  c is '?' for an
+ * unknown option, ':' for one missing its value. */
+static void bad_option(int c, char **argv)
+{
+  const char *arg = optind > 0 ? argv[optind - 1] : "?";
+  char shortopt[3] = { '-', (char)optopt, 0 };
+  if (optopt > 0 && optopt < 256 && strncmp(arg, "--", 2))
+    arg = shortopt;            /* one letter of a cluster such as -xv */
+  fprintf(stderr, "snbd-server: %s '%s'; snbd-server --help lists the "
+          "options\n", c == ':' ? "no value after" : "unknown option", arg);
+  exit(EXIT_FAILURE);
+}
+
 /* getopt_long's value for row i: its letter, or a number past them. */
 static int opt_val(size_t i)
 {
@@ -407,9 +422,10 @@ static int opt_val(size_t i)
 
 /* getopt_long's tables, made from config_opts: long options (aliases
  * too) into lo, which has room for 2 * config_nopts + 1; the short
- * option string into shorts, room for 2 * config_nopts + 1. */
+ * option string into shorts, room for 2 * config_nopts + 2. */
 static void getopt_tables(struct option *lo, char *shorts)
 {
+  *shorts++ = ':';             /* a missing value is ':', not '?' */
   for (size_t i = 0; i < config_nopts; i++) {
     const struct config_opt *r = &config_opts[i];
     int has_arg = r->kind == CFG_FLAG || (r->kind == CFG_CLI && !r->arg)
@@ -450,15 +466,15 @@ static int apply(struct server *s, struct options *o, int c, const char *v)
     }
     return set_value(&config_opts[i], s, o, v);
   }
-  config_usage(stderr);
-  exit(EXIT_FAILURE);
+  set_error(EINVAL, "getopt_long returned %d, not in the table", c);
+  return -1;
 }
 
 int config_parse_args(struct server *s, struct options *o, int argc,
                       char **argv)
 {
   struct option lo[2 * NOPTS + 1];
-  char shorts[2 * NOPTS + 1];
+  char shorts[2 * NOPTS + 2];
   getopt_tables(lo, shorts);
   /* -c first, so the command line can override the file. */
   int c;
@@ -467,15 +483,17 @@ int config_parse_args(struct server *s, struct options *o, int argc,
   while ((c = getopt_long(argc, argv, shorts, lo, NULL)) != -1)
     if (c == 'c' && config_load(s, o, optarg) == -1)
       return -1;
-  opterr = 1;
   optind = 0;
   struct export *cfg_exports = s->exports;
   size_t ncfg = s->nexports;
   s->exports = NULL;
   s->nexports = 0;
-  while ((c = getopt_long(argc, argv, shorts, lo, NULL)) != -1)
+  while ((c = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
+    if (c == '?' || c == ':')
+      bad_option(c, argv);
     if (apply(s, o, c, optarg) == -1)
       goto err;
+  }
   for (int i = optind; i < argc; i++)
     if (export_parse(s, argv[i]) == -1)
       goto err;

@@ -60,7 +60,8 @@ int config_set(struct server *s, struct options *o, const char *key,
 /* The command line: -c FILE is read first, so that the other options
  * override the file; then the options; then the exports, which come
  * before the file's.  -1 with set_error().  Exits for --help, --version
- * and an unknown option (after getopt_long's message and the usage). */
+ * and an option getopt_long did not accept (one line, and a pointer to
+ * --help). */
 int config_parse_args(struct server *s, struct options *o, int argc,
                       char **argv);
 void config_usage(FILE *f);

@@ -225,7 +225,7 @@ static int backend_put(struct export *e)
   if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
     return 0;
   if (r->flush_at_close && backend_flush(r->be) == -1) {
-    log_error("export \"%s\": flush at close: %m", e->name);
+    log_error("export %s: flush at close: %m", export_label(e->name));
     rc = -1;
   }
   backend_close(r->be);
@@ -269,9 +269,10 @@ static int export_open_one(struct export *e, bool all_readonly,
     struct backend_ref *r = calloc(1, sizeof *r);
     if (!r || !(r->be = backend_open(e->spec, e->readonly))) {
       if (r)
-        set_error(errno, "export \"%s\": %s", e->name, get_error());
+        set_error(errno, "export %s: %s", export_label(e->name),
+                  error_message());
       else
-        set_error(ENOMEM, "export \"%s\": out of memory", e->name);
+        set_error(ENOMEM, "export %s: out of memory", export_label(e->name));
       free(r);
       return -1;
     }
@@ -304,7 +305,7 @@ struct export_table *export_table_open(struct export *v, size_t n,
   for (size_t i = 0; i < n; i++)
     if (export_open_one(&v[i], all_readonly, keep) == -1) {
       char why[512];
-      snprintf(why, sizeof why, "%s", get_error());
+      snprintf(why, sizeof why, "%s", error_message());
       export_table_unref(t);
       set_error(EINVAL, "%s", why);
       return NULL;
@@ -334,7 +335,7 @@ int exports_open(struct server *s, bool all_readonly)
   s->exports = NULL;
   s->nexports = 0;
   if (!t) {
-    log_error("%s", get_error());
+    log_error("%s", error_message());
     return -1;
   }
   exports_swap(s, t);

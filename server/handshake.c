@@ -85,9 +85,6 @@ static int hs_verdict_error(struct conn *c, uint32_t opt,
     [POLICY_INVALID] = "invalid in this state",
     [POLICY_UNSUP] = "not supported",
   };
-  if (v == POLICY_DENIED)
-    log_info("%s: %s refused by policy (%s)", c->peer, nbd_opt_name(opt),
-             what);
   return hs_error(c, opt, policy_rep_error(v), "%s: %s", what, why[v]);
 }
 
@@ -107,6 +104,44 @@ static const char *qname(char *buf, size_t size, const char *name,
   return buf;
 }
 
+/* Who the peer is, for the log: its TLS identity, if any. */
+static const char *hs_identity(const struct conn *c, char *buf, size_t size)
+{
+  const struct tls_peer *p = &c->tls_peer;
+  char q[600];
+  if (!c->tls)
+    snprintf(buf, size, "no TLS");
+  else if (p->psk_username[0]) {
+    quote_bytes(q, sizeof q, p->psk_username, strlen(p->psk_username));
+    snprintf(buf, size, "PSK user %s", q);
+  }
+  else if (p->dn[0]) {
+    quote_bytes(q, sizeof q, p->dn, strlen(p->dn));
+    snprintf(buf, size, "certificate %s", q);
+  }
+  else
+    snprintf(buf, size, p->has_cert ? "TLS, verified client certificate"
+                                    : "TLS, no client certificate");
+  return buf;
+}
+
+/* A refused export, in one line an operator can act on: peer address,
+ * TLS identity, option, export and why. */
+static void hs_log_refusal(const struct conn *c, uint32_t opt,
+                           const char *name, size_t len,
+                           const struct policy_session *ps,
+                           const struct export *e, enum policy_verdict v)
+{
+  char id[700], q[256], label[300];
+  if (len == 0)
+    snprintf(label, sizeof label, "(default)");
+  else
+    snprintf(label, sizeof label, "\"%s\"", qname(q, sizeof q, name, len));
+  log_info("%s (%s): %s of export %s refused: %s", c->peer,
+           hs_identity(c, id, sizeof id), nbd_opt_name(opt), label,
+           policy_reason(ps, e, v));
+}
+
 /* Find export `name` and ask the policy; on refusal send the error and
  * return NULL with *rc set. */
 static const struct export *hs_lookup(struct conn *c, uint32_t opt,
@@ -117,6 +152,8 @@ static const struct export *hs_lookup(struct conn *c, uint32_t opt,
   const struct export *e = export_find(c->table, name, len);
   struct policy_session ps = hs_session(c);
   enum policy_verdict v = policy_export(&ps, e);
+  if (v != POLICY_OK)
+    hs_log_refusal(c, opt, name, len, &ps, e, v);
   /* SELECTIVETLS: TLS_REQD only ever answers INFO and GO (proto.md
    * "SELECTIVETLS mode"); other options naming a TLS-only or unknown
    * export are refused by policy instead. */
@@ -203,7 +240,6 @@ static int opt_info_go(struct conn *c, uint32_t opt, const uint8_t *data,
 static int opt_export_name(struct conn *c, uint32_t opt, const uint8_t *data,
                            uint32_t len)
 {
-  char q[256];
   const char *name = (const char *)data;
   const struct export *e = optparse_has_nul(name, len) ? NULL
                            : export_find(c->table, name, len);
@@ -213,9 +249,7 @@ static int opt_export_name(struct conn *c, uint32_t opt, const uint8_t *data,
   /* NBD_OPT_EXPORT_NAME cannot be answered with an error: the spec says
    * the server MUST terminate the session. */
   if (v != POLICY_OK) {
-    log_info("%s: NBD_OPT_EXPORT_NAME \"%s\" refused (%s); closing",
-             c->peer, qname(q, sizeof q, name, len),
-             nbd_rep_name(policy_rep_error(v)));
+    hs_log_refusal(c, opt, name, len, &ps, e, v);
     return HS_CLOSE;
   }
   hs_choose(c, e);
@@ -316,7 +350,7 @@ static int opt_starttls(struct conn *c, uint32_t opt, const uint8_t *data,
     peer.want_names = policy_needs_cert_names(c->table->v[i].allow);
   struct transport *t = tls_server_handshake(c->creds, c->t, &peer);
   if (!t) {
-    log_info("%s: TLS handshake failed: %s", c->peer, get_error());
+    log_info("%s: TLS handshake failed: %s", c->peer, error_message());
     return HS_CLOSE;
   }
   c->t = t;
@@ -456,6 +490,11 @@ static int hs_dispatch(struct conn *c, const struct nbd_opt_hdr *hp)
       [POLICY_INVALID] = "TLS is already active",
       [POLICY_UNKNOWN] = "unknown", [POLICY_UNSUP] = "unsupported",
     };
+    if (v == POLICY_TLS_REQD && !c->tls_reqd_logged) {
+      c->tls_reqd_logged = true;   /* once: a client tries several */
+      log_info("%s (no TLS): %s refused: TLS is required and the client "
+               "did not start it", c->peer, nbd_opt_name(h.option));
+    }
     return hs_refuse(c, h.option, h.length, policy_rep_error(v), why[v]);
   }
   if (c->srv->shutting_down)

@@ -39,13 +39,12 @@ static void parse_args(int argc, char **argv)
   saved_argc = argc;
   saved_argv = argv;
   if (config_parse_args(&srv, &opt, argc, argv) == -1) {
-    fprintf(stderr, "snbd-server: %s\n", get_error());
+    fprintf(stderr, "snbd-server: error: %s\n", error_message());
     exit(EXIT_FAILURE);
   }
   if (srv.nexports == 0) {
     fprintf(stderr, "snbd-server: no export given (try: snbd-server "
-                    "memory:1G)\n");
-    config_usage(stderr);
+                    "memory:1G; snbd-server --help lists the options)\n");
     exit(EXIT_FAILURE);
   }
 }
@@ -75,7 +74,7 @@ static void reload(void)
   notify_reloading();
   if (srv.tls_mode != TLS_MODE_OFF) {
     if (load_creds() == -1)
-      log_error("SIGHUP: keeping the old credentials: %s", get_error());
+      log_error("SIGHUP: keeping the old credentials: %s", error_message());
     else
       log_info("SIGHUP: TLS credentials reloaded");
   }
@@ -229,11 +228,11 @@ static void check_tls_defaults(const struct listener *ls, int n)
         refuse_plain_text(ls[i].desc);
   if (exports_check_tls(srv.table->v, srv.table->n,
                         srv.tls_mode == TLS_MODE_OFF) == -1) {
-    log_error("%s", get_error());
+    log_error("%s", error_message());
     exit(EXIT_FAILURE);
   }
   if (srv.tls_mode != TLS_MODE_OFF && load_creds() == -1) {
-    log_error("%s", get_error());
+    log_error("%s", error_message());
     exit(EXIT_FAILURE);
   }
 }

@@ -94,7 +94,7 @@ static struct export_table *open_new(struct server *s, struct server *ns,
   }
   else {
     char why[600];
-    snprintf(why, sizeof why, "%s", get_error());
+    snprintf(why, sizeof why, "%s", error_message());
     set_error(EINVAL, "%s", why);
   }
   export_table_unref(cur);
@@ -117,7 +117,7 @@ int reload_config(struct server *s, const struct options *o, int argc,
   }
   else
     log_error("reload: %s; keeping the running configuration",
-              get_error());
+              error_message());
   exports_close(&ns);
   config_free(&ns, &no);
   return rc;

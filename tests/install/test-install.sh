@@ -42,8 +42,9 @@ export LD_LIBRARY_PATH=$dest$libdir
 for p in snbd-server snbd-info snbd-copy; do
   expect_eq "installed $p --version" "$p $version" "$("$dest/usr/bin/$p" --version)"
 done
-ldd "$dest/usr/bin/snbd-info" | grep -q "libsnbd.so.0 => $dest$libdir/" ||
-  fail "installed snbd-info does not use the installed libsnbd: $(ldd "$dest/usr/bin/snbd-info")"
+libs=$(ldd "$dest/usr/bin/snbd-info")   # (not piped into grep -q: pipefail)
+[[ $libs == *"libsnbd.so.0 => $dest$libdir/"* ]] ||
+  fail "installed snbd-info does not use the installed libsnbd: $libs"
 
 # -- a program built against the installed snbd.pc --
 cat >prog.c <<'PROG'
