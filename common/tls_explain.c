@@ -30,20 +30,20 @@ void tls_explain_alert(gnutls_session_t s, const struct tls_creds *c,
                     !c->psk_client))
     set_error_at(func, EPROTO, "peer sent TLS alert: %s", name);
   else if (a == GNUTLS_A_CERTIFICATE_REQUIRED)
-    set_error_at(func, EACCES, "the server requires a client certificate "
+    set_error_at(func, EPROTO, "the server requires a client certificate "
                  "(TLS alert: %s)", name);
   else if (cert_alert(a))
-    set_error_at(func, EACCES, "the server refused our client certificate "
+    set_error_at(func, EPROTO, "the server refused our client certificate "
                  "(TLS alert: %s)", name);
   /* A GnuTLS server whose PSK lookup fails sends internal_error, others
    * unknown_psk_identity; a wrong key fails the binder: decrypt_error or
    * illegal_parameter. */
   else if (a == GNUTLS_A_UNKNOWN_PSK_IDENTITY || a == GNUTLS_A_INTERNAL_ERROR)
-    set_error_at(func, EACCES, "the server does not know PSK user \"%s\" "
+    set_error_at(func, EPROTO, "the server does not know PSK user \"%s\" "
                  "(TLS alert: %s)", c->psk_user, name);
   else if (a == GNUTLS_A_DECRYPT_ERROR || a == GNUTLS_A_ILLEGAL_PARAMETER ||
            a == GNUTLS_A_BAD_RECORD_MAC)
-    set_error_at(func, EACCES, "the server has another key for PSK user "
+    set_error_at(func, EPROTO, "the server has another key for PSK user "
                  "\"%s\" (TLS alert: %s)", c->psk_user, name);
   else
     set_error_at(func, EPROTO, "peer sent TLS alert: %s", name);

@@ -7,9 +7,10 @@
 
 #include "tls_creds.h"
 
-/* The peer sent a fatal alert: set_error_at(func, ...) says what it
- * means for our side (a client without the certificate the server wants,
- * a PSK user the server does not know, ...), with the alert's name. */
+/* The peer sent a fatal alert: set_error_at(func, EPROTO, ...) says what
+ * it means for our side (a client without the certificate the server
+ * wants, a PSK user the server does not know, ...), with the alert's
+ * name. */
 void tls_explain_alert(gnutls_session_t s, const struct tls_creds *c,
                        const char *func);
 /* The peer's certificate did not verify (status from GnuTLS): a name
