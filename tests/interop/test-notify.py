@@ -12,6 +12,7 @@ of this test standing in for systemd at $NOTIFY_SOCKET:
   stopping   SIGTERM: STOPPING=1 before the server exits;
   abstract   an abstract socket name ("@name") works too.
 """
+import contextlib
 import os
 import signal
 import socket
@@ -95,16 +96,25 @@ def ready_then_connect(systemd, proc, sock):
         c.disconnect()
 
 
-def case_ready(_):
-    systemd = FakeSystemd(os.path.join(TMP, "notify"))
-    proc, sock = start(systemd, "memory:1M")
+@contextlib.contextmanager
+def serving(name, *args):
+    """A server notifying a FakeSystemd at name, past READY=1; stopped
+    (STOPPING=1 checked) at the end of the block."""
+    systemd = FakeSystemd(name)
+    proc, sock = start(systemd, *args)
     try:
         ready_then_connect(systemd, proc, sock)
+        yield systemd, proc, sock
         stop(proc, systemd)
     finally:
         if proc.poll() is None:
             proc.kill()
         systemd.close()
+
+
+def case_ready(_):
+    with serving(os.path.join(TMP, "notify"), "memory:1M"):
+        pass
     # --run's command must not inherit it (it is the server's, not theirs).
     systemd = FakeSystemd(os.path.join(TMP, "notify-run"))
     proc, _ = start(systemd, "memory:1M", "--run",
@@ -115,10 +125,8 @@ def case_ready(_):
 
 
 def case_status(_):
-    systemd = FakeSystemd(os.path.join(TMP, "notify-status"))
-    proc, sock = start(systemd, "memory:1M")
-    try:
-        ready_then_connect(systemd, proc, sock)
+    with serving(os.path.join(TMP, "notify-status"), "memory:1M") as (
+            systemd, proc, sock):
         conns = [connect(sock) for _ in range(2)]
         for c in conns:
             c.open("")
@@ -148,19 +156,11 @@ def case_status(_):
         nbdraw.log("%d STATUS messages in %.1f s of 200 connections", n,
                    seconds)
         check(n <= seconds + 2, "%d STATUS messages in %.1f s", n, seconds)
-        stop(proc, systemd)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        systemd.close()
 
 
 def case_reload_and_abstract(_):
     name = "@snbd-test-notify-%d" % os.getpid()
-    systemd = FakeSystemd(name)
-    proc, sock = start(systemd, "memory:1M")
-    try:
-        ready_then_connect(systemd, proc, sock)
+    with serving(name, "memory:1M") as (systemd, proc, sock):
         before = time.monotonic()
         proc.send_signal(signal.SIGHUP)
         m, _ = systemd.wait_for("RELOADING")
@@ -174,11 +174,6 @@ def case_reload_and_abstract(_):
         with connect(sock) as c:
             c.open("")
             c.disconnect()
-        stop(proc, systemd)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        systemd.close()
 
 
 if __name__ == "__main__":

@@ -87,16 +87,7 @@ def go_refused(srv, name):
 def hup(srv, want):
     start = len(srv.stderr())
     os.kill(srv.pid, signal.SIGHUP)
-    found = []
-
-    def cond():
-        text = srv.stderr()[start:]
-        if want in text:
-            found.append(text)
-            return True
-        return False
-    srv.wait_for("log line %r" % want, cond, 15)
-    return found[0]
+    return srv.wait_log("the reload", want, start, 15)
 
 
 def case_reload(_):
