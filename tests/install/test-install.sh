@@ -46,6 +46,11 @@ libs=$(ldd "$dest/usr/bin/snbd-info")   # (not piped into grep -q: pipefail)
 [[ $libs == *"libsnbd.so.0 => $dest$libdir/"* ]] ||
   fail "installed snbd-info does not use the installed libsnbd: $libs"
 
+# The example configuration is valid as installed.
+"$dest/usr/bin/snbd-server" --check-config -c "$dest/etc/snbd/snbd.conf" \
+  2>check.log || fail "the installed snbd.conf does not pass --check-config: $(cat check.log)"
+grep -q "configuration OK" check.log || fail "--check-config: $(cat check.log)"
+
 # -- a program built against the installed snbd.pc --
 cat >prog.c <<'PROG'
 #include <stdio.h>
