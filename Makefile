@@ -6,7 +6,7 @@ ifeq ($(CI),true)
 MESON_OPTS += -Dwerror=true
 endif
 
-.PHONY: all deps build build-san run check check-quick check-san clean bench fuzz check-valgrind
+.PHONY: all deps build build-san run install check check-quick check-san clean bench fuzz check-valgrind
 
 all: build
 
@@ -28,6 +28,17 @@ build-san: deps $(BUILD_SAN)/build.ninja
 
 run: build
 	@scripts/run.sh $(BUILD)
+
+# meson install from $(BUILD): programs, libsnbd, headers, snbd.pc, man
+# pages, SYSCONFDIR/snbd/snbd.conf and the systemd units (dist/).
+# PREFIX is Meson's prefix (with /usr, the configuration goes to /etc and
+# the units to /usr/lib/systemd/system); DESTDIR stages the whole tree
+# under another root, for packaging (tests/install/test-install.sh).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+install: build
+	meson configure $(BUILD) -Dprefix=$(PREFIX)
+	meson install -C $(BUILD) $(if $(DESTDIR),--destdir "$(abspath $(DESTDIR))")
 
 # The whole suite twice: the normal build, then ASan + UBSan (any report
 # fails the test that triggered it).

@@ -13,6 +13,7 @@ static int log_level_verbose;
 
 static __thread char err_msg[1024];
 static __thread int err_errno;
+static __thread size_t err_where;   /* length of "func: " in err_msg */
 
 void log_init(const char *progname, enum log_target target, int verbose)
 {
@@ -60,7 +61,9 @@ void set_error_at(const char *func, int errnum, const char *fmt, ...)
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  snprintf(err_msg, sizeof err_msg, "%s: %s", func, msg);
+  int n = snprintf(err_msg, sizeof err_msg, "%s: ", func);
+  err_where = n > 0 && (size_t)n < sizeof err_msg ? (size_t)n : 0;
+  snprintf(err_msg + err_where, sizeof err_msg - err_where, "%s", msg);
   err_errno = errnum;
   errno = errnum;
 }
@@ -68,6 +71,11 @@ void set_error_at(const char *func, int errnum, const char *fmt, ...)
 const char *get_error(void)
 {
   return err_msg[0] ? err_msg : "no error";
+}
+
+const char *error_message(void)
+{
+  return err_msg[0] ? err_msg + err_where : "no error";
 }
 
 int get_errno(void)
@@ -79,6 +87,7 @@ void clear_error(void)
 {
   err_msg[0] = '\0';
   err_errno = 0;
+  err_where = 0;
 }
 
 void quote_bytes(char *dst, size_t dstlen, const void *src, size_t len)

@@ -28,6 +28,10 @@ void set_error_at(const char *func, int errnum, const char *fmt, ...)
   __attribute__((format(printf, 3, 4)));
 #define set_error(errnum, ...) set_error_at(__func__, (errnum), __VA_ARGS__)
 const char *get_error(void);
+/* The same message without the function name: for people who run the
+ * programs (an operator reading the server's log, a user of the tools),
+ * and for wrapping in another message without piling up names. */
+const char *error_message(void);
 int get_errno(void);
 void clear_error(void);
 

@@ -50,6 +50,7 @@
 
 #include "log.h"
 #include "tls_creds.h"
+#include "tls_explain.h"
 #include "tls_resume.h"
 
 /* Bytes gathered by gnutls_record_cork before we flush, bounding the copy
@@ -276,19 +277,12 @@ static int tls_fail(struct tls_conn *conn, int r, const char *func)
                  "close_notify (%s)", gnutls_strerror(r));
     break;
   case GNUTLS_E_FATAL_ALERT_RECEIVED:
-    set_error_at(func, EPROTO, "peer sent TLS alert: %s",
-                 gnutls_alert_get_name(gnutls_alert_get(conn->s)));
+    tls_explain_alert(conn->s, conn->creds, func);
     break;
-  case GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR: {
-    gnutls_datum_t out = { 0 };
-    unsigned status = gnutls_session_get_verify_cert_status(conn->s);
-    gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509,
-                                                 &out, 0);
-    set_error_at(func, EACCES, "peer certificate: %s",
-                 out.data ? (const char *)out.data : gnutls_strerror(r));
-    gnutls_free(out.data);
+  case GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR:
+    tls_explain_verify(conn->s, gnutls_session_get_verify_cert_status(conn->s),
+                       conn->hostname, func);
     break;
-  }
   case GNUTLS_E_NO_CERTIFICATE_FOUND:
   case GNUTLS_E_CERTIFICATE_REQUIRED:
     set_error_at(func, EACCES, "peer sent no certificate (%s)",

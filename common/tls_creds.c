@@ -26,6 +26,10 @@
 #define PSK_LINE_MAX 1024
 #define PSK_USER_MAX 255          /* fits tls_peer.psk_username */
 #define PSK_KEY_MAX 256           /* bytes; psktool makes 32 */
+/* 128 bits: a shorter key can be searched for offline by anyone who
+ * recorded one handshake (the PSK binder is a keyed hash of the
+ * transcript), so it is refused, not merely warned about. */
+#define PSK_KEY_MIN 16
 
 /* PSK added to whatever priority is in use (as nbdkit and libnbd do, but
  * without plain PSK, which has no forward secrecy); in TLS 1.3 this gives
@@ -141,6 +145,12 @@ static int psk_parse_line(const char *file, unsigned lineno, const char *line,
   if (hexlen == 0 || hexlen % 2 || hexlen / 2 > PSK_KEY_MAX) {
     set_error(EINVAL, "%s line %u: the key must be an even number of hex "
               "digits, at most %d bytes", file, lineno, PSK_KEY_MAX);
+    return -1;
+  }
+  if (hexlen / 2 < PSK_KEY_MIN) {
+    set_error(EINVAL, "%s line %u: user \"%.*s\": the key has %zu bits; at "
+              "least %d are needed (psktool makes 256)", file, lineno,
+              (int)(colon - line), line, hexlen * 4, PSK_KEY_MIN * 8);
     return -1;
   }
   e->keylen = hexlen / 2;

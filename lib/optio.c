@@ -30,6 +30,11 @@ int optio_io_failed(struct snbd_handle *h, const char *what)
   if (e == ECONNRESET || e == EPIPE)
     return optio_broken(h, e, "the server closed the connection while %s",
                         what);
+  /* TLS failures (the only EPROTO and EACCES a transport gives) carry
+   * their own message: an alert explained, say, where strerror would
+   * only say "Protocol error". */
+  if ((e == EPROTO || e == EACCES) && get_errno() == e)
+    return optio_broken(h, e, "%s: %s", what, error_message());
   return optio_broken(h, e, "%s: %s", what, strerror(e));
 }
 

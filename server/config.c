@@ -186,6 +186,10 @@ const struct config_opt config_opts[] = {
   { "metrics-allow-remote", 0, CFG_FLAG,
     FIELD(options, metrics_allow_remote, bool),
     .help = "let --metrics listen beyond loopback" },
+  { "tcp-timeout", 0, CFG_INT, FIELD(server, tcp_timeout, int), .min = 0,
+    .max = 86400, .arg = " S",
+    .help = "drop a TCP peer silent this long (keepalive,\n"
+            "TCP_USER_TIMEOUT; default 120, 0: never)" },
   { "pid-file", 'P', CFG_STR, FIELD(options, pid_file, char *),
     .arg = " FILE", .help = "write the PID once listening" },
   { "verbose", 'v', CFG_FLAG, FIELD(options, verbose, bool),
@@ -203,6 +207,8 @@ const struct config_opt config_opts[] = {
   { "ceph-timeout", 0, CFG_KEY, .example = "10", .arg = " S",
     .help = "rbd: exports: seconds to reach the cluster at\nstart and for "
     "each request (default 30)" },
+  { "check-config", 0, CFG_CLI,
+    .help = "check the options, exports and credentials;\ndo not serve" },
   { "version", 'V', CFG_CLI, .help = "print the version" },
   { "help", 'h', CFG_CLI, .help = "this help" },
 };
@@ -232,7 +238,8 @@ int config_set(struct server *s, struct options *o, const char *key,
   for (size_t i = 0; i < config_nopts; i++)
     if (!strcmp(key, config_opts[i].name))
       return set_value(&config_opts[i], s, o, v);
-  set_error(EINVAL, "unknown option \"%s\"", key);
+  set_error(EINVAL, "unknown option \"%s\" (snbd-server --help lists them)",
+            key);
   return -1;
 }
 
@@ -277,7 +284,7 @@ static int on_ini(void *user, const char *section, const char *key,
   }
   if (r == -1 && !l->err[0])
     snprintf(l->err, sizeof l->err, "%s: [%s] %s: %s", l->path, section, key,
-             get_error());
+             error_message());
   return r == 0;
 }
 
@@ -340,6 +347,83 @@ void config_free(struct server *s, struct options *o)
   keyvals_free(&s->backend_keys);
 }
 
+void config_defaults(struct server *s, struct options *o)
+{
+  *s = (struct server){
+    .threads = 0,               /* main.c: from the number of CPUs */
+    .max_inflight = 64,
+    .handshake_timeout = 10,
+    .max_negotiating = 256,
+    .max_negotiating_per_source = 16,
+    .max_connections = 16384,
+    .max_queued_mib = 256,
+    .tcp_timeout = 120,
+    .tls_tickets = 1,
+    .tls_ticket_lifetime = 7200,
+    .wake_pipe = { -1, -1 },
+  };
+  *o = (struct options){ .port = -1 };
+}
+
+static bool str_differs(const char *a, const char *b)
+{
+  return a != b && (!a || !b || strcmp(a, b));
+}
+
+static const char *key_value(const struct keyvals *v, const char *key)
+{
+  for (size_t i = 0; i < v->len; i++)
+    if (!strcmp(v->ptr[i].key, key))
+      return v->ptr[i].value;
+  return NULL;
+}
+
+/* Whether row r has different values in (a, ao) and (b, bo). */
+static bool opt_differs(const struct config_opt *r, const struct server *a,
+                        const struct options *ao, const struct server *b,
+                        const struct options *bo)
+{
+  const char *pa = r->in_server ? (const char *)a : (const char *)ao;
+  const char *pb = r->in_server ? (const char *)b : (const char *)bo;
+  switch (r->kind) {
+  case CFG_INT:
+  case CFG_ENUM:
+    return *(const int *)(pa + r->off) != *(const int *)(pb + r->off);
+  case CFG_FLAG:
+    return *(const bool *)(pa + r->off) != *(const bool *)(pb + r->off);
+  case CFG_STR:
+    return str_differs(*(char *const *)(pa + r->off),
+                       *(char *const *)(pb + r->off));
+  case CFG_FN:
+    if (r->set == set_tls)     /* main.c fills in a defaulted mode */
+      return (a->tls_mode_set || b->tls_mode_set) &&
+             (a->tls_mode_set != b->tls_mode_set || a->tls_mode != b->tls_mode);
+    if (r->set != add_binds)
+      return false;
+    if (ao->nbind != bo->nbind)
+      return true;
+    for (int i = 0; i < ao->nbind; i++)
+      if (strcmp(ao->bind[i], bo->bind[i]))
+        return true;
+    return false;
+  case CFG_KEY:                /* backends already open keep theirs */
+    return str_differs(key_value(&a->backend_keys, r->name),
+                       key_value(&b->backend_keys, r->name));
+  case CFG_CLI:
+    break;
+  }
+  return false;
+}
+
+void config_report_changes(const struct server *a, const struct options *ao,
+                           const struct server *b, const struct options *bo)
+{
+  for (size_t i = 0; i < config_nopts; i++)
+    if (opt_differs(&config_opts[i], a, ao, b, bo))
+      log_warn("reload: %s changed; it takes effect at the next start",
+               config_opts[i].name);
+}
+
 /* ---- The command line ---- */
 
 void config_usage(FILE *f)
@@ -375,6 +459,20 @@ void config_usage(FILE *f)
   }
 }
 
+/* What getopt_long did not accept, in one line with a pointer to --help
+ * (the whole help drowned the one line that mattered).  c is '?' for an
+ * unknown option, ':' for one missing its value. */
+static void bad_option(int c, char **argv)
+{
+  const char *arg = optind > 0 ? argv[optind - 1] : "?";
+  char shortopt[3] = { '-', (char)optopt, 0 };
+  if (optopt > 0 && optopt < 256 && strncmp(arg, "--", 2))
+    arg = shortopt;            /* one letter of a cluster such as -xv */
+  fprintf(stderr, "snbd-server: %s '%s'; snbd-server --help lists the "
+          "options\n", c == ':' ? "no value after" : "unknown option", arg);
+  exit(EXIT_FAILURE);
+}
+
 /* getopt_long's value for row i: its letter, or a number past them. */
 static int opt_val(size_t i)
 {
@@ -383,9 +481,10 @@ static int opt_val(size_t i)
 
 /* getopt_long's tables, made from config_opts: long options (aliases
  * too) into lo, which has room for 2 * config_nopts + 1; the short
- * option string into shorts, room for 2 * config_nopts + 1. */
+ * option string into shorts, room for 2 * config_nopts + 2. */
 static void getopt_tables(struct option *lo, char *shorts)
 {
+  *shorts++ = ':';             /* a missing value is ':', not '?' */
   for (size_t i = 0; i < config_nopts; i++) {
     const struct config_opt *r = &config_opts[i];
     int has_arg = r->kind == CFG_FLAG || (r->kind == CFG_CLI && !r->arg)
@@ -420,17 +519,21 @@ static int apply(struct server *s, struct options *o, int c, const char *v)
     }
     if (c == 'c')
       return 0;       /* read before everything else */
+    if (!strcmp(config_opts[i].name, "check-config")) {
+      o->check_config = true;
+      return 0;
+    }
     return set_value(&config_opts[i], s, o, v);
   }
-  config_usage(stderr);
-  exit(EXIT_FAILURE);
+  set_error(EINVAL, "getopt_long returned %d, not in the table", c);
+  return -1;
 }
 
 int config_parse_args(struct server *s, struct options *o, int argc,
                       char **argv)
 {
   struct option lo[2 * NOPTS + 1];
-  char shorts[2 * NOPTS + 1];
+  char shorts[2 * NOPTS + 2];
   getopt_tables(lo, shorts);
   /* -c first, so the command line can override the file. */
   int c;
@@ -439,15 +542,17 @@ int config_parse_args(struct server *s, struct options *o, int argc,
   while ((c = getopt_long(argc, argv, shorts, lo, NULL)) != -1)
     if (c == 'c' && config_load(s, o, optarg) == -1)
       return -1;
-  opterr = 1;
   optind = 0;
   struct export *cfg_exports = s->exports;
   size_t ncfg = s->nexports;
   s->exports = NULL;
   s->nexports = 0;
-  while ((c = getopt_long(argc, argv, shorts, lo, NULL)) != -1)
+  while ((c = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
+    if (c == '?' || c == ':')
+      bad_option(c, argv);
     if (apply(s, o, c, optarg) == -1)
       goto err;
+  }
   for (int i = optind; i < argc; i++)
     if (export_parse(s, argv[i]) == -1)
       goto err;

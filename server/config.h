@@ -21,6 +21,7 @@ struct options {
   char *metrics;            /* --metrics ADDR, or NULL */
   bool metrics_allow_remote;
   bool single, read_only, verbose;
+  bool check_config;         /* --check-config: validate, do not serve */
   int log_to;               /* enum log_target */
 };
 
@@ -66,7 +67,8 @@ int config_set(struct server *s, struct options *o, const char *key,
 /* The command line: -c FILE is read first, so that the other options
  * override the file; then the options; then the exports, which come
  * before the file's.  -1 with set_error().  Exits for --help, --version
- * and an unknown option (after getopt_long's message and the usage). */
+ * and an option getopt_long did not accept (one line, and a pointer to
+ * --help). */
 int config_parse_args(struct server *s, struct options *o, int argc,
                       char **argv);
 void config_usage(FILE *f);
@@ -78,6 +80,17 @@ int config_load(struct server *s, struct options *o, const char *path);
  * command line's; -1 if a name is in both (s still owns them all). */
 int config_merge_exports(struct server *s, struct export *v, size_t n);
 void config_free(struct server *s, struct options *o);
+/* The defaults of every option (main.c's start, reload.c's scratch). */
+void config_defaults(struct server *s, struct options *o);
+/* Logs each option whose value differs between a (running) and b (just
+ * read): they take effect at the next start. */
+void config_report_changes(const struct server *a, const struct options *ao,
+                           const struct server *b, const struct options *bo);
+
+/* reload.c: SIGHUP.  Parses argc/argv (and the -c file) again and swaps
+ * in its exports; 0, or -1 with everything left as it was (logged). */
+int reload_config(struct server *s, const struct options *o, int argc,
+                  char **argv);
 
 bool listener_is_local(const struct listener *l);
 bool addr_is_local(const char *addr);

@@ -45,10 +45,17 @@ static void conn_unlink(struct server *s, struct conn *c)
   pthread_cond_broadcast(&s->conns_cond);
 }
 
-static void conn_free(struct conn *c)
+/* Closes c; its table reference goes to *table when given (dropped by
+ * the caller once it holds no lock: the last reference to a table a
+ * reload replaced flushes and closes backends), else here. */
+static void conn_free(struct conn *c, struct export_table **table)
 {
   metrics_conn_close(c);
   transport_close(c->t);
+  if (table)
+    *table = c->table;
+  else
+    export_table_unref(c->table);
   if (c->creds)
     tls_creds_unref(c->creds);
   pthread_mutex_destroy(&c->lock);
@@ -121,13 +128,15 @@ static void *conn_thread(void *arg)
     s->trim_pending = true;
   /* Close while still holding conns_lock: neglimit.c's drop may only
    * touch fds of connections still listed. */
-  conn_free(c);
+  struct export_table *table;
+  conn_free(c, &table);
   bool trim = big || (s->nconns == 0 && s->trim_pending);
   if (trim) {
     s->trim_pending = false;
     s->closed_since_trim = 0;
   }
   pthread_mutex_unlock(&s->conns_lock);
+  export_table_unref(table);
   if (trim)
     malloc_trim(0);
   return NULL;
@@ -153,19 +162,24 @@ void conn_start(struct server *s, int fd, bool tcp_loopback, const char *peer)
   pthread_mutex_init(&c->send_lock, NULL);
   if (s->tls_mode != TLS_MODE_OFF)
     c->creds = creds_get(s);
+  c->table = exports_get(s);
+  if (!c->table) {              /* not serving yet, or any more */
+    conn_free(c, NULL);
+    return;
+  }
 
   pthread_mutex_lock(&s->conns_lock);
   if (s->nconns >= s->max_connections) {
     pthread_mutex_unlock(&s->conns_lock);
     log_info("%s: connection limit (%d) reached; refusing", peer,
              s->max_connections);
-    conn_free(c);
+    conn_free(c, NULL);
     return;
   }
   if (neg_enter(s, c) == -1) {
     pthread_mutex_unlock(&s->conns_lock);
     log_error("%s: out of memory", peer);
-    conn_free(c);
+    conn_free(c, NULL);
     return;
   }
   conn_link(s, c);
@@ -184,7 +198,7 @@ void conn_start(struct server *s, int fd, bool tcp_loopback, const char *peer)
   if (err != 0) {
     log_error("%s: cannot start a thread: %s", peer, strerror(err));
     conn_unlink(s, c);
-    conn_free(c);
+    conn_free(c, NULL);
   }
   pthread_mutex_unlock(&s->conns_lock);
 }

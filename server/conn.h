@@ -20,6 +20,9 @@ struct conn {
   struct transport *t;
   int fd;                       /* the socket; constant for the conn's life */
   struct tls_creds *creds;      /* ref taken at accept; NULL without TLS */
+  struct export_table *table;   /* ref taken at accept: the exports this
+                                   connection sees, whatever a reload
+                                   does meanwhile */
   char peer[128];               /* for logs */
   bool tcp_loopback;            /* TCP peer on this host (xmit.c) */
   int64_t started;              /* monotonic ns */
@@ -34,6 +37,7 @@ struct conn {
   struct tls_peer tls_peer;
   unsigned noptions;
   uint64_t discarded;           /* option bytes thrown away so far */
+  bool tls_reqd_logged;         /* "TLS is required" said once in the log */
   struct wire_buf hs_out;       /* replies to the option being answered */
   /* -- reset at STARTTLS -- */
   bool structured;
@@ -149,5 +153,8 @@ bool policy_identity_allowed(const struct tls_peer *peer,
  * names parsed out of its certificate? */
 bool policy_needs_cert_names(char *const *allow);
 uint32_t policy_rep_error(enum policy_verdict v);
+/* Why policy_export said v, for the operator's log. */
+const char *policy_reason(const struct policy_session *s,
+                          const struct export *e, enum policy_verdict v);
 
 #endif

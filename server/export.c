@@ -1,6 +1,8 @@
 /* snbd-server: the export table.  Exports are parsed from the command
  * line / config file, opened once before serving, and read-only after. */
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -15,6 +17,15 @@ static char *xstrdup(const char *s)
   if (!d)
     log_error("out of memory");
   return d;
+}
+
+const char *export_label(const char *name)
+{
+  static _Thread_local char buf[NBD_MAX_STRING + 3];
+  if (!*name)
+    return "(default)";
+  snprintf(buf, sizeof buf, "\"%s\"", name);
+  return buf;
 }
 
 int export_add(struct server *s, const char *name, const char *backend)
@@ -215,80 +226,267 @@ int export_parse(struct server *s, const char *arg)
   return r;
 }
 
-const struct export *export_find(const struct server *s, const char *name,
-                                 size_t len)
+const struct export *export_find(const struct export_table *t,
+                                 const char *name, size_t len)
 {
-  for (size_t i = 0; i < s->nexports; i++) {
-    const struct export *e = &s->exports[i];
+  for (size_t i = 0; i < t->n; i++) {
+    const struct export *e = &t->v[i];
     if (strlen(e->name) == len && memcmp(e->name, name, len) == 0)
       return e;
   }
   /* The empty name is the default export: the first one. */
-  if (len == 0 && s->nexports > 0)
-    return &s->exports[0];
+  if (len == 0 && t->n > 0)
+    return &t->v[0];
   return NULL;
 }
 
+/* A backend and the exports (of successive tables) that use it. */
+struct backend_ref {
+  atomic_int refs;
+  struct backend *be;
+  bool flush_at_close;      /* writable and able to flush */
+};
+
+/* Drops e's share of its backend; the last one flushes and closes it.
+ * -1 if that flush failed. */
+static int backend_put(struct export *e)
+{
+  struct backend_ref *r = e->be_ref;
+  int rc = 0;
+  if (!r && e->be)
+    backend_close(e->be);     /* opened by hand (fuzz_config) */
+  e->be_ref = NULL;
+  e->be = NULL;
+  if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
+    return 0;
+  if (r->flush_at_close && backend_flush(r->be) == -1) {
+    log_error("export %s: flush at close: %m", export_label(e->name));
+    rc = -1;
+  }
+  backend_close(r->be);
+  free(r);
+  return rc;
+}
+
+static void export_free(struct export *e)
+{
+  free(e->name);
+  free(e->description);
+  free(e->spec);
+  free_allow(e);
+  keyvals_free(&e->keys);
+}
+
+static bool keyvals_equal(const struct keyvals *a, const struct keyvals *b)
+{
+  if (a->len != b->len)
+    return false;
+  for (size_t i = 0; i < a->len; i++)
+    if (strcmp(a->ptr[i].key, b->ptr[i].key) ||
+        strcmp(a->ptr[i].value, b->ptr[i].value))
+      return false;
+  return true;
+}
+
 /* Opens e's backend with its keys, after the server's defaults. */
-static struct backend *open_backend(const struct server *s,
+static struct backend *open_backend(const struct keyvals *defaults,
                                     const struct export *e)
 {
-  size_t n = s->backend_keys.len + e->keys.len;
+  size_t n = defaults->len + e->keys.len;
   CLEANUP_FREE struct backend_key *v = calloc(n ? n : 1, sizeof *v);
   if (!v) {
     set_error(ENOMEM, "keys");
     return NULL;
   }
-  for (size_t i = 0; i < s->backend_keys.len; i++)
-    v[i] = (struct backend_key){ s->backend_keys.ptr[i].key,
-                                 s->backend_keys.ptr[i].value, true };
+  for (size_t i = 0; i < defaults->len; i++)
+    v[i] = (struct backend_key){ defaults->ptr[i].key,
+                                 defaults->ptr[i].value, true };
   for (size_t i = 0; i < e->keys.len; i++)
-    v[s->backend_keys.len + i] = (struct backend_key){
+    v[defaults->len + i] = (struct backend_key){
       e->keys.ptr[i].key, e->keys.ptr[i].value, false };
   struct backend_keys keys = { v, n };
   return backend_open_keys(e->spec, e->readonly, &keys);
 }
 
-int exports_open(struct server *s, bool all_readonly)
+/* The export of `keep` whose backend e can share, or NULL. */
+static struct export *shareable(const struct export_table *keep,
+                                const struct export *e)
 {
-  for (size_t i = 0; i < s->nexports; i++) {
-    struct export *e = &s->exports[i];
-    if (all_readonly)
-      e->readonly = true;
-    e->be = open_backend(s, e);
-    if (!e->be) {
-      log_error("export \"%s\": %s", e->name, get_error());
+  for (size_t i = 0; keep && i < keep->n; i++) {
+    struct export *k = &keep->v[i];
+    if (!strcmp(k->name, e->name) && !strcmp(k->spec, e->spec) &&
+        k->readonly_asked == e->readonly_asked && k->be_ref &&
+        keyvals_equal(&k->keys, &e->keys))
+      return k;
+  }
+  return NULL;
+}
+
+static int export_open_one(struct export *e, bool all_readonly,
+                           const struct keyvals *defaults,
+                           const struct export_table *keep)
+{
+  e->readonly_asked = e->readonly || all_readonly;
+  e->readonly = e->readonly_asked;
+  struct export *k = shareable(keep, e);
+  if (k) {
+    atomic_fetch_add(&k->be_ref->refs, 1);
+    e->be_ref = k->be_ref;
+    e->be = k->be;
+  }
+  else {
+    struct backend_ref *r = calloc(1, sizeof *r);
+    if (!r || !(r->be = open_backend(defaults, e))) {
+      if (r)
+        set_error(errno, "export %s: %s", export_label(e->name),
+                  error_message());
+      else
+        set_error(ENOMEM, "export %s: out of memory", export_label(e->name));
+      free(r);
       return -1;
     }
-    if (!(e->be->caps & BACKEND_CAN_WRITE))
-      e->readonly = true;
+    atomic_init(&r->refs, 1);
+    r->flush_at_close = !e->readonly && (r->be->caps & BACKEND_CAN_WRITE) &&
+                        (r->be->caps & BACKEND_CAN_FLUSH);
+    e->be_ref = r;
+    e->be = r->be;
   }
+  if (!(e->be->caps & BACKEND_CAN_WRITE))
+    e->readonly = true;
   return 0;
+}
+
+struct export_table *export_table_open(struct export *v, size_t n,
+                                       bool all_readonly,
+                                       const struct keyvals *defaults,
+                                       const struct export_table *keep)
+{
+  struct export_table *t = calloc(1, sizeof *t);
+  if (!t) {
+    for (size_t i = 0; i < n; i++)
+      export_free(&v[i]);
+    free(v);
+    set_error(ENOMEM, "out of memory");
+    return NULL;
+  }
+  atomic_init(&t->refs, 1);
+  t->v = v;
+  t->n = n;
+  for (size_t i = 0; i < n; i++)
+    if (export_open_one(&v[i], all_readonly, defaults, keep) == -1) {
+      char why[512];
+      snprintf(why, sizeof why, "%s", error_message());
+      export_table_unref(t);
+      set_error(EINVAL, "%s", why);
+      return NULL;
+    }
+  return t;
+}
+
+int export_table_unref(struct export_table *t)
+{
+  if (!t || atomic_fetch_sub(&t->refs, 1) != 1)
+    return 0;
+  int rc = 0;
+  for (size_t i = 0; i < t->n; i++) {
+    if (backend_put(&t->v[i]) == -1)
+      rc = -1;
+    export_free(&t->v[i]);
+  }
+  free(t->v);
+  free(t);
+  return rc;
+}
+
+int exports_open(struct server *s, bool all_readonly)
+{
+  struct export_table *t = export_table_open(s->exports, s->nexports,
+                                             all_readonly, &s->backend_keys,
+                                             NULL);
+  s->exports = NULL;
+  s->nexports = 0;
+  if (!t) {
+    log_error("%s", error_message());
+    return -1;
+  }
+  exports_swap(s, t);
+  return 0;
+}
+
+struct export_table *exports_get(struct server *s)
+{
+  pthread_mutex_lock(&s->creds_lock);
+  struct export_table *t = s->table;
+  if (t)
+    atomic_fetch_add(&t->refs, 1);
+  pthread_mutex_unlock(&s->creds_lock);
+  return t;
+}
+
+void exports_swap(struct server *s, struct export_table *t)
+{
+  pthread_mutex_lock(&s->creds_lock);
+  struct export_table *old = s->table;
+  s->table = t;
+  pthread_mutex_unlock(&s->creds_lock);
+  export_table_unref(old);
 }
 
 int exports_close(struct server *s)
 {
-  int rc = 0;
   for (size_t i = 0; i < s->nexports; i++) {
-    struct export *e = &s->exports[i];
-    if (e->be) {
-      if (!e->readonly && (e->be->caps & BACKEND_CAN_FLUSH) &&
-          backend_flush(e->be) == -1) {
-        log_error("export \"%s\": flush at exit: %m", e->name);
-        rc = -1;
-      }
-      backend_close(e->be);
-    }
-    free(e->name);
-    free(e->description);
-    free(e->spec);
-    free_allow(e);
-    keyvals_free(&e->keys);
+    backend_put(&s->exports[i]);
+    export_free(&s->exports[i]);
   }
   free(s->exports);
   s->exports = NULL;
   s->nexports = 0;
-  return rc;
+  struct export_table *t = s->table;
+  s->table = NULL;
+  return export_table_unref(t);
+}
+
+/* "1.5 GiB": sizes an operator reads at a glance. */
+static void human_size(uint64_t n, char *buf, size_t size)
+{
+  static const char units[] = "KMGTPE";
+  if (n < 1024) {
+    snprintf(buf, size, "%llu bytes", (unsigned long long)n);
+    return;
+  }
+  double v = (double)n / 1024;
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    u++;
+  }
+  snprintf(buf, size, "%.*f %ciB", v == (uint64_t)v ? 0 : 1, v, units[u]);
+}
+
+void export_describe(const struct export *e, bool is_default, char *buf,
+                     size_t size)
+{
+  char hs[32], allow[256] = "";
+  human_size(e->be->size, hs, sizeof hs);
+  for (char **a = e->allow; a && *a; a++)
+    snprintf(allow + strlen(allow), sizeof allow - strlen(allow), "%s%s",
+             a == e->allow ? ", allow=" : ";", *a);
+  snprintf(buf, size, "export %s%s: %s, %s (%llu bytes), %s%s%s",
+           export_label(e->name), is_default && *e->name ? " (default)" : "",
+           e->spec, hs, (unsigned long long)e->be->size,
+           e->readonly ? "read-only" : "read-write",
+           e->tls_only ? ", TLS only" : "", allow);
+}
+
+int exports_check_tls(const struct export *v, size_t n, bool tls_off)
+{
+  for (size_t i = 0; i < n && tls_off; i++)
+    if (v[i].tls_only || v[i].allow) {
+      set_error(EINVAL, "export %s needs TLS (%s) but TLS is off",
+                export_label(v[i].name), v[i].allow ? "allow=" : "tls-only");
+      return -1;
+    }
+  return 0;
 }
 
 /* Transmission flags; identical for INFO and GO in the same state. */

@@ -99,10 +99,10 @@ static struct policy_session hs_session(const struct conn *c)
 /* The policy's answer about export e (NULL: no such export), counted in
  * the metrics when it is a refusal. */
 static enum policy_verdict hs_policy_export(struct conn *c,
+                                            const struct policy_session *ps,
                                             const struct export *e)
 {
-  struct policy_session ps = hs_session(c);
-  enum policy_verdict v = policy_export(&ps, e);
+  enum policy_verdict v = policy_export(ps, e);
   if (v == POLICY_DENIED || v == POLICY_TLS_REQD)
     metrics_policy_denied(c, e);
   return v;
@@ -116,6 +116,44 @@ static const char *qname(char *buf, size_t size, const char *name,
   return buf;
 }
 
+/* Who the peer is, for the log: its TLS identity, if any. */
+static const char *hs_identity(const struct conn *c, char *buf, size_t size)
+{
+  const struct tls_peer *p = &c->tls_peer;
+  char q[600];
+  if (!c->tls)
+    snprintf(buf, size, "no TLS");
+  else if (p->psk_username[0]) {
+    quote_bytes(q, sizeof q, p->psk_username, strlen(p->psk_username));
+    snprintf(buf, size, "PSK user %s", q);
+  }
+  else if (p->dn[0]) {
+    quote_bytes(q, sizeof q, p->dn, strlen(p->dn));
+    snprintf(buf, size, "certificate %s", q);
+  }
+  else
+    snprintf(buf, size, p->has_cert ? "TLS, verified client certificate"
+                                    : "TLS, no client certificate");
+  return buf;
+}
+
+/* A refused export, in one line an operator can act on: peer address,
+ * TLS identity, option, export and why. */
+static void hs_log_refusal(const struct conn *c, uint32_t opt,
+                           const char *name, size_t len,
+                           const struct policy_session *ps,
+                           const struct export *e, enum policy_verdict v)
+{
+  char id[700], q[256], label[300];
+  if (len == 0)
+    snprintf(label, sizeof label, "(default)");
+  else
+    snprintf(label, sizeof label, "\"%s\"", qname(q, sizeof q, name, len));
+  log_info("%s (%s): %s of export %s refused: %s", c->peer,
+           hs_identity(c, id, sizeof id), nbd_opt_name(opt), label,
+           policy_reason(ps, e, v));
+}
+
 /* Find export `name` and ask the policy; on refusal send the error and
  * return NULL with *rc set. */
 static const struct export *hs_lookup(struct conn *c, uint32_t opt,
@@ -123,8 +161,11 @@ static const struct export *hs_lookup(struct conn *c, uint32_t opt,
                                       int *rc)
 {
   char q[256];
-  const struct export *e = export_find(c->srv, name, len);
-  enum policy_verdict v = hs_policy_export(c, e);
+  const struct export *e = export_find(c->table, name, len);
+  struct policy_session ps = hs_session(c);
+  enum policy_verdict v = hs_policy_export(c, &ps, e);
+  if (v != POLICY_OK)
+    hs_log_refusal(c, opt, name, len, &ps, e, v);
   /* SELECTIVETLS: TLS_REQD only ever answers INFO and GO (proto.md
    * "SELECTIVETLS mode"); other options naming a TLS-only or unknown
    * export are refused by policy instead, and then both answered as
@@ -134,9 +175,6 @@ static const struct export *hs_lookup(struct conn *c, uint32_t opt,
   if (v != POLICY_OK) {
     char what[300];
     snprintf(what, sizeof what, "export \"%s\"", qname(q, sizeof q, name, len));
-    if (v == POLICY_DENIED)
-      log_info("%s: %s refused by policy (%s), answered as unknown",
-               c->peer, nbd_opt_name(opt), what);
     *rc = hs_verdict_error(c, opt, policy_export_answer(v), what);
     return NULL;
   }
@@ -235,18 +273,16 @@ static int opt_info_go(struct conn *c, uint32_t opt, const uint8_t *data,
 static int opt_export_name(struct conn *c, uint32_t opt, const uint8_t *data,
                            uint32_t len)
 {
-  char q[256];
   const char *name = (const char *)data;
   const struct export *e = optparse_has_nul(name, len) ? NULL
-                           : export_find(c->srv, name, len);
-  enum policy_verdict v = hs_policy_export(c, e);
+                           : export_find(c->table, name, len);
+  struct policy_session ps = hs_session(c);
+  enum policy_verdict v = hs_policy_export(c, &ps, e);
   (void)opt;
   /* NBD_OPT_EXPORT_NAME cannot be answered with an error: the spec says
    * the server MUST terminate the session. */
   if (v != POLICY_OK) {
-    log_info("%s: NBD_OPT_EXPORT_NAME \"%s\" refused (%s); closing",
-             c->peer, qname(q, sizeof q, name, len),
-             nbd_rep_name(policy_rep_error(v)));
+    hs_log_refusal(c, opt, name, len, &ps, e, v);
     return HS_CLOSE;
   }
   hs_choose(c, e);
@@ -265,8 +301,8 @@ static int opt_list(struct conn *c, uint32_t opt, const uint8_t *data,
   (void)data;
   (void)len;
   wire_buf_init(&b);
-  for (size_t i = 0; i < c->srv->nexports && rc == HS_CONTINUE; i++) {
-    const struct export *e = &c->srv->exports[i];
+  for (size_t i = 0; i < c->table->n && rc == HS_CONTINUE; i++) {
+    const struct export *e = &c->table->v[i];
     /* Exports a client may not use are not listed (docs/security.md 8). */
     if (policy_export(&ps, e) != POLICY_OK)
       continue;
@@ -357,13 +393,13 @@ static int opt_starttls(struct conn *c, uint32_t opt, const uint8_t *data,
    * by GnuTLS as (invalid) TLS records: plain-text injection is never
    * parsed as NBD (CVE-2021-3716). */
   struct tls_peer peer = { .want_names = log_verbose() };
-  for (size_t i = 0; i < c->srv->nexports && !peer.want_names; i++)
-    peer.want_names = policy_needs_cert_names(c->srv->exports[i].allow);
+  for (size_t i = 0; i < c->table->n && !peer.want_names; i++)
+    peer.want_names = policy_needs_cert_names(c->table->v[i].allow);
   int64_t t0 = metrics_clock();
   struct transport *t = tls_server_handshake(c->creds, c->t, &peer);
   metrics_tls_handshake(c, t0, t != NULL);
   if (!t) {
-    log_info("%s: TLS handshake failed: %s", c->peer, get_error());
+    log_info("%s: TLS handshake failed: %s", c->peer, error_message());
     return HS_CLOSE;
   }
   c->t = t;
@@ -511,6 +547,11 @@ static int hs_dispatch(struct conn *c, const struct nbd_opt_hdr *hp)
       [POLICY_UNKNOWN] = "unknown", [POLICY_UNSUP] = "unsupported",
       [POLICY_EXT_HEADER_REQD] = "extended headers are already negotiated",
     };
+    if (v == POLICY_TLS_REQD && !c->tls_reqd_logged) {
+      c->tls_reqd_logged = true;   /* once: a client tries several */
+      log_info("%s (no TLS): %s refused: TLS is required and the client "
+               "did not start it", c->peer, nbd_opt_name(h.option));
+    }
     const char *msg = v == POLICY_INVALID && h.option != NBD_OPT_STARTTLS
                       ? "not valid after NBD_OPT_EXTENDED_HEADERS" : why[v];
     return hs_refuse(c, h.option, h.length, policy_rep_error(v), msg);

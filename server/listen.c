@@ -177,6 +177,27 @@ static void describe_peer(const struct sockaddr_storage *ss, socklen_t len,
            serv);
 }
 
+/* --tcp-timeout: a peer that vanished (powered off, cable pulled, a NAT
+ * that forgot us) is noticed and its connection closed after about
+ * `seconds`, whether it was idle (keepalive probes from seconds/3 on,
+ * four of them seconds/6 apart) or had data unacknowledged
+ * (TCP_USER_TIMEOUT, which also cuts the probes short).  Without it a
+ * dead idle peer holds its connection, thread and export forever. */
+static void tcp_set_timeout(int fd, int seconds)
+{
+  if (seconds <= 0)
+    return;
+  int one = 1, idle = seconds / 3 > 0 ? seconds / 3 : 1;
+  int intvl = seconds / 6 > 0 ? seconds / 6 : 1, cnt = 4;
+  unsigned ms = (unsigned)seconds * 1000;
+  if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) == -1 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) == -1 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl) == -1 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt) == -1 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms) == -1)
+    log_debug("TCP keepalive / user timeout: %m");
+}
+
 void serve_fd(struct server *s, int fd)
 {
   struct sockaddr_storage ss;
@@ -191,6 +212,7 @@ void serve_fd(struct server *s, int fd)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     tcp_loopback = tcp_tune_for_peer(fd, &ss);
+    tcp_set_timeout(fd, s->tcp_timeout);
   }
   else {
     /* A Unix socket's default send buffer (208 KiB) is smaller than one
@@ -215,10 +237,19 @@ static void accept_one(struct server *s, struct listener *l)
   serve_fd(s, fd);
 }
 
+/* poll's timeout until the next tick (-1: no ticks). */
+static int tick_wait(int tick_ms, int64_t next)
+{
+  if (tick_ms <= 0)
+    return -1;
+  int64_t left = next - monotonic_ns();
+  return left <= 0 ? 0 : (int)(left / 1000000) + 1;
+}
+
 /* Runs until SIGTERM/SIGINT, or until on_child says the --run command
  * ended.  Returns the byte that ended it. */
 int accept_loop(struct server *s, struct listener *ls, int n,
-                int (*on_event)(struct server *, char))
+                int (*on_event)(struct server *, char), int tick_ms)
 {
   struct pollfd *p = calloc((size_t)n + 1, sizeof *p);
   if (!p)
@@ -227,13 +258,19 @@ int accept_loop(struct server *s, struct listener *ls, int n,
     p[i] = (struct pollfd){ .fd = ls[i].fd, .events = POLLIN };
   p[n] = (struct pollfd){ .fd = sig_pipe[0], .events = POLLIN };
   int result = 0;
+  int64_t next_tick = monotonic_ns();
   while (!result) {
-    if (poll(p, (nfds_t)n + 1, -1) == -1) {
+    int r = poll(p, (nfds_t)n + 1, tick_wait(tick_ms, next_tick));
+    if (r == -1) {
       if (errno == EINTR)
         continue;
       log_error("poll: %m");
       result = -1;
       break;
+    }
+    if (tick_ms > 0 && monotonic_ns() >= next_tick) {
+      next_tick = monotonic_ns() + (int64_t)tick_ms * 1000000;
+      result = on_event(s, 'P');
     }
     if (p[n].revents & POLLIN) {
       char ch;

@@ -16,23 +16,15 @@
 #include "config.h"
 #include "listen.h"
 #include "log.h"
+#include "notify.h"
 
-static struct server srv = {
-  .threads = 0,
-  .max_inflight = 64,
-  .handshake_timeout = 10,
-  .max_negotiating = 256,
-  .tls_tickets = 1,
-  .tls_ticket_lifetime = 7200,
-  .max_negotiating_per_source = 16,
-  .max_connections = 16384,
-  .max_queued_mib = 256,
-  .wake_pipe = { -1, -1 },
-  .creds_lock = PTHREAD_MUTEX_INITIALIZER,
-  .conns_lock = PTHREAD_MUTEX_INITIALIZER,
-  .conns_cond = PTHREAD_COND_INITIALIZER,
-};
-static struct options opt = { .port = -1 };
+static struct server srv;
+static struct options opt;
+static int saved_argc;          /* for SIGHUP's reload_config */
+static char **saved_argv;
+/* How often the accept loop wakes to update systemd's STATUS= (the
+ * connection count): a bounded rate however fast connections come. */
+#define NOTIFY_TICK_MS 1000
 static pid_t run_pid = -1;
 static int run_status;
 static char *private_dir;        /* -U - */
@@ -40,14 +32,19 @@ static char *private_dir;        /* -U - */
 /* The command line (and the config file it names); exits on an error. */
 static void parse_args(int argc, char **argv)
 {
+  config_defaults(&srv, &opt);
+  pthread_mutex_init(&srv.creds_lock, NULL);
+  pthread_mutex_init(&srv.conns_lock, NULL);
+  pthread_cond_init(&srv.conns_cond, NULL);
+  saved_argc = argc;
+  saved_argv = argv;
   if (config_parse_args(&srv, &opt, argc, argv) == -1) {
-    fprintf(stderr, "snbd-server: %s\n", get_error());
+    fprintf(stderr, "snbd-server: error: %s\n", error_message());
     exit(EXIT_FAILURE);
   }
   if (srv.nexports == 0) {
     fprintf(stderr, "snbd-server: no export given (try: snbd-server "
-                    "memory:1G)\n");
-    config_usage(stderr);
+                    "memory:1G; snbd-server --help lists the options)\n");
     exit(EXIT_FAILURE);
   }
 }
@@ -85,22 +82,45 @@ static int load_creds(void)
   return 0;
 }
 
+/* SIGHUP: the credentials, then the configuration's exports; each part
+ * that fails leaves its part as it was. */
+static void reload(void)
+{
+  notify_reloading();
+  if (srv.tls_mode == TLS_MODE_OFF)
+    log_info("SIGHUP: TLS is off, no credentials to reload");
+  else if (load_creds() == -1) {
+    metrics_credential_reload(false);
+    log_error("SIGHUP: keeping the old credentials: %s", error_message());
+  }
+  else {
+    metrics_credential_reload(true);
+    log_info("SIGHUP: TLS credentials reloaded");
+  }
+  reload_config(&srv, &opt, saved_argc, saved_argv);
+  notify_send("READY=1");
+}
+
+/* The accept loop's tick: systemd's STATUS= line. */
+static void tick(void)
+{
+  pthread_mutex_lock(&srv.conns_lock);
+  int nconns = srv.nconns, nneg = srv.nnegotiating;
+  pthread_mutex_unlock(&srv.conns_lock);
+  notify_status(nconns, nneg);
+}
+
 static int on_event(struct server *s, char ev)
 {
   (void)s;
   if (ev == 'T')
     return 'T';
   if (ev == 'H') {
-    if (srv.tls_mode == TLS_MODE_OFF)
-      log_info("SIGHUP: TLS is off, nothing to reload");
-    else if (load_creds() == -1) {
-      metrics_credential_reload(false);
-      log_error("SIGHUP: keeping the old credentials: %s", get_error());
-    }
-    else {
-      metrics_credential_reload(true);
-      log_info("SIGHUP: TLS credentials reloaded");
-    }
+    reload();
+    return 0;
+  }
+  if (ev == 'P') {
+    tick();
     return 0;
   }
   if (ev == 'C' && run_pid > 0) {
@@ -218,10 +238,11 @@ static void warn_clear_text(const char *where)
   size_t len = 0;
   if (srv.tls_mode != TLS_MODE_ON)
     return;
-  for (size_t i = 0; i < srv.nexports && len < sizeof names; i++)
-    if (!srv.exports[i].tls_only && !srv.exports[i].allow)
-      len += (size_t)snprintf(names + len, sizeof names - len, "%s\"%s\"",
-                              len ? ", " : "", srv.exports[i].name);
+  for (size_t i = 0; i < srv.table->n && len < sizeof names; i++)
+    if (!srv.table->v[i].tls_only && !srv.table->v[i].allow)
+      len += (size_t)snprintf(names + len, sizeof names - len, "%s%s",
+                              len ? ", " : "",
+                              export_label(srv.table->v[i].name));
   if (len)
     log_warn("--tls=on serves export(s) %s in clear text on %s, beyond "
              "loopback: mark them tls-only, or use --tls=require", names,
@@ -254,17 +275,68 @@ static void check_tls_defaults(const struct listener *ls, int n)
   char peer[128];
   if (opt.single && !fd_peer_is_local(0, peer, sizeof peer))
     check_clear_text(peer);      /* -s: the one client's address */
-  for (size_t i = 0; i < srv.nexports; i++)
-    if ((srv.exports[i].tls_only || srv.exports[i].allow) &&
-        srv.tls_mode == TLS_MODE_OFF) {
-      log_error("export \"%s\" needs TLS (tls-only / allow=) but TLS is off",
-                srv.exports[i].name);
-      exit(EXIT_FAILURE);
-    }
-  if (srv.tls_mode != TLS_MODE_OFF && load_creds() == -1) {
-    log_error("%s", get_error());
+  if (exports_check_tls(srv.table->v, srv.table->n,
+                        srv.tls_mode == TLS_MODE_OFF) == -1) {
+    log_error("%s", error_message());
     exit(EXIT_FAILURE);
   }
+  if (srv.tls_mode != TLS_MODE_OFF && load_creds() == -1) {
+    log_error("%s", error_message());
+    exit(EXIT_FAILURE);
+  }
+}
+
+/* "TLS required (X.509, client certificates verified)". */
+static void tls_describe(char *buf, size_t size)
+{
+  static const char *const modes[] = {
+    [TLS_MODE_OFF] = "clear text (TLS off)",
+    [TLS_MODE_ON] = "TLS optional (needed by tls-only exports)",
+    [TLS_MODE_REQUIRE] = "TLS required",
+  };
+  snprintf(buf, size, "%s%s%s%s%s%s", modes[srv.tls_mode],
+           srv.tls_mode == TLS_MODE_OFF ? "" : " (",
+           srv.tls_mode == TLS_MODE_OFF || !srv.tls_certs ? "" : "X.509",
+           srv.tls_certs && srv.tls_psk ? " and " : "",
+           srv.tls_mode == TLS_MODE_OFF || !srv.tls_psk ? "" : "PSK",
+           srv.tls_mode == TLS_MODE_OFF ? ""
+           : srv.tls_verify_peer ? ", client certificates verified)" : ")");
+}
+
+/* What an operator wants to see at start: where the server listens, with
+ * which TLS mode, and what it serves. */
+static void log_start_lines(const struct listener *ls, int n)
+{
+  char tls[128], line[1024];
+  tls_describe(tls, sizeof tls);
+  for (int i = 0; i < n; i++)
+    log_info("listening on %s, %s", ls[i].desc, tls);
+  if (opt.single)
+    log_info("serving one client on stdin/stdout, %s", tls);
+  for (size_t i = 0; i < srv.table->n; i++) {
+    export_describe(&srv.table->v[i], i == 0, line, sizeof line);
+    log_info("%s", line);
+  }
+}
+
+/* --check-config: everything start-up checks, short of listening. */
+static void check_config(void)
+{
+  log_init("snbd-server", LOG_TO_STDERR, opt.verbose);
+  if (tls_global_init() == -1)
+    exit(EXIT_FAILURE);
+  if (exports_open(&srv, opt.read_only) == -1)
+    exit(EXIT_FAILURE);
+  check_binds();
+  check_tls_defaults(NULL, 0);
+  log_start_lines(NULL, 0);
+  log_info("configuration OK: %zu export%s", srv.table->n,
+           srv.table->n == 1 ? "" : "s");
+  exports_close(&srv);
+  if (srv.creds)
+    tls_creds_unref(srv.creds);
+  config_free(&srv, &opt);
+  exit(EXIT_SUCCESS);
 }
 
 /* FILE.tmp is made afresh (O_EXCL, O_NOFOLLOW: a symlink planted there
@@ -354,11 +426,12 @@ static void start_up(void)
   raise_fd_limit();
   if (exports_open(&srv, opt.read_only) == -1)
     exit(EXIT_FAILURE);
-  if (srv.threads <= 0) {
+  int threads = srv.threads;     /* srv's stays as configured (reload) */
+  if (threads <= 0) {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    srv.threads = ncpu > 2 ? (int)ncpu * 4 : 8;
+    threads = ncpu > 2 ? (int)ncpu * 4 : 8;
   }
-  if (pool_start(srv.threads) == -1) {
+  if (pool_start(threads) == -1) {
     log_error("cannot start worker threads");
     exit(EXIT_FAILURE);
   }
@@ -369,6 +442,7 @@ static void start_up(void)
  * Returns the exit status. */
 static int shut_down(struct listener *ls, int n, int why)
 {
+  notify_send("STOPPING=1");
   for (int i = 0; i < n; i++)
     close(ls[i].fd);
   srv.shutting_down = 1;
@@ -390,6 +464,7 @@ static int shut_down(struct listener *ls, int n, int why)
     tls_creds_unref(srv.creds);
   bool run = opt.run != NULL;
   config_free(&srv, &opt);
+  notify_close();
   if (run)
     return run_status ? run_status : flush_failed ? EXIT_FAILURE : 0;
   return why == -1 || flush_failed ? EXIT_FAILURE : EXIT_SUCCESS;
@@ -399,6 +474,9 @@ int main(int argc, char **argv)
 {
   tune_malloc();
   parse_args(argc, argv);
+  if (opt.check_config)
+    check_config();
+  notify_init();
   start_up();
   struct listener ls[MAX_LISTENERS];
   int n = 0;
@@ -415,12 +493,15 @@ int main(int argc, char **argv)
     check_binds();
     setup_listeners(ls, &n);
     check_tls_defaults(ls, n);
-    for (int i = 0; i < n; i++)
-      log_debug("listening on %s", ls[i].desc);
   }
+  log_start_lines(ls, n);
   write_pid_file();
   if (opt.run)
     start_run(ls, n);
-  int why = opt.single ? single_wait(&srv) : accept_loop(&srv, ls, n, on_event);
+  notify_send("READY=1\nSTATUS=listening, no connections\nMAINPID=%d",
+              (int)getpid());
+  int why = opt.single ? single_wait(&srv)
+            : accept_loop(&srv, ls, n, on_event,
+                          notify_enabled() ? NOTIFY_TICK_MS : 0);
   return shut_down(ls, n, why);
 }

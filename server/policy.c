@@ -108,6 +108,35 @@ enum policy_verdict policy_export_answer(enum policy_verdict v)
   return v == POLICY_DENIED ? POLICY_UNKNOWN : v;
 }
 
+const char *policy_reason(const struct policy_session *s,
+                          const struct export *e, enum policy_verdict v)
+{
+  switch (v) {
+  case POLICY_TLS_REQD:
+    if (s->mode == TLS_MODE_REQUIRE || !e)
+      return "TLS is required and the client did not start it";
+    return e->tls_only ? "the export is tls-only and the client did not "
+                         "start TLS"
+                       : "the export has an allow= list, which needs TLS, "
+                         "and the client did not start it";
+  case POLICY_DENIED:
+    if (e && e->tls_only && !s->tls)
+      return "the export is tls-only and TLS is off";
+    if (e && e->allow && !s->tls)
+      return "the export has an allow= list and TLS is off";
+    if (e && e->allow)
+      return "the export's allow= list does not name this client";
+    return "not permitted";
+  case POLICY_UNKNOWN: return "no such export";
+  case POLICY_INVALID: return "invalid in this state";
+  case POLICY_UNSUP:   return "not supported";
+  case POLICY_EXT_HEADER_REQD:
+    return "structured replies asked for after extended headers";
+  case POLICY_OK:      break;
+  }
+  return "allowed";
+}
+
 uint32_t policy_rep_error(enum policy_verdict v)
 {
   switch (v) {

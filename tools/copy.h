@@ -87,6 +87,9 @@ struct endpoint {
   const struct ep_ops *ops;
   const char *name;            /* as given on the command line */
   int fd;                      /* a file, block device or pipe */
+  bool regular;                /* a regular file */
+  bool created;                /* this copy created the file (removed if
+                                  the copy fails) */
   int64_t size;                /* -1: unknown (a pipe, null:) */
   struct snbd_handle *h[MAX_CONNECTIONS];   /* NBD: one per worker */
   int nconn;

@@ -234,6 +234,7 @@ static int fd_kind(struct copy *c, struct endpoint *e)
   }
   if (S_ISREG(st.st_mode)) {
     e->ops = &file_ops;
+    e->regular = true;
     e->size = st.st_size;
     e->has_extents = true;
     return 0;
@@ -259,8 +260,13 @@ int ep_file_open(struct copy *c, struct endpoint *e, bool src)
   if (strcmp(e->name, "-") == 0)   /* a pipe, unless redirected from a file */
     e->fd = src ? STDIN_FILENO : STDOUT_FILENO;
   else {
-    e->fd = open(e->name, src ? O_RDONLY | O_CLOEXEC
-                              : O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    /* A destination this copy creates is removed if the copy fails
+     * (snbd-copy.c); O_EXCL says whether it is ours. */
+    e->fd = src ? open(e->name, O_RDONLY | O_CLOEXEC)
+                : open(e->name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    e->created = !src && e->fd != -1;
+    if (!src && e->fd == -1 && errno == EEXIST)
+      e->fd = open(e->name, O_WRONLY | O_CLOEXEC);
     if (e->fd == -1) {
       copy_fail(c, "%s: %s", e->name, strerror(errno));
       return -1;

@@ -208,6 +208,24 @@ static int prepare(struct copy *c)
   return 0;
 }
 
+/* A failed copy leaves no half-written file it created; a file that was
+ * there before is left (its old contents are partly overwritten, and
+ * removing it would lose the rest), and the user is told which. */
+static void clean_up_destination(struct endpoint *e)
+{
+  if (!e->regular || !strcmp(e->name, "-"))
+    return;
+  if (!e->created)
+    fprintf(stderr, "snbd-copy: %s was there before the copy, so it is "
+            "left as it is: partly overwritten\n", e->name);
+  else if (unlink(e->name) == 0)
+    fprintf(stderr, "snbd-copy: removed %s, which the failed copy had "
+            "created\n", e->name);
+  else
+    fprintf(stderr, "snbd-copy: could not remove %s, which the failed "
+            "copy had created: %s\n", e->name, strerror(errno));
+}
+
 static void close_endpoint(struct endpoint *e)
 {
   if (e->ops)                 /* NULL: never opened */
@@ -245,6 +263,7 @@ int main(int argc, char *argv[])
   pthread_mutex_unlock(&c->lock);
   if (err) {
     fprintf(stderr, "snbd-copy: %s\n", err);
+    clean_up_destination(&c->dst);
     return atomic_load(&interrupted) ? 130 : EXIT_FAILURE;
   }
   return EXIT_SUCCESS;

@@ -27,7 +27,7 @@ expect_eq size 1048576 \
 # No name to check the certificate against over a Unix socket.
 expect_refused "without a host name" "tls-certificates=$PWD/pki"
 # Wrong name.
-expect_refused "does not match" "tls-certificates=$PWD/pki&tls-hostname=evil.example"
+expect_refused "certificate name mismatch: connected to evil.example, the certificate is for localhost" "tls-certificates=$PWD/pki&tls-hostname=evil.example"
 # Wrong CA.
 expect_refused "issuer is unknown" "tls-certificates=$PWD/other&tls-hostname=localhost"
 # No CA given: the system CA is used, and it does not know our test CA.

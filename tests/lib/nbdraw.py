@@ -1081,6 +1081,20 @@ class Server:
             total += int(run_ns) + int(wait_ns)
         return total / 1e9
 
+    def wait_log(self, what, pattern, start=0, timeout=10.0):
+        """Waits until stderr, from offset start, contains pattern;
+        returns the text from start."""
+        found = []
+
+        def cond():
+            text = self.stderr()[start:]
+            if pattern in text:
+                found.append(text)
+                return True
+            return False
+        self.wait_for("%s (log line %r)" % (what, pattern), cond, timeout)
+        return found[0]
+
     def wait_for(self, what, cond, timeout=10.0):
         """Poll cond() every 20 ms until true; fail after timeout."""
         deadline = time.monotonic() + timeout

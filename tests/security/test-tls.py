@@ -220,7 +220,8 @@ def case_require_identity_per_export(srv):
             expect_eq("%s: forbidden and unknown exports answered alike"
                       % opt_name(opt), refusal_of(c, opt, "n0such"), got)
         srv.wait_for("the real reason in the log", lambda:
-                     'refused by policy (export "theirs")' in srv.stderr())
+                     'of export "theirs" refused: the export\'s allow= list '
+                     'does not name this client' in srv.stderr())
         c.set_meta("mine")
         c.go("mine")
         c.expect_cmd(0, "BLOCK_STATUS on mine", CMD_BLOCK_STATUS, 0, 4096)

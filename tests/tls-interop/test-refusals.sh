@@ -44,7 +44,7 @@ export DN2
 # counted before, so a line from an earlier case does not count), and no
 # session may have reached transmission meanwhile (-v logs each one).
 refused() {
-  local what=$1 pat="^snbd-server: (debug: )?(127\.0\.0\.1:[0-9]+|unix#[0-9]+): .*$2"
+  local what=$1 pat="^snbd-server: (debug: )?(127\.0\.0\.1:[0-9]+|unix#[0-9]+)( \([^)]*\))?: .*$2"
   shift 2
   local n t
   n=$(grep -cE -- "$pat" server.log || true)
@@ -145,6 +145,10 @@ serve -v -p 0 -i 127.0.0.1 -c exports.ini --tls-certificates "$D/pki" \
     [expired]="nbds://localhost:$port/EXPORT?tls-certificates=$D/expired"
   )
   declare -A may=([client1]=cn [client2]=dn [alice]=psk)
+  declare -A ident=([client1]="certificate CN=client1" [client2]="certificate CN=client2"
+    [alice]="PSK user alice" [carol]="PSK user carol"
+    [nocert]="TLS, no client certificate" [revoked]="TLS, no client certificate"
+    [expired]="TLS, no client certificate")
   declare -A size=([cn]=2097152 [dn]=3145728 [psk]=4194304 [rv]=5242880)
   for id in "${!uri[@]}"; do
     u=${uri[$id]}
@@ -153,8 +157,12 @@ serve -v -p 0 -i 127.0.0.1 -c exports.ini --tls-certificates "$D/pki" \
       if [ "${may[$id]:-}" = "$e" ]; then
         accepted "$id on $e" size_is "${size[$e]}" "${u/EXPORT/$e}"
       else
-        refused "$id on $e" "NBD_OPT_GO refused by policy \(export \"$e\"\)" \
+        refused "$id on $e" "NBD_OPT_GO of export \"$e\" refused: the export.s allow= list does not name this client" \
           nbdinfo --size "${u/EXPORT/$e}"
+        # The refusal names the TLS identity of the client.
+        grep "of export \"$e\" refused" server.log | tail -1 |
+          grep -qF "(${ident[$id]}" ||
+          fail "$id on $e: the log does not name ${ident[$id]}: $(grep "of export \"$e\" refused" server.log | tail -1)"
         # Told exactly what a name that does not exist gets
         # (docs/security.md 34); the log above has the real reason.
         grep -q "server has no export named .$e." client.out ||

@@ -65,16 +65,7 @@ def nbdinfo(uri, *args, timeout=30):
 def wait_log(srv, what, pattern, start=0, timeout=10.0):
     """Waits until the server's stderr, from offset start, contains
     pattern; returns the text from start."""
-    found = []
-
-    def cond():
-        text = srv.stderr()[start:]
-        if pattern in text:
-            found.append(text)
-            return True
-        return False
-    srv.wait_for("%s (log line %r)" % (what, pattern), cond, timeout)
-    return found[0]
+    return srv.wait_log(what, pattern, start, timeout)
 
 
 # ---- plain-text NBD up to STARTTLS ----

@@ -174,12 +174,7 @@ static void test_meta(void **state)
 /* The defaults main.c starts from. */
 static void settings_init(struct server *s, struct options *o)
 {
-  *s = (struct server){ .max_inflight = 64, .handshake_timeout = 10,
-                        .max_negotiating = 256,
-                        .max_negotiating_per_source = 16,
-                        .max_connections = 16384, .max_queued_mib = 256,
-                        .wake_pipe = { -1, -1 } };
-  *o = (struct options){ .port = -1 };
+  config_defaults(s, o);
 }
 
 /* Everything an option can set, as text, so two settings compare. */
@@ -192,15 +187,15 @@ static char *settings_text(struct server *s, struct options *o)
 #define STR(x) ((x) ? (x) : "(null)")
   assert_true(asprintf(&t, "port=%d bind=%s unix=%s run=%s pid=%s single=%d "
       "ro=%d verbose=%d log=%d threads=%d hs=%d neg=%d/%d conns=%d/%d tls=%d/%d "
-      "certs=%s psk=%s prio=%s verify=%d old=%d tickets=%d/%d exports=%zu "
-      "metrics=%s/%d", o->port, binds,
+      "certs=%s psk=%s prio=%s verify=%d old=%d tickets=%d/%d tcp=%d "
+      "exports=%zu metrics=%s/%d", o->port, binds,
       STR(o->unix_path), STR(o->run), STR(o->pid_file), o->single,
       o->read_only, o->verbose, o->log_to, s->threads, s->handshake_timeout,
       s->max_negotiating, s->max_negotiating_per_source, s->max_connections,
       s->max_queued_mib,
       (int)s->tls_mode, s->tls_mode_set, STR(s->tls_certs), STR(s->tls_psk),
       STR(s->tls_priority), s->tls_verify_peer, s->tls_old_versions,
-      s->tls_tickets, s->tls_ticket_lifetime, s->nexports,
+      s->tls_tickets, s->tls_ticket_lifetime, s->tcp_timeout, s->nexports,
       STR(o->metrics), o->metrics_allow_remote) > 0);
 #undef STR
   for (size_t i = 0; i < s->backend_keys.len; i++) {

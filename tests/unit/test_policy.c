@@ -95,29 +95,36 @@ static void test_export_table(void **state)
   struct {
     int mode; bool tls; const struct tls_peer *peer; const struct export *e;
     enum policy_verdict want;
+    const char *why;            /* in policy_reason's answer */
   } rows[] = {
-    { OFF, false, none, &plain, POLICY_OK },
-    { OFF, false, none, NULL, POLICY_UNKNOWN },
-    { REQ, false, none, &plain, POLICY_TLS_REQD },
-    { REQ, false, none, NULL, POLICY_TLS_REQD },
-    { REQ, true, &nocert, &plain, POLICY_OK },
-    { REQ, true, &nocert, NULL, POLICY_UNKNOWN },
+    { OFF, false, none, &plain, POLICY_OK, "allowed" },
+    { OFF, false, none, NULL, POLICY_UNKNOWN, "no such export" },
+    { OFF, false, none, &tlsonly, POLICY_DENIED, "tls-only and TLS is off" },
+    { OFF, false, none, &bycn, POLICY_DENIED, "allow= list and TLS is off" },
+    { REQ, false, none, &plain, POLICY_TLS_REQD,
+      "TLS is required and the client did not start it" },
+    { REQ, false, none, NULL, POLICY_TLS_REQD, "TLS is required" },
+    { REQ, true, &nocert, &plain, POLICY_OK, "allowed" },
+    { REQ, true, &nocert, NULL, POLICY_UNKNOWN, "no such export" },
     /* SELECTIVETLS */
-    { ON, false, none, &plain, POLICY_OK },
-    { ON, false, none, &tlsonly, POLICY_TLS_REQD },
-    { ON, false, none, NULL, POLICY_TLS_REQD },  /* no enumeration */
-    { ON, true, &nocert, &tlsonly, POLICY_OK },
-    { ON, true, &nocert, NULL, POLICY_UNKNOWN },
+    { ON, false, none, &plain, POLICY_OK, "allowed" },
+    { ON, false, none, &tlsonly, POLICY_TLS_REQD,
+      "the export is tls-only and the client did not start TLS" },
+    { ON, false, none, NULL, POLICY_TLS_REQD, "TLS is required" },
+    { ON, true, &nocert, &tlsonly, POLICY_OK, "allowed" },
+    { ON, true, &nocert, NULL, POLICY_UNKNOWN, "no such export" },
     /* identities */
-    { REQ, true, &cert, &bycn, POLICY_OK },
-    { REQ, true, &other, &bycn, POLICY_DENIED },
-    { REQ, true, &nocert, &bycn, POLICY_DENIED },
-    { REQ, true, &psk, &bycn, POLICY_DENIED },
-    { REQ, true, &psk, &bypsk, POLICY_OK },
-    { REQ, true, &cert, &bypsk, POLICY_DENIED },
-    { REQ, true, &cert, &bydn, POLICY_OK },
-    { REQ, true, &other, &bydn, POLICY_DENIED },
-    { ON, false, none, &bycn, POLICY_TLS_REQD },
+    { REQ, true, &cert, &bycn, POLICY_OK, "allowed" },
+    { REQ, true, &other, &bycn, POLICY_DENIED,
+      "allow= list does not name this client" },
+    { REQ, true, &nocert, &bycn, POLICY_DENIED, "does not name this client" },
+    { REQ, true, &psk, &bycn, POLICY_DENIED, "does not name this client" },
+    { REQ, true, &psk, &bypsk, POLICY_OK, "allowed" },
+    { REQ, true, &cert, &bypsk, POLICY_DENIED, "does not name this client" },
+    { REQ, true, &cert, &bydn, POLICY_OK, "allowed" },
+    { REQ, true, &other, &bydn, POLICY_DENIED, "does not name this client" },
+    { ON, false, none, &bycn, POLICY_TLS_REQD,
+      "allow= list, which needs TLS, and the client did not start it" },
   };
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     struct policy_session s = { .mode = (enum tls_mode)rows[i].mode, .tls = rows[i].tls,
@@ -125,6 +132,10 @@ static void test_export_table(void **state)
     enum policy_verdict v = policy_export(&s, rows[i].e);
     if (v != rows[i].want)
       fail_msg("row %zu: got %d want %d", i, v, rows[i].want);
+    /* The reason the server logs for it (handshake.c hs_log_refusal). */
+    const char *why = policy_reason(&s, rows[i].e, v);
+    if (!strstr(why, rows[i].why))
+      fail_msg("row %zu: reason \"%s\" lacks \"%s\"", i, why, rows[i].why);
   }
   /* Only allow lists that name certificates make the server parse them. */
   char *allow_both[] = { "PSK:bob", "cn=client1", NULL };

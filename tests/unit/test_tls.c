@@ -347,10 +347,17 @@ static void test_creds_errors(void **state)
   server_load_fails(NULL, P("nonexistent.psk"), false, "nonexistent.psk",
                     NULL);
 
-  write_file(P("bad1.psk"), "alice:00ff\nbob:0123456789abcdef0\n");
+  write_file(P("bad1.psk"), "alice:00112233445566778899aabbccddeeff\n"
+             "bob:0123456789abcdef0123456789abcdef0\n");
   server_load_fails(NULL, P("bad1.psk"), false, "bad1.psk line 2",
                     "0123456789abcdef");
-  write_file(P("bad2.psk"), "alice:zz\n");
+  /* Keys under 128 bits are refused, with the user and the size. */
+  write_file(P("short.psk"), "alice:00112233445566778899aabbccddeeff\n"
+             "bob:00112233445566778899aabbccddee\n");
+  server_load_fails(NULL, P("short.psk"), false,
+                    "short.psk line 2: user \"bob\": the key has 120 bits; "
+                    "at least 128 are needed", "00112233");
+  write_file(P("bad2.psk"), "alice:zz112233445566778899aabbccddeeff\n");
   server_load_fails(NULL, P("bad2.psk"), false, "not hex", NULL);
   write_file(P("bad3.psk"), ":00ff\n");
   server_load_fails(NULL, P("bad3.psk"), false, "line 1", NULL);
