@@ -110,7 +110,7 @@ static int set_tls(struct server *s, struct options *o, const char *v)
 
 /* LOG_TO_* in table order. */
 static const char *const log_targets[] = { "stderr", "syslog", NULL };
-static const char *const off_on[] = { "off", "on", NULL };
+static const char *const on_off[] = { "on", "off", NULL };
 
 /* Where a row's value goes: a field of struct server or struct options,
  * checked at compile time to have the type the row's kind writes. */
@@ -157,8 +157,8 @@ const struct config_opt config_opts[] = {
   { "tls-unsafe-old-versions", 0, CFG_FLAG,
     FIELD(server, tls_old_versions, bool),
     .help = "UNSAFE: let --tls-priority enable TLS 1.0/1.1" },
-  { "tls-session-tickets", 0, CFG_ENUM, FIELD(server, tls_tickets, int),
-    .names = off_on, .arg = "=on|off",
+  { "tls-session-tickets", 0, CFG_ENUM, FIELD(server, tls_tickets_off, int),
+    .names = on_off, .arg = "=on|off",
     .help = "TLS session tickets: clients resume\n"
             "without a full handshake (default on)" },
   { "tls-session-ticket-lifetime", 0, CFG_INT,
@@ -358,7 +358,6 @@ void config_defaults(struct server *s, struct options *o)
     .max_connections = 16384,
     .max_queued_mib = 256,
     .tcp_timeout = 120,
-    .tls_tickets = 1,
     .tls_ticket_lifetime = 7200,
     .wake_pipe = { -1, -1 },
   };

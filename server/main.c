@@ -54,7 +54,7 @@ static int load_creds(void)
   struct tls_server_config cfg = {
     .cert_dir = srv.tls_certs, .psk_file = srv.tls_psk,
     .priority = srv.tls_priority, .verify_peer = srv.tls_verify_peer,
-    .no_tickets = !srv.tls_tickets,
+    .no_tickets = srv.tls_tickets_off != 0,
     .ticket_lifetime = (unsigned)srv.tls_ticket_lifetime,
     .allow_old_versions = srv.tls_old_versions,
   };

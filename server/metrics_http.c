@@ -106,15 +106,18 @@ static void put_connections(FILE *f)
            &metrics.tls_handshake);
 }
 
-/* The export table is built before serving and read-only afterwards; a
- * reload that replaces it must keep the table a scrape walks alive until
- * the scrape is done. */
-static void put_export_counter(FILE *f, const char *name,
-                               const char *help, size_t field)
+/* A scrape walks the current export table, holding a reference so that
+ * a reload that replaces it meanwhile cannot free it under the walk.  The
+ * counters belong to the export objects of that table: a reload makes new
+ * ones, so an export's counters start again from zero after a SIGHUP (a
+ * counter reset, which Prometheus's rate() and increase() allow for). */
+static void put_export_counter(FILE *f, const struct export_table *t,
+                               const char *name, const char *help,
+                               size_t field)
 {
   head(f, name, "counter", help);
-  for (size_t i = 0; i < srv->nexports; i++) {
-    const struct export *e = &srv->exports[i];
+  for (size_t i = 0; i < t->n; i++) {
+    const struct export *e = &t->v[i];
     const metrics_counter *v =
       (const metrics_counter *)((const char *)&e->m + field);
     for (int op = 0; op < METRICS_NOPS; op++) {
@@ -129,18 +132,18 @@ static void put_export_counter(FILE *f, const char *name,
   }
 }
 
-static void put_exports(FILE *f)
+static void put_exports(FILE *f, const struct export_table *t)
 {
-  put_export_counter(f, "snbd_requests_total", "Requests answered.",
+  put_export_counter(f, t, "snbd_requests_total", "Requests answered.",
                      offsetof(struct metrics_export, requests));
-  put_export_counter(f, "snbd_request_bytes_total",
+  put_export_counter(f, t, "snbd_request_bytes_total",
                      "Bytes covered by successful requests (READ and WRITE: "
                      "their payload).",
                      offsetof(struct metrics_export, bytes));
   head(f, "snbd_request_errors_total", "counter",
        "Requests answered with an error, by NBD error.");
-  for (size_t i = 0; i < srv->nexports; i++) {
-    const struct export *e = &srv->exports[i];
+  for (size_t i = 0; i < t->n; i++) {
+    const struct export *e = &t->v[i];
     for (int op = 0; op < METRICS_NOPS; op++)
       for (int er = 0; er < METRICS_NERRS; er++) {
         uint64_t n = get(&e->m.errors[op][er]);
@@ -154,15 +157,15 @@ static void put_exports(FILE *f)
   }
   head(f, "snbd_policy_denials_total", "counter",
        "Times the TLS/export policy refused a client this export.");
-  for (size_t i = 0; i < srv->nexports; i++) {
+  for (size_t i = 0; i < t->n; i++) {
     fputs("snbd_policy_denials_total{", f);
-    put_label(f, "export", srv->exports[i].name);
+    put_label(f, "export", t->v[i].name);
     fprintf(f, "} %llu\n",
-            (unsigned long long)get(&srv->exports[i].m.policy_denials));
+            (unsigned long long)get(&t->v[i].m.policy_denials));
   }
   head(f, "snbd_export_size_bytes", "gauge", "Size of each export.");
-  for (size_t i = 0; i < srv->nexports; i++) {
-    const struct export *e = &srv->exports[i];
+  for (size_t i = 0; i < t->n; i++) {
+    const struct export *e = &t->v[i];
     fputs("snbd_export_size_bytes{", f);
     put_label(f, "export", e->name);
     fprintf(f, "} %llu\n", (unsigned long long)(e->be ? e->be->size : 0));
@@ -233,7 +236,10 @@ static char *exposition(size_t *len)
   if (!f)
     return NULL;
   put_connections(f);
-  put_exports(f);
+  struct export_table *t = exports_get(srv);
+  if (t)
+    put_exports(f, t);
+  export_table_unref(t);
   put_request_durations(f);
   put_server(f);
   if (fclose(f) != 0) {

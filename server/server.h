@@ -86,7 +86,7 @@ struct server {
   char *tls_psk;            /* file */
   char *tls_priority;
   bool tls_verify_peer;
-  int tls_tickets;          /* 1: issue session tickets (default), 0: not */
+  int tls_tickets_off;      /* --tls-session-tickets: 0 on (default), 1 off */
   int tls_ticket_lifetime;  /* seconds */
   bool tls_old_versions;    /* --tls-unsafe-old-versions */
   struct keyvals backend_keys; /* [server] defaults of backend keys */

@@ -195,7 +195,7 @@ static char *settings_text(struct server *s, struct options *o)
       s->max_queued_mib,
       (int)s->tls_mode, s->tls_mode_set, STR(s->tls_certs), STR(s->tls_psk),
       STR(s->tls_priority), s->tls_verify_peer, s->tls_old_versions,
-      s->tls_tickets, s->tls_ticket_lifetime, s->tcp_timeout, s->nexports,
+      s->tls_tickets_off, s->tls_ticket_lifetime, s->tcp_timeout, s->nexports,
       STR(o->metrics), o->metrics_allow_remote) > 0);
 #undef STR
   for (size_t i = 0; i < s->backend_keys.len; i++) {
