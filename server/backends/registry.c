@@ -250,7 +250,8 @@ int parse_size(const char *s, uint64_t *out)
   uint64_t v = 0;
 
   if (s == NULL || *s < '0' || *s > '9') {   /* empty, sign, space */
-    set_error(EINVAL, "size \"%.40s\": expected a number", s ? s : "");
+    set_error(EINVAL, "size \"%.40s\" is not a size (use e.g. 512M, 1G)",
+              s ? s : "");
     return -1;
   }
   for (; *p >= '0' && *p <= '9'; p++) {

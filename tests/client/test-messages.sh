@@ -57,7 +57,7 @@ srv_fails() {   # srv_fails WHAT WANT ARGS...
   has "$what" err.log "$want"
   no_internal_names "$what" err.log
 }
-srv_fails "negative size" 'error: export "disk": size "-5"' --check-config disk=memory:-5
+srv_fails "negative size" 'error: export "disk": size "-5" is not a size (use e.g. 512M, 1G)' --check-config disk=memory:-5
 srv_fails "missing file" "error: export (default): file:$TMPDIR/none: No such file or directory" \
   --check-config "file:$TMPDIR/none"
 srv_fails "unknown export key" 'export "x": unknown key "bogus"' --check-config x=memory:1M,bogus
