@@ -199,6 +199,18 @@ def limit_row(res, transport, snbd):
     return cells
 
 
+def value_cells(res, notes, server, transport, columns):
+    """One row's cells: each column's median, or the footnote of why it
+    is missing, or empty."""
+    cells = []
+    for metric, _, _, pattern in columns:
+        v = res.median(server, transport, metric)
+        why = res.na[(server, transport)].get(metric)
+        cells.append(fmt(v, pattern) if v is not None
+                     else notes.mark(why) if why else "")
+    return cells
+
+
 def table_row(cells):
     return "| " + " | ".join(cells) + " |"
 
@@ -211,13 +223,8 @@ def main_table(res, notes):
     for t in res.transports:
         tname = TRANSPORT_NAMES.get(t, t)
         for s in res.rows():
-            cells = []
-            for metric, _, _, pattern in COLUMNS:
-                v = res.median(s, t, metric)
-                why = res.na[(s, t)].get(metric)
-                cells.append(fmt(v, pattern) if v is not None
-                             else notes.mark(why) if why else "")
-            out.append(table_row([tname, s] + cells))
+            out.append(table_row([tname, s]
+                                 + value_cells(res, notes, s, t, COLUMNS)))
         if snbd:
             out.append(table_row([tname, "**snbd ÷ best anchor**"]
                                  + ratio_row(res, t, snbd)))
@@ -243,13 +250,9 @@ def reconnect_table(res, notes):
         for s in res.rows():
             if s == CEILING:
                 continue
-            cells = []
-            for metric, _, _, pattern in RECONNECT_COLUMNS:
-                v = res.median(s, t, metric)
-                why = res.na[(s, t)].get(metric)
-                cells.append(fmt(v, pattern) if v is not None
-                             else notes.mark(why) if why else "")
-            out.append(table_row([TRANSPORT_NAMES.get(t, t), s] + cells))
+            out.append(table_row([TRANSPORT_NAMES.get(t, t), s]
+                                 + value_cells(res, notes, s, t,
+                                               RECONNECT_COLUMNS)))
     return out + [""]
 
 
@@ -268,12 +271,7 @@ def many_table(res, notes):
            "writes, depth 4 each, libnbd)", "", table_row(heads),
            table_row(["---"] + ["---:"] * len(MANY_COLUMNS))]
     for s in res.rows():
-        cells = []
-        for metric, _, _, pattern in MANY_COLUMNS:
-            v = res.median(s, "x509", metric)
-            why = res.na[(s, "x509")].get(metric)
-            cells.append(fmt(v, pattern) if v is not None
-                         else notes.mark(why) if why else "")
+        cells = value_cells(res, notes, s, "x509", MANY_COLUMNS)
         if any(cells):
             out.append(table_row([s] + cells))
     return out + [""]
