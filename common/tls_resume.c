@@ -116,9 +116,14 @@ bool tls_resume_offer(gnutls_session_t s, const char *key)
 
 bool tls_resume_save(gnutls_session_t s, const char *key)
 {
-  if (!key || strlen(key) >= CACHE_KEY_MAX ||
-      !(gnutls_session_get_flags(s) & GNUTLS_SFLAGS_SESSION_TICKET))
+  /* Called after every recv until it returns true: the flag first, the
+   * cheap test that is false on almost every call. */
+  if (!key)
+    return true;
+  if (!(gnutls_session_get_flags(s) & GNUTLS_SFLAGS_SESSION_TICKET))
     return false;
+  if (strlen(key) >= CACHE_KEY_MAX)
+    return true;                /* never cached: do not ask again */
   gnutls_datum_t data = { NULL, 0 };
   if (gnutls_session_get_data2(s, &data) < 0 || !data.data)
     return true;                /* nothing to keep: do not ask again */
