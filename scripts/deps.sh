@@ -13,7 +13,7 @@ PKGS=(
   clang libclang-rt-14-dev llvm valgrind
   # real peers and tools used by the tests
   gnutls-bin libnbd-bin libnbd-dev python3-libnbd nbdkit qemu-utils nbd-server fio
-  python3 procps iproute2 coreutils util-linux xxd bc
+  python3 procps iproute2 coreutils util-linux xxd bc strace
   # --metrics: a real Prometheus server and promtool scrape it in the tests
   prometheus curl
   # Ceph RBD backend: librbd/librados headers, and a single-node test

@@ -181,7 +181,8 @@ void backend_close(struct backend *b);
 struct backend *backend_memory_open(uint64_t size);
 /* Regular file or block device (see file.c). */
 struct backend *backend_file_open(const char *path, bool readonly);
-/* Ceph RBD image (see rbd.c); only when built with librbd. */
+/* Ceph RBD image: checks the spec and keys, then loads the module rbd.so
+ * (module.c, rbd.c); only when built with librbd. */
 struct backend *backend_rbd_open(const char *args, bool readonly,
                                  const struct backend_keys *keys);
 /* Test filters, handed their own arguments and the opened inner backend,

@@ -512,26 +512,9 @@ static int describe(struct rbd_backend *rb, bool writable)
   return 0;
 }
 
-/* The keys' values (defaults where not given); -1 with the error set. */
-static int read_keys(const struct backend_keys *keys, struct rbd_keys *k)
+struct backend *rbd_module_open(const char *args, const struct rbd_spec *spec,
+                                const struct rbd_keys *keys, bool readonly)
 {
-  const char *t = backend_key_get(keys, "ceph-timeout");
-  *k = (struct rbd_keys){
-    .conf = backend_key_get(keys, "ceph-conf"),
-    .id = backend_key_get(keys, "ceph-id"),
-    .keyring = backend_key_get(keys, "ceph-keyring"),
-    .timeout = RBD_TIMEOUT_DEFAULT,
-  };
-  return t ? rbd_parse_timeout(t, &k->timeout) : 0;
-}
-
-struct backend *backend_rbd_open(const char *args, bool readonly,
-                                 const struct backend_keys *keys)
-{
-  struct rbd_spec sp;
-  struct rbd_keys k;
-  if (rbd_spec_parse(args, &sp) == -1 || read_keys(keys, &k) == -1)
-    return NULL;
   struct rbd_backend *rb = calloc(1, sizeof *rb);
   if (!rb || asprintf(&rb->b.desc, "rbd:%s", args) == -1) {
     free(rb);
@@ -539,10 +522,10 @@ struct backend *backend_rbd_open(const char *args, bool readonly,
     return NULL;
   }
   rb->b.ops = &rbd_ops;
-  rb->timeout = k.timeout;
-  if (!(rb->cluster = rbd_cluster_get(&k, &sp)) ||
-      open_image(rb, &sp, &k, readonly) == -1 ||
-      describe(rb, !readonly && !sp.snap[0]) == -1) {
+  rb->timeout = keys->timeout;
+  if (!(rb->cluster = rbd_cluster_get(keys, spec)) ||
+      open_image(rb, spec, keys, readonly) == -1 ||
+      describe(rb, !readonly && !spec->snap[0]) == -1) {
     rbd_close_be(&rb->b);
     return NULL;
   }

@@ -44,6 +44,19 @@ extern const char *const rbd_key_names[];   /* NULL-terminated */
 /* ceph-timeout's value: 0, or -1 with set_error(). */
 int rbd_parse_timeout(const char *v, int *out);
 
+/* The export's keys into k, with the defaults where one is not given: 0,
+ * or -1 with the error set (a bad ceph-timeout). */
+struct backend_keys;
+int rbd_read_keys(const struct backend_keys *keys, struct rbd_keys *k);
+
+/* Opens the export args, already parsed into spec and keys: rbd.c, in
+ * the module rbd.so, which module.c loads the first time an rbd: export
+ * opens (backend_rbd_open). */
+struct backend;
+__attribute__((visibility("default")))
+struct backend *rbd_module_open(const char *args, const struct rbd_spec *spec,
+                                const struct rbd_keys *keys, bool readonly);
+
 /* The errno a request reports for librbd's result ret (< 0): ENOSPC for
  * a full pool or quota, EPERM for a write refused as read-only, EINVAL
  * for a range librbd refused, ENOTSUP where it cannot do the operation,

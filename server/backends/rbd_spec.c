@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "log.h"
 #include "rbd.h"
 
@@ -144,4 +145,16 @@ void rbd_set_open_error(enum rbd_stage stage, int ret,
               sp->snap, missing ? "" : ": ", missing ? "" : strerror(err));
     break;
   }
+}
+
+int rbd_read_keys(const struct backend_keys *keys, struct rbd_keys *k)
+{
+  const char *t = backend_key_get(keys, "ceph-timeout");
+  *k = (struct rbd_keys){
+    .conf = backend_key_get(keys, "ceph-conf"),
+    .id = backend_key_get(keys, "ceph-id"),
+    .keyring = backend_key_get(keys, "ceph-keyring"),
+    .timeout = RBD_TIMEOUT_DEFAULT,
+  };
+  return t ? rbd_parse_timeout(t, &k->timeout) : 0;
 }

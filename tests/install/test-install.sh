@@ -28,6 +28,8 @@ version=$(meson introspect --projectinfo "$build" |
     /usr/lib/systemd/system/snbd-server.socket "$libdir/libsnbd.so" \
     "$libdir/libsnbd.so.0" "$libdir/libsnbd.so.$version" \
     "$libdir/pkgconfig/snbd.pc"
+  # The rbd: backend's module, when the build has it (meson option rbd).
+  [ ! -e "$build/server/backends/rbd.so" ] || echo "$libdir/snbd/rbd.so"
   for page in "$SNBD_SRC"/docs/*.[1-8]; do
     name=${page##*/}
     echo "/usr/share/man/man${name##*.}/$name"
@@ -45,6 +47,18 @@ done
 libs=$(ldd "$dest/usr/bin/snbd-info")   # (not piped into grep -q: pipefail)
 [[ $libs == *"libsnbd.so.0 => $dest$libdir/"* ]] ||
   fail "installed snbd-info does not use the installed libsnbd: $libs"
+
+# The installed server loads its modules from $libdir/snbd, never from
+# the build tree; under DESTDIR that directory does not exist yet, which
+# the one refusal line names (unless a real install is there).
+if [ -e "$build/server/backends/rbd.so" ] && [ ! -e "$libdir/snbd/rbd.so" ]; then
+  if "$dest/usr/bin/snbd-server" -U - 'rbd:pool/image' --run true 2>mod.err
+  then fail "an rbd: export without its module started"; fi
+  grep -qF "snbd-server: error: export (default): cannot load the rbd backend from $libdir/snbd/rbd.so: cannot open shared object file" mod.err ||
+    fail "missing module: $(cat mod.err)"
+fi
+ldd "$dest$libdir/snbd/rbd.so" 2>/dev/null | grep -q librbd ||
+  [ ! -e "$build/server/backends/rbd.so" ] || fail "installed rbd.so does not use librbd"
 
 # The example configuration is valid as installed.
 "$dest/usr/bin/snbd-server" --check-config -c "$dest/etc/snbd/snbd.conf" \
