@@ -19,15 +19,6 @@ static char *xstrdup(const char *s)
   return d;
 }
 
-const char *export_label(const char *name)
-{
-  static _Thread_local char buf[NBD_MAX_STRING + 3];
-  if (!*name)
-    return "(default)";
-  snprintf(buf, sizeof buf, "\"%s\"", name);
-  return buf;
-}
-
 int export_add(struct server *s, const char *name, const char *backend)
 {
   for (size_t i = 0; i < s->nexports; i++)
@@ -260,7 +251,8 @@ static int backend_put(struct export *e)
   if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
     return 0;
   if (r->flush_at_close && backend_flush(r->be) == -1) {
-    log_error("export %s: flush at close: %m", export_label(e->name));
+    log_error("export " EXPORT_FMT ": flush at close: %m",
+              EXPORT_ARGS(e->name));
     rc = -1;
   }
   backend_close(r->be);
@@ -338,10 +330,11 @@ static int export_open_one(struct export *e, bool all_readonly,
     struct backend_ref *r = calloc(1, sizeof *r);
     if (!r || !(r->be = open_backend(defaults, e))) {
       if (r)
-        set_error(errno, "export %s: %s", export_label(e->name),
+        set_error(errno, "export " EXPORT_FMT ": %s", EXPORT_ARGS(e->name),
                   error_message());
       else
-        set_error(ENOMEM, "export %s: out of memory", export_label(e->name));
+        set_error(ENOMEM, "export " EXPORT_FMT ": out of memory",
+                  EXPORT_ARGS(e->name));
       free(r);
       return -1;
     }
@@ -471,8 +464,8 @@ void export_describe(const struct export *e, bool is_default, char *buf,
   for (char **a = e->allow; a && *a; a++)
     snprintf(allow + strlen(allow), sizeof allow - strlen(allow), "%s%s",
              a == e->allow ? ", allow=" : ";", *a);
-  snprintf(buf, size, "export %s%s: %s, %s (%llu bytes), %s%s%s",
-           export_label(e->name), is_default && *e->name ? " (default)" : "",
+  snprintf(buf, size, "export " EXPORT_FMT "%s: %s, %s (%llu bytes), %s%s%s",
+           EXPORT_ARGS(e->name), is_default && *e->name ? " (default)" : "",
            e->spec, hs, (unsigned long long)e->be->size,
            e->readonly ? "read-only" : "read-write",
            e->tls_only ? ", TLS only" : "", allow);
@@ -482,8 +475,8 @@ int exports_check_tls(const struct export *v, size_t n, bool tls_off)
 {
   for (size_t i = 0; i < n && tls_off; i++)
     if (v[i].tls_only || v[i].allow) {
-      set_error(EINVAL, "export %s needs TLS (%s) but TLS is off",
-                export_label(v[i].name), v[i].allow ? "allow=" : "tls-only");
+      set_error(EINVAL, "export " EXPORT_FMT " needs TLS (%s) but TLS is off",
+                EXPORT_ARGS(v[i].name), v[i].allow ? "allow=" : "tls-only");
       return -1;
     }
   return 0;

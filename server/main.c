@@ -240,9 +240,9 @@ static void warn_clear_text(const char *where)
     return;
   for (size_t i = 0; i < srv.table->n && len < sizeof names; i++)
     if (!srv.table->v[i].tls_only && !srv.table->v[i].allow)
-      len += (size_t)snprintf(names + len, sizeof names - len, "%s%s",
-                              len ? ", " : "",
-                              export_label(srv.table->v[i].name));
+      len += (size_t)snprintf(names + len, sizeof names - len,
+                              "%s" EXPORT_FMT, len ? ", " : "",
+                              EXPORT_ARGS(srv.table->v[i].name));
   if (len)
     log_warn("--tls=on serves export(s) %s in clear text on %s, beyond "
              "loopback: mark them tls-only, or use --tls=require", names,

@@ -52,7 +52,7 @@ static int log_changes(const struct export_table *old,
   for (size_t i = 0; i < t->n; i++) {
     const struct export *e = &t->v[i], *o = by_name(old, e->name);
     if (!o || export_changed(o, e)) {
-      log_info("reload: export %s %s: %s%s", export_label(e->name),
+      log_info("reload: export " EXPORT_FMT " %s: %s%s", EXPORT_ARGS(e->name),
                !o ? "added" : "changed", e->spec,
                o && o->be_ref == e->be_ref ? " (kept open)" : "");
       n++;
@@ -60,13 +60,13 @@ static int log_changes(const struct export_table *old,
   }
   for (size_t i = 0; i < old->n; i++)
     if (!by_name(t, old->v[i].name)) {
-      log_info("reload: export %s removed (connections using it go on "
-               "until they disconnect)", export_label(old->v[i].name));
+      log_info("reload: export " EXPORT_FMT " removed (connections using it "
+               "go on until they disconnect)", EXPORT_ARGS(old->v[i].name));
       n++;
     }
   if (t->n > 0 && old->n > 0 && strcmp(t->v[0].name, old->v[0].name))
-    log_info("reload: the default export is now %s",
-             export_label(t->v[0].name));
+    log_info("reload: the default export is now " EXPORT_FMT,
+             EXPORT_ARGS(t->v[0].name));
   return n;
 }
 

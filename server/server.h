@@ -146,9 +146,15 @@ int export_table_unref(struct export_table *t);
 /* Exports that need TLS (tls-only, allow=) when TLS is off: -1 with
  * set_error() naming the first. */
 int exports_check_tls(const struct export *v, size_t n, bool tls_off);
-/* For messages: "(default)" for the default export's empty name, else
- * the name in quotes (a per-thread buffer, valid until the next call). */
-const char *export_label(const char *name);
+/* For messages, an export's label: "(default)" for the default export's
+ * empty name, else the name in quotes:
+ *   log_info("export " EXPORT_FMT " removed", EXPORT_ARGS(e->name));
+ * (no buffer: a per-thread one of NBD_MAX_STRING bytes was zeroed on
+ * every connection thread's stack at its creation, a page per idle
+ * connection; name is evaluated three times). */
+#define EXPORT_FMT "%s%s%s"
+#define EXPORT_ARGS(name) \
+  *(name) ? "\"" : "", *(name) ? (name) : "(default)", *(name) ? "\"" : ""
 /* One line for the log: name, backend, size, read-only, TLS, allow=. */
 void export_describe(const struct export *e, bool is_default, char *buf,
                      size_t size);

@@ -320,8 +320,8 @@ void xmit_run(struct conn *c)
   int64_t closing = 0;
   struct nbd_req r;
 
-  log_debug("%s: transmission on export %s%s", c->peer,
-            export_label(c->exp->name), c->ext ? " (extended headers)" : "");
+  log_debug("%s: transmission on export " EXPORT_FMT "%s", c->peer,
+            EXPORT_ARGS(c->exp->name), c->ext ? " (extended headers)" : "");
   while (reply_wait_room(c) && read_request(c, &r, &closing)) {
     if (r.type == NBD_CMD_DISC)
       break;

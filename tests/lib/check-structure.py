@@ -9,7 +9,12 @@ whom"), checked on a build:
   - no two files that call each other in a circle: from each object file
     of the build, the global symbols it defines and the ones it uses
     (nm), a graph of which file calls which; any strongly connected
-    component of more than one file is a cycle.
+    component of more than one file is a cycle;
+  - per-thread storage (the PT_TLS segment of snbd-server and libsnbd) at
+    most MAX_TLS_BYTES: glibc zeroes it at the top of each new thread's
+    stack, so every byte of it stays resident in every connection's
+    thread (a 4 KiB per-thread buffer once cost each idle connection a
+    page).
 
 The product is server/, common/, lib/ and tools/ (tests, fuzzers and the
 bench are not).  Run through tests/lib/run-one.sh (SNBD_SRC, SNBD_BUILD),
@@ -22,6 +27,8 @@ import sys
 
 MAX_FILE_LINES = 900
 MAX_FUNC_LINES = 80
+MAX_TLS_BYTES = 2048
+BINARIES = ("server/snbd-server", "lib/libsnbd.so")
 PRODUCT = ("server", "common", "lib", "tools")
 
 
@@ -124,6 +131,17 @@ def cycles(objs):
     return comps
 
 
+def tls_bytes(path):
+    """The size in memory of path's PT_TLS segment (0 if none)."""
+    out = subprocess.run(["readelf", "-lW", path], check=True,
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        f = line.split()
+        if f and f[0] == "TLS":
+            return int(f[5], 16)
+    return 0
+
+
 def main():
     src, build = os.environ["SNBD_SRC"], os.environ["SNBD_BUILD"]
     bad = 0
@@ -147,6 +165,12 @@ def main():
     for comp in cycles(objs):
         print("files calling each other in a circle: " + ", ".join(comp))
         bad += 1
+    for rel in BINARIES:
+        n = tls_bytes(os.path.join(build, rel))
+        if n > MAX_TLS_BYTES:
+            print("%s: %d bytes of per-thread storage (at most %d)" %
+                  (rel, n, MAX_TLS_BYTES))
+            bad += 1
     print("%d source files, %d objects: %s" % (
         len(files), len(objs), "%d problem(s)" % bad if bad else "ok"))
     return 1 if bad else 0
