@@ -542,7 +542,13 @@ bool reply_wait_budget(struct conn *c, const struct nbd_req *r)
   uint64_t bytes = req_bytes(r);
   if (bytes == 0)
     return true;
-  /* Held replies are in flight but cannot drain while we wait. */
+  /* Under the bound (the common case): no lock, the total is atomic. */
+  uint64_t max = (uint64_t)c->srv->max_queued_mib << 20;
+  if (max == 0 || atomic_load_explicit(&c->srv->queued_bytes,
+                                       memory_order_relaxed) + bytes <= max)
+    return true;
+  /* Held replies are in flight but cannot drain while we wait (flushed
+   * only now: on every request, they would never be held). */
   if (c->held)
     reply_flush_held(c);
   SCOPED_LOCK(&c->lock);
