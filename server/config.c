@@ -360,6 +360,7 @@ void config_defaults(struct server *s, struct options *o)
     .tcp_timeout = 120,
     .tls_ticket_lifetime = 7200,
     .wake_pipe = { -1, -1 },
+    .buf_pools = { .max = BUF_POOL_TOTAL_MAX },
   };
   *o = (struct options){ .port = -1 };
 }

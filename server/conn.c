@@ -62,6 +62,7 @@ static void conn_free(struct conn *c, struct export_table **table)
   pthread_cond_destroy(&c->cond);
   pthread_cond_destroy(&c->out_cond);
   pthread_mutex_destroy(&c->send_lock);
+  buf_pool_destroy(&c->bufs);
   free(c);
 }
 
@@ -160,6 +161,7 @@ void conn_start(struct server *s, int fd, bool tcp_loopback, const char *peer)
   pthread_cond_init(&c->cond, NULL);
   pthread_cond_init(&c->out_cond, NULL);
   pthread_mutex_init(&c->send_lock, NULL);
+  buf_pool_init(&c->bufs, &s->buf_pools);
   if (s->tls_mode != TLS_MODE_OFF)
     c->creds = creds_get(s);
   c->table = exports_get(s);

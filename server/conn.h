@@ -76,6 +76,8 @@ struct conn {
   struct reply *held, *held_tail;
   int held_n, held_iov;
   size_t held_len;
+  /* Large request buffers for reuse (bufpool.h): any thread. */
+  struct buf_pool bufs;
 
   struct conn *prev, *next;     /* server.conns, under conns_lock */
   /* Under conns_lock (neglimit.c): while negotiating, c is in

@@ -81,18 +81,14 @@ void reply_own(struct reply *rp, void *p)
   rp->own[rp->nown++] = p;
 }
 
-static void reply_free(struct reply *rp)
-{
-  for (int i = 0; i < rp->nown; i++)
-    free(rp->own[i]);
-  free(rp);
-}
-
-static void free_list(struct reply *rp)
+/* Frees sent replies; the buffers they own go back to c's pool. */
+static void free_list(struct conn *c, struct reply *rp)
 {
   while (rp) {
     struct reply *next = rp->next;
-    reply_free(rp);
+    for (int i = 0; i < rp->nown; i++)
+      buf_pool_put(&c->bufs, rp->own[i]);
+    free(rp);
     rp = next;
   }
 }
@@ -127,7 +123,7 @@ static void drop_replies(struct conn *c, struct reply *list)
     n++;
     bytes += rp->bytes;
   }
-  free_list(list);
+  free_list(c, list);
   mark_dead(c);
   replies_done(c, n, bytes);
 }
@@ -206,7 +202,7 @@ static void send_batch(struct conn *c, struct reply *batch, bool dead,
     log_debug("%s: send: %m", c->peer);
   /* Buffers of replies already gathered must outlive the sendv: the
    * batch is freed only now. */
-  free_list(batch);
+  free_list(c, batch);
   if (o.failed && !dead) {
     SCOPED_LOCK(&c->lock);
     mark_dead(c);
@@ -436,7 +432,7 @@ static bool try_direct(struct conn *c, struct reply *list, int niov)
   pthread_mutex_unlock(&c->send_lock);
   pthread_mutex_unlock(&c->lock);
   if (ok)
-    free_list(s.done);
+    free_list(c, s.done);
   return true;
 }
 

@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include "backend.h"
+#include "bufpool.h"
 #include "metrics.h"
 #include "snbd/protocol.h"
 #include "tls.h"
@@ -105,6 +106,7 @@ struct server {
   pthread_cond_t conns_cond;
   struct conn *conns;       /* doubly-linked list of live connections */
   _Atomic uint64_t queued_bytes; /* (reply.c) against max_queued_mib */
+  struct buf_pool_total buf_pools;  /* every connection's bufpool.c */
   int nconns;
   struct conn *negotiating; /* those in the handshake (neglimit.c) */
   int nnegotiating;

@@ -137,7 +137,7 @@ static int write_into_map(struct conn *c, const struct nbd_req *r,
   size_t rest = r->count - done;
   if (rest == 0)
     return 0;
-  void *buf = *err ? NULL : malloc(rest);
+  void *buf = *err ? NULL : buf_pool_get(&c->bufs, rest);
   if (!buf) {
     if (*err == 0)
       *err = ENOMEM;
@@ -146,7 +146,7 @@ static int write_into_map(struct conn *c, const struct nbd_req *r,
   int rr = transport_read_full(t, buf, rest);
   if (rr == 0 && backend_pwrite(be, buf, rest, r->offset + done, 0) == -1)
     *err = errno;
-  free(buf);
+  buf_pool_put(&c->bufs, buf);
   return rr;
 }
 
@@ -161,7 +161,7 @@ static int receive_payload(struct conn *c, struct req *q, int *err)
   uint8_t *map = NULL;
   if (*err == 0 && r->count > 0 && transport_can_recv_kernel(c->t))
     map = backend_map(c->exp->be, r->offset, r->count);
-  if (*err == 0 && !map && !(q->buf = malloc(r->count ? r->count : 1)))
+  if (*err == 0 && !map && !(q->buf = buf_pool_get(&c->bufs, r->count)))
     *err = ENOMEM;
   int rr = *err ? transport_discard(c->t, r->count)
            : map ? write_into_map(c, r, map, &q->write_err)
@@ -344,7 +344,7 @@ void xmit_run(struct conn *c)
     *in = (struct req){ .c = c, .r = r, .route = REPLY_TO_WRITER,
                         .t0 = metrics_clock() };
     if (receive_any_payload(c, in, plen, &err) == -1) {
-      free(in->buf);
+      buf_pool_put(&c->bufs, in->buf);
       free(q);
       break;
     }
@@ -354,7 +354,6 @@ void xmit_run(struct conn *c)
       log_debug("%s: %s off=%" PRIu64 " len=%" PRIu64 ": %s", c->peer,
                 nbd_cmd_name(r.type), r.offset, r.count, strerror(err));
       xmit_send_error(in, err, nbd_cmd_name(r.type));
-      free(in->buf);
       free(q);
       continue;
     }

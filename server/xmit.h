@@ -30,6 +30,6 @@ struct req {
  * signature of a pool job. */
 void xmit_req_start(void *q);
 /* xmit_cmd.c: an error reply to q, which the caller still owns. */
-void xmit_send_error(const struct req *q, int err, const char *what);
+void xmit_send_error(struct req *q, int err, const char *what);
 
 #endif

@@ -35,7 +35,7 @@ uint32_t xmit_nbd_errno(int err)
 static void req_free(struct req *q)
 {
   extents_free(&q->ex);
-  free(q->buf);
+  buf_pool_put(&q->c->bufs, q->buf);
   free(q);
 }
 
@@ -48,10 +48,13 @@ static struct req *req_of(struct backend_req *br)
 
 /* Every request's reply goes out through here, once: the request is
  * counted (nbd_err: the NBD error it gets, 0 for success) before its
- * reply is queued, after which the connection may end at any moment. */
-static void req_reply(const struct req *q, struct reply *rp, uint32_t nbd_err)
+ * reply is queued, after which the connection may end at any moment
+ * (so a buffer the reply does not own goes back to the pool first). */
+static void req_reply(struct req *q, struct reply *rp, uint32_t nbd_err)
 {
   metrics_request(q->c->exp, q->r.type, q->r.count, nbd_err, q->t0);
+  buf_pool_put(&q->c->bufs, q->buf);
+  q->buf = NULL;
   reply_queue(q->c, &q->r, rp, q->route);
 }
 
@@ -65,7 +68,7 @@ static struct wire_reply_to reply_to(const struct req *q)
 
 /* Success without data: a simple reply, or under extended headers (which
  * forbid simple replies, even for FLUSH) a NONE chunk with DONE. */
-static void send_simple(const struct req *q, uint32_t err)
+static void send_simple(struct req *q, uint32_t err)
 {
   struct wire_reply_to to = reply_to(q);
   size_t len = to.ext ? WIRE_EXT_CHUNK_HDR_LEN : WIRE_SIMPLE_REPLY_LEN;
@@ -80,7 +83,7 @@ static void send_simple(const struct req *q, uint32_t err)
 
 /* An error: an ERROR chunk with a message when structured replies or
  * extended headers are on (required for READ), else a simple reply. */
-void xmit_send_error(const struct req *q, int err, const char *what)
+void xmit_send_error(struct req *q, int err, const char *what)
 {
   uint32_t nerr = xmit_nbd_errno(err);
   if (!q->c->structured && !q->c->ext) {
@@ -184,7 +187,7 @@ static bool all_data(const struct req *q)
          (q->ex.n == 1 && !(q->ex.v[0].flags & EXTENT_ZERO));
 }
 
-static bool read_without_buffer(const struct req *q)
+static bool read_without_buffer(struct req *q)
 {
   struct conn *c = q->c;
   const struct nbd_req *r = &q->r;
@@ -313,7 +316,7 @@ static void cmd_read(struct req *q)
   /* Not zeroed: bytes only leave this buffer after a successful read
    * filled them (holes go out as OFFSET_HOLE, failures send no payload),
    * so nothing stale can reach the client (docs/security.md 17, 25). */
-  q->buf = malloc(r->count ? r->count : 1);
+  q->buf = buf_pool_get(&q->c->bufs, r->count);
   if (!q->buf) {
     xmit_send_error(q, ENOMEM, "read");
     req_free(q);
