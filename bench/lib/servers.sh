@@ -94,8 +94,11 @@ _cmd_snbd() {
   [ "$1" != snbd-prev ] || cmd=("$SNBD_PREV_SERVER")
   # The memory figures open 1,000 (and 10,000) connections at once from
   # 127.0.0.1; the per-address negotiation limit (16) is for floods from
-  # afar.  snbd-prev predates the option.
-  [ "$1" = snbd-prev ] || cmd+=(--max-negotiating-per-source 0)
+  # afar.  Earlier trees (snbd-prev, or an old tree benched as snbd) lack
+  # the option.
+  if "${cmd[0]}" --help 2>&1 | grep -q -- --max-negotiating-per-source; then
+    cmd+=(--max-negotiating-per-source 0)
+  fi
   _listen_args -i 127.0.0.1 -p "$_port" -- -U "$_sock"
   case $_T in
     x509) cmd+=(--tls-certificates "$PKI" --tls-verify-peer) ;;
