@@ -48,14 +48,11 @@ static void conn_unlink(struct server *s, struct conn *c)
 /* Closes c; its table reference goes to *table when given (dropped by
  * the caller once it holds no lock: the last reference to a table a
  * reload replaced flushes and closes backends), else here. */
-static void conn_free(struct conn *c, struct export_table **table)
+static void conn_free(struct conn *c)
 {
   metrics_conn_close(c);
   transport_close(c->t);
-  if (table)
-    *table = c->table;
-  else
-    export_table_unref(c->table);
+  export_table_unref(c->table);
   if (c->creds)
     tls_creds_unref(c->creds);
   pthread_mutex_destroy(&c->lock);
@@ -115,6 +112,14 @@ static void *conn_thread(void *arg)
   else
     linger_close(c);
   log_debug("%s: closed", c->peer);
+  /* Its exports go before the connection leaves the list: shut_down
+   * (main.c) waits for an empty list, then drops the last reference,
+   * whose final flush decides the exit status.  Dropped after, by a
+   * thread that lagged behind (two CPU hogs beside the tests), the
+   * final flush came after main had returned, or never, and a failed one
+   * did not fail the exit (tests/faults/test-error-inject.py). */
+  export_table_unref(c->table);
+  c->table = NULL;
   pthread_mutex_lock(&s->conns_lock);
   conn_unlink(s, c);
   /* The heap keeps freed request buffers for reuse (main.c); give them
@@ -129,15 +134,13 @@ static void *conn_thread(void *arg)
     s->trim_pending = true;
   /* Close while still holding conns_lock: neglimit.c's drop may only
    * touch fds of connections still listed. */
-  struct export_table *table;
-  conn_free(c, &table);
+  conn_free(c);
   bool trim = big || (s->nconns == 0 && s->trim_pending);
   if (trim) {
     s->trim_pending = false;
     s->closed_since_trim = 0;
   }
   pthread_mutex_unlock(&s->conns_lock);
-  export_table_unref(table);
   if (trim)
     malloc_trim(0);
   return NULL;
@@ -166,7 +169,7 @@ void conn_start(struct server *s, int fd, bool tcp_loopback, const char *peer)
     c->creds = creds_get(s);
   c->table = exports_get(s);
   if (!c->table) {              /* not serving yet, or any more */
-    conn_free(c, NULL);
+    conn_free(c);
     return;
   }
 
@@ -175,13 +178,13 @@ void conn_start(struct server *s, int fd, bool tcp_loopback, const char *peer)
     pthread_mutex_unlock(&s->conns_lock);
     log_info("%s: connection limit (%d) reached; refusing", peer,
              s->max_connections);
-    conn_free(c, NULL);
+    conn_free(c);
     return;
   }
   if (neg_enter(s, c) == -1) {
     pthread_mutex_unlock(&s->conns_lock);
     log_error("%s: out of memory", peer);
-    conn_free(c, NULL);
+    conn_free(c);
     return;
   }
   conn_link(s, c);
@@ -200,7 +203,7 @@ void conn_start(struct server *s, int fd, bool tcp_loopback, const char *peer)
   if (err != 0) {
     log_error("%s: cannot start a thread: %s", peer, strerror(err));
     conn_unlink(s, c);
-    conn_free(c, NULL);
+    conn_free(c);
   }
   pthread_mutex_unlock(&s->conns_lock);
 }
