@@ -374,8 +374,14 @@ static struct transport *tls_new(struct tls_creds *c,
   t->wake_fd = plain->wake_fd;
   t->deadline = plain->deadline;
   t->priv = conn;
-  int r = gnutls_init(&conn->s, (c->server ? GNUTLS_SERVER : GNUTLS_CLIENT) |
-                                (tickets ? 0 : GNUTLS_NO_TICKETS));
+  /* A client sends one key share, for the first group (X25519,
+   * TLS_GROUPS), not GnuTLS's default two: the second, SECP256R1, cost a
+   * P-256 key generation per connection that a server preferring X25519
+   * never used.  A server without X25519 asks again (HelloRetryRequest),
+   * one round trip more. */
+  unsigned flags = c->server ? GNUTLS_SERVER
+                             : GNUTLS_CLIENT | GNUTLS_KEY_SHARE_TOP;
+  int r = gnutls_init(&conn->s, flags | (tickets ? 0 : GNUTLS_NO_TICKETS));
   if (r < 0) {
     conn->s = NULL;
     set_error(ENOMEM, "gnutls_init: %s", gnutls_strerror(r));

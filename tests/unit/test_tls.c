@@ -13,9 +13,77 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "tls_fixture.h"
+
+/* ---- the client's hello ---- */
+
+static unsigned be16(const uint8_t *p)
+{
+  return (unsigned)p[0] << 8 | p[1];
+}
+
+/* The number of key shares in a ClientHello record (rec, n bytes), or -1
+ * if it has no key_share extension or does not parse (RFC 8446 4.1.2,
+ * 4.2.8). */
+static int key_shares(const uint8_t *rec, size_t n)
+{
+  size_t i = 5 + 4 + 2 + 32;       /* record, handshake headers, version,
+                                      random */
+  if (n < i + 1)
+    return -1;
+  i += 1 + rec[i];                          /* session id */
+  if (n < i + 2)
+    return -1;
+  i += 2 + be16(rec + i);                   /* cipher suites */
+  if (n < i + 1)
+    return -1;
+  i += 1 + rec[i];                          /* compression methods */
+  if (n < i + 2)
+    return -1;
+  size_t end = i + 2 + be16(rec + i);
+  for (i += 2; end <= n && i + 4 <= end; i += 4 + be16(rec + i + 2)) {
+    if (be16(rec + i) != 51)                /* key_share */
+      continue;
+    size_t j = i + 4 + 2, stop = j + be16(rec + i + 4);
+    int count = 0;
+    for (; j + 4 <= stop && stop <= end; j += 4 + be16(rec + j + 2))
+      count++;
+    return count;
+  }
+  return -1;
+}
+
+/* The client sends one key share, X25519's (GNUTLS_KEY_SHARE_TOP): GnuTLS
+ * sends two by default (X25519 and SECP256R1), and the unused one cost a
+ * P-256 key generation per connection, a tenth of a reconnecting client's
+ * CPU (docs/architecture.md "Where the CPU goes"). */
+static void test_one_key_share(void **state)
+{
+  (void)state;
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  struct side cli = { .server = false, .creds = client_creds("x509", true),
+                      .fd = sv[1], .hostname = "localhost" };
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, handshake_thread, &cli), 0);
+  uint8_t rec[16384];
+  size_t got = 0;
+  while (got < 5 || got < 5 + be16(rec + 3)) {
+    ssize_t r = recv(sv[0], rec + got, sizeof rec - got, 0);
+    assert_true(r > 0);
+    got += (size_t)r;
+  }
+  close(sv[0]);                    /* the client's handshake fails */
+  pthread_join(th, NULL);
+  assert_null(cli.t);
+  assert_int_equal(rec[0], 22);                 /* handshake record */
+  assert_int_equal(rec[5], 1);                  /* ClientHello */
+  assert_int_equal(key_shares(rec, got), 1);
+  tls_creds_unref(cli.creds);
+}
 
 /* ---- X.509 ---- */
 
@@ -390,6 +458,7 @@ static void test_creds_errors(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_one_key_share),
     cmocka_unit_test(test_x509_server_only),
     cmocka_unit_test(test_x509_client_cert),
     cmocka_unit_test(test_x509_client_cert_missing),
