@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "tls_creds.h"
+#include "tls_vcache.h"
 
 /* psktool lines are "user:hexkey"; a longer line is refused, not split. */
 #define PSK_LINE_MAX 1024
@@ -342,7 +343,15 @@ static void subject_of(gnutls_x509_crt_t crt, char *buf, size_t size)
   gnutls_free(dn.data);
 }
 
-/* The first certificate of a PEM file, for tls_creds_info. */
+/* An earlier time limit for cached verifications (tls_peer.c). */
+static void trust_until(struct tls_creds *c, int64_t t)
+{
+  if (t > 0 && (c->trust_until == 0 || t < c->trust_until))
+    c->trust_until = t;
+}
+
+/* The first certificate of a PEM file, for tls_creds_info; the earliest
+ * expiry of them all. */
 static void ca_info(struct tls_creds *c, const char *file)
 {
   gnutls_datum_t data = { NULL, 0 };
@@ -353,8 +362,10 @@ static void ca_info(struct tls_creds *c, const char *file)
   if (gnutls_x509_crt_list_import2(&list, &n, &data, GNUTLS_X509_FMT_PEM,
                                    0) >= 0 && n > 0)
     subject_of(list[0], c->info.ca_subject, sizeof c->info.ca_subject);
-  for (unsigned i = 0; i < n; i++)
+  for (unsigned i = 0; i < n; i++) {
+    trust_until(c, gnutls_x509_crt_get_expiration_time(list[i]));
     gnutls_x509_crt_deinit(list[i]);
+  }
   gnutls_free(list);
   gnutls_free(data.data);
 }
@@ -374,8 +385,9 @@ static void cert_info(struct tls_creds *c)
   gnutls_x509_crt_deinit(crt);
 }
 
-/* How many certificates a CRL file revokes, for tls_creds_info. */
-static unsigned crl_entries(const char *file)
+/* How many certificates a CRL file revokes, for tls_creds_info; the
+ * earliest next update of its CRLs. */
+static unsigned crl_info(struct tls_creds *c, const char *file)
 {
   gnutls_datum_t data = { NULL, 0 };
   gnutls_x509_crl_t *list = NULL;
@@ -388,6 +400,7 @@ static unsigned crl_entries(const char *file)
   for (unsigned i = 0; i < n; i++) {
     int k = gnutls_x509_crl_get_crt_count(list[i]);
     entries += k > 0 ? (unsigned)k : 0;
+    trust_until(c, gnutls_x509_crl_get_next_update(list[i]));
     gnutls_x509_crl_deinit(list[i]);
   }
   gnutls_free(list);
@@ -426,7 +439,7 @@ static int load_crl(struct tls_creds *c, const char *dir)
     return -1;
   }
   c->info.crl = true;
-  c->info.crl_entries = crl_entries(crl);
+  c->info.crl_entries = crl_info(c, crl);
   return 0;
 }
 
@@ -592,7 +605,22 @@ static void creds_free(struct tls_creds *c)
   free(c->users);
   free(c->psk_user);
   ticket_key_free(&c->ticket_key);
+  tls_vcache_free(c->vcache);
   free(c);
+}
+
+/* A cache of verified chains (tls_vcache.h) where its entries can be
+ * bounded: the CA is ca-cert.pem's, whose dates were read (a system trust
+ * store's are not, and gets none). */
+static int vcache_new(struct tls_creds *c)
+{
+  if (c->info.ca_certs == 0 || c->trust_until <= 0)
+    return 0;
+  if (!(c->vcache = tls_vcache_new())) {
+    set_error(ENOMEM, "out of memory");
+    return -1;
+  }
+  return 0;
 }
 
 struct tls_creds *tls_creds_load_server(const struct tls_server_config *cfg)
@@ -612,6 +640,10 @@ struct tls_creds *tls_creds_load_server(const struct tls_server_config *cfg)
     return NULL;
   }
   c->ticket_lifetime = cfg->ticket_lifetime;
+  if (vcache_new(c) == -1) {
+    creds_free(c);
+    return NULL;
+  }
   return c;
 }
 
@@ -628,7 +660,8 @@ struct tls_creds *tls_creds_load_client(const struct tls_client_config *cfg)
           ? load_psk_client(c, cfg->psk_file, cfg->username)
           : load_x509_client(c, cfg->cert_dir);
   if (r == -1 ||
-      load_priority(c, cfg->priority, cfg->allow_old_versions) == -1) {
+      load_priority(c, cfg->priority, cfg->allow_old_versions) == -1 ||
+      vcache_new(c) == -1) {
     creds_free(c);
     return NULL;
   }

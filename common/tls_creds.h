@@ -7,10 +7,13 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <gnutls/gnutls.h>
 
 #include "tls.h"
+
+struct tls_vcache;
 
 struct psk_entry {
   char *user;
@@ -33,6 +36,11 @@ struct tls_creds {
                                                  master key; NULL data: no
                                                  tickets (tls_resume.c) */
   unsigned ticket_lifetime;                   /* server: seconds, 0 default */
+  /* Chains verified under these credentials (tls_vcache.h), and the
+   * earliest notAfter of ca-cert.pem and next update of ca-crl.pem, which
+   * bounds every entry; NULL / 0 without a CA file. */
+  struct tls_vcache *vcache;
+  int64_t trust_until;
   struct tls_creds_info info;                 /* server: what was loaded */
 };
 

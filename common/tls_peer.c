@@ -6,12 +6,14 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
 #include "log.h"
 #include "tls_creds.h"
+#include "tls_vcache.h"
 
 static void copy_name(char *dst, size_t len, const char *name)
 {
@@ -69,13 +71,102 @@ static int peer_names(gnutls_x509_crt_t crt, struct tls_peer *p)
   return 0;
 }
 
+/* The earliest notAfter of a chain (0 if one does not parse). */
+static int64_t chain_until(const gnutls_datum_t *certs, unsigned n)
+{
+  int64_t until = 0;
+  for (unsigned i = 0; i < n; i++) {
+    gnutls_x509_crt_t crt;
+    if (gnutls_x509_crt_init(&crt) < 0)
+      return 0;
+    time_t t = -1;
+    if (gnutls_x509_crt_import(crt, &certs[i], GNUTLS_X509_FMT_DER) >= 0)
+      t = gnutls_x509_crt_get_expiration_time(crt);
+    gnutls_x509_crt_deinit(crt);
+    if (t <= 0)
+      return 0;
+    if (until == 0 || t < until)
+      until = t;
+  }
+  return until;
+}
+
+/* Server: whether the chain (key k) verified before under these
+ * credentials and still holds (tls_vcache.h); its names into p then. */
+static bool cached(const struct tls_peer_ctx *x, const struct tls_vcache_key *k,
+                   bool want_names, struct tls_peer *p)
+{
+  struct tls_vcache_names names;
+  if (!tls_vcache_get(x->creds->vcache, k, time(NULL), want_names, &names))
+    return false;
+  if (want_names) {
+    memcpy(p->dn, names.dn, sizeof p->dn);
+    memcpy(p->cn, names.cn, sizeof p->cn);
+  }
+  return true;
+}
+
+/* Server: remembers a chain (key k) that verified just now, with the
+ * names if p has them, until the first date that could change that. */
+static void remember(const struct tls_peer_ctx *x, const gnutls_datum_t *certs,
+                     unsigned n, const struct tls_vcache_key *k,
+                     const struct tls_peer *p)
+{
+  int64_t until = chain_until(certs, n);
+  if (until == 0)
+    return;
+  if (x->creds->trust_until < until)
+    until = x->creds->trust_until;
+  struct tls_vcache_names names = { .filled = p->want_names };
+  if (names.filled) {
+    memcpy(names.dn, p->dn, sizeof names.dn);
+    memcpy(names.cn, p->cn, sizeof names.cn);
+  }
+  tls_vcache_put(x->creds->vcache, k, until, &names);
+}
+
+/* The certificate verified now: 1 yes, 0 no and ignored, -1 no and the
+ * session must be refused (required). */
+static int verify_now(const struct tls_peer_ctx *x, bool required)
+{
+  unsigned status = 0;
+  int r = gnutls_certificate_verify_peers(x->s, x->vdata, x->nvdata, &status);
+  if ((r < 0 || status != 0) && required) {
+    set_error(EACCES, "resumed TLS session: the certificate it was "
+              "issued for no longer verifies");
+    return -1;
+  }
+  if (r < 0 || status != 0) {
+    log_debug("TLS peer certificate not trusted, ignored");
+    return 0;
+  }
+  return 1;
+}
+
+/* The subject DN and CN of a DER certificate into p. */
+static int names_of(const gnutls_datum_t *der, struct tls_peer *p)
+{
+  gnutls_x509_crt_t crt;
+  if (gnutls_x509_crt_init(&crt) < 0) {
+    set_error(ENOMEM, "out of memory");
+    return -1;
+  }
+  int r = gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER);
+  if (r < 0)
+    set_error(EACCES, "peer certificate: %s", gnutls_strerror(r));
+  else
+    r = peer_names(crt, p);
+  gnutls_x509_crt_deinit(crt);
+  return r < 0 ? -1 : 0;
+}
+
 /* Fills has_cert/dn/cn if the peer presented a certificate that verifies
  * against our CA (and CRL, key purpose, host name).  One that does not is
  * ignored here: with verify_peer the handshake already refused it. */
 static int peer_cert(const struct tls_peer_ctx *x, struct tls_peer *p,
                      bool want_names)
 {
-  unsigned n = 0, status = 0;
+  unsigned n = 0;
   const gnutls_datum_t *certs = gnutls_certificate_get_peers(x->s, &n);
   if (!certs || n == 0)
     return 0;
@@ -84,39 +175,26 @@ static int peer_cert(const struct tls_peer_ctx *x, struct tls_peer *p,
    * verification per connection for nothing.  A resumed session sent no
    * certificate: the one restored from the ticket is verified again under
    * today's CA and CRL, and with verify_peer a failure refuses the
-   * session, exactly as a full handshake would have. */
+   * session, exactly as a full handshake would have; a server that
+   * verified the same chain under the same credentials before, and whose
+   * answer no date has changed since, takes that answer (tls_vcache.h). */
   bool required = x->creds->cert && x->creds->verify_peer;
-  if (!required || x->resumed) {
-    int r = gnutls_certificate_verify_peers(x->s, x->vdata, x->nvdata,
-                                            &status);
-    if ((r < 0 || status != 0) && required) {
-      set_error(EACCES, "resumed TLS session: the certificate it was "
-                "issued for no longer verifies");
-      return -1;
-    }
-    if (r < 0 || status != 0) {
-      log_debug("TLS peer certificate not trusted, ignored");
-      return 0;
-    }
-  }
-  if (!want_names) {
+  bool verify = !required || x->resumed;
+  struct tls_vcache_key key;
+  bool keyed = verify && x->creds->vcache &&
+               tls_vcache_key(certs, n, x->vdata, x->nvdata, &key) == 0;
+  if (keyed && cached(x, &key, want_names, p)) {
     p->has_cert = true;
     return 0;
   }
-  gnutls_x509_crt_t crt;
-  if (gnutls_x509_crt_init(&crt) < 0) {
-    set_error(ENOMEM, "out of memory");
-    return -1;
-  }
-  int r = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER);
-  if (r < 0)
-    set_error(EACCES, "peer certificate: %s", gnutls_strerror(r));
-  else
-    r = peer_names(crt, p);
-  gnutls_x509_crt_deinit(crt);
-  if (r < 0)
+  int v = verify ? verify_now(x, required) : 1;
+  if (v <= 0)
+    return v;
+  if (want_names && names_of(&certs[0], p) == -1)
     return -1;
   p->has_cert = true;
+  if (keyed)
+    remember(x, certs, n, &key, p);
   return 0;
 }
 

@@ -16,11 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "tls_creds.h"
 #include "tls_fixture.h"
 #include "tls_resume.h"
+#include "tls_vcache.h"
 
 #define KEY "peer=test\nhost=localhost"
 
@@ -168,6 +170,92 @@ static void test_resumed_cert_verified_again(void **state)
   tls_creds_unref(cc);
 }
 
+/* A chain verified on one resumption is not verified again on the next
+ * (the server's cache of verified chains), and the identity is the same. */
+static void test_verified_chain_remembered(void **state)
+{
+  (void)state;
+  tls_resume_forget_all();
+  struct tls_creds *sc = server_creds("x509", NULL, true);
+  struct tls_creds *cc = client_creds("x509", true);
+  assert_non_null(sc->vcache);
+  assert_true(sc->trust_until > 0);
+  struct tls_peer first, second, third;
+  assert_false(connect_once(sc, cc, KEY, &first));
+  assert_int_equal(tls_vcache_hits(sc->vcache), 0);   /* full: no lookup */
+  assert_true(connect_once(sc, cc, KEY, &second));
+  assert_int_equal(tls_vcache_hits(sc->vcache), 0);   /* verified, kept */
+  assert_true(connect_once(sc, cc, KEY, &third));
+  assert_int_equal(tls_vcache_hits(sc->vcache), 1);
+  assert_true(third.has_cert);
+  assert_true(third.resumed);
+  assert_string_equal(third.dn, first.dn);   /* names from the cache */
+  assert_string_equal(third.cn, "client1");
+  /* libsnbd's side: the server's chain, checked against "localhost". */
+  assert_non_null(cc->vcache);
+  assert_int_equal(tls_vcache_hits(cc->vcache), 1);
+  /* No entry outlives the CA or the CRL (trust_until): with that date
+   * passed, a chain is verified again every time. */
+  struct tls_creds *sc2 = server_creds("x509", NULL, true);
+  sc2->trust_until = (int64_t)time(NULL) - 1;
+  tls_resume_forget_all();
+  assert_false(connect_once(sc2, cc, KEY, NULL));
+  assert_true(connect_once(sc2, cc, KEY, NULL));
+  assert_true(connect_once(sc2, cc, KEY, NULL));
+  assert_int_equal(tls_vcache_hits(sc2->vcache), 0);
+  tls_creds_unref(sc2);
+  tls_creds_unref(sc);
+  tls_creds_unref(cc);
+}
+
+/* An entry holds until its time and not a second longer, for its own
+ * chain only, with names only if it has them; the oldest goes first. */
+static void test_vcache_entries(void **state)
+{
+  (void)state;
+  struct tls_vcache *v = tls_vcache_new();
+  assert_non_null(v);
+  gnutls_datum_t a = { (unsigned char *)"chain a", 7 };
+  gnutls_datum_t b[2] = { { (unsigned char *)"chain", 5 },
+                          { (unsigned char *)" a", 2 } };
+  struct tls_vcache_key ka, kb;
+  assert_int_equal(tls_vcache_key(&a, 1, NULL, 0, &ka), 0);
+  assert_int_equal(tls_vcache_key(b, 2, NULL, 0, &kb), 0);
+  assert_memory_not_equal(&ka, &kb, sizeof ka);   /* boundaries count */
+  /* What the chain was checked against is part of the key (a client's
+   * host name). */
+  gnutls_typed_vdata_st host = { GNUTLS_DT_DNS_HOSTNAME,
+                                 (unsigned char *)"localhost", 0 };
+  struct tls_vcache_key kh;
+  assert_int_equal(tls_vcache_key(&a, 1, &host, 1, &kh), 0);
+  assert_memory_not_equal(&ka, &kh, sizeof ka);
+  struct tls_vcache_names names = { .filled = true, .dn = "CN=a",
+                                    .cn = "a" }, got;
+  tls_vcache_put(v, &ka, 1000, &names);
+  assert_true(tls_vcache_get(v, &ka, 999, true, &got));
+  assert_string_equal(got.dn, "CN=a");
+  assert_false(tls_vcache_get(v, &kb, 999, false, &got));
+  assert_false(tls_vcache_get(v, &ka, 1000, false, &got));    /* expired */
+  assert_false(tls_vcache_get(v, &ka, 10, false, &got));      /* and gone */
+  tls_vcache_put(v, &kb, 1000, NULL);
+  assert_true(tls_vcache_get(v, &kb, 10, false, &got));
+  assert_false(tls_vcache_get(v, &kb, 10, true, &got));       /* no names */
+  tls_vcache_put(v, &ka, 0, &names);                          /* no time */
+  assert_false(tls_vcache_get(v, &ka, 10, false, &got));
+  /* TLS_VCACHE_ENTRIES other chains push kb out. */
+  for (unsigned i = 0; i < TLS_VCACHE_ENTRIES; i++) {
+    char buf[16];
+    gnutls_datum_t d = { (unsigned char *)buf,
+                         (unsigned)snprintf(buf, sizeof buf, "other %u", i) };
+    struct tls_vcache_key k;
+    assert_int_equal(tls_vcache_key(&d, 1, NULL, 0, &k), 0);
+    tls_vcache_put(v, &k, 1000, NULL);
+  }
+  assert_false(tls_vcache_get(v, &kb, 10, false, &got));
+  assert_int_equal(tls_vcache_hits(v), 2);
+  tls_vcache_free(v);
+}
+
 /* Client credentials are loaded once per process and settings, and
  * loaded again when a file changes. */
 static void test_client_creds_shared(void **state)
@@ -212,6 +300,8 @@ int main(void)
     cmocka_unit_test(test_reload_refuses_old_tickets),
     cmocka_unit_test(test_no_tickets),
     cmocka_unit_test(test_resumed_cert_verified_again),
+    cmocka_unit_test(test_verified_chain_remembered),
+    cmocka_unit_test(test_vcache_entries),
     cmocka_unit_test(test_client_creds_shared),
   };
   return tls_fixture_main("test_tls_resume", tests,
