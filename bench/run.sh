@@ -145,14 +145,19 @@ record_meta() {
   meta rbd_size "$RBD_SIZE"
   meta conns "$CONNS"
   meta scale_conns "$SCALE_CONNS"
-  meta git "$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
-  if [ -n "$SNBD_PREV_SERVER" ]; then
-    local prev_src
-    prev_src=$("$PY" -c 'import json, sys
+  # The trees the servers were built from (a build directory given to
+  # run.sh may be another tree's than this bench's).
+  meta git "$(tree_of "$build")"
+  [ -z "$SNBD_PREV_SERVER" ] || meta git_prev "$(tree_of "$BENCH_PREV")"
+}
+
+# The git commit of the source tree a Meson build directory was made from.
+tree_of() {
+  local src
+  src=$("$PY" -c 'import json, sys
 print(json.load(open(sys.argv[1]))["directories"]["source"])' \
-      "$BENCH_PREV/meson-info/meson-info.json" 2>/dev/null)
-    meta git_prev "$(git -C "${prev_src:-/nonexistent}" describe --always --dirty 2>/dev/null || echo unknown)"
-  fi
+    "$1/meson-info/meson-info.json" 2>/dev/null)
+  git -C "${src:-/nonexistent}" describe --always --dirty 2>/dev/null || echo unknown
 }
 record_meta
 
