@@ -32,10 +32,13 @@ uint32_t xmit_nbd_errno(int err)
   }
 }
 
+/* After its reply was queued the connection may be gone: q->buf is NULL
+ * by then (req_reply), so the pool is not touched. */
 static void req_free(struct req *q)
 {
   extents_free(&q->ex);
-  buf_pool_put(&q->c->bufs, q->buf);
+  if (q->buf)
+    buf_pool_put(&q->c->bufs, q->buf);
   free(q);
 }
 
