@@ -124,14 +124,22 @@ int snbd_can_meta_context(struct snbd_handle *h, const char *name)
   return 0;
 }
 
+/* Under h->lock: whether the handle got as far as negotiating, which
+ * what the getters below report needs; ENOTCONN if not. */
+static bool negotiated(struct snbd_handle *h)
+{
+  if (h->state != H_CREATED)
+    return true;
+  lib_error(ENOTCONN, "not connected");
+  return false;
+}
+
 int snbd_get_structured_replies_negotiated(struct snbd_handle *h)
 {
   API();
   SCOPED_LOCK(&h->lock);
-  if (h->state == H_CREATED) {
-    lib_error(ENOTCONN, "not connected");
+  if (!negotiated(h))
     return -1;
-  }
   return h->sr;
 }
 
@@ -139,10 +147,8 @@ int snbd_get_extended_headers_negotiated(struct snbd_handle *h)
 {
   API();
   SCOPED_LOCK(&h->lock);
-  if (h->state == H_CREATED) {
-    lib_error(ENOTCONN, "not connected");
+  if (!negotiated(h))
     return -1;
-  }
   return h->eh;
 }
 
@@ -214,10 +220,8 @@ char *snbd_get_protocol(struct snbd_handle *h)
 {
   API();
   SCOPED_LOCK(&h->lock);
-  if (h->state == H_CREATED) {
-    lib_error(ENOTCONN, "not connected");
+  if (!negotiated(h))
     return NULL;
-  }
   return dup_or_error(h->oldstyle ? "oldstyle"
                       : h->fixed_newstyle ? "newstyle-fixed" : "newstyle");
 }
