@@ -45,9 +45,8 @@ static void conn_unlink(struct server *s, struct conn *c)
   pthread_cond_broadcast(&s->conns_cond);
 }
 
-/* Closes c; its table reference goes to *table when given (dropped by
- * the caller once it holds no lock: the last reference to a table a
- * reload replaced flushes and closes backends), else here. */
+/* Closes c and drops what it holds, its export table too (conn_thread
+ * drops that earlier: see there). */
 static void conn_free(struct conn *c)
 {
   metrics_conn_close(c);

@@ -521,16 +521,22 @@ bool reply_wait_room(struct conn *c)
   return !c->dead;
 }
 
+/* Whether bytes more would take the bytes queued server-wide over
+ * --max-queued-mib (0: no bound).  No lock: the total is atomic. */
+static bool server_over(const struct server *s, uint64_t bytes)
+{
+  uint64_t max = (uint64_t)s->max_queued_mib << 20;
+  return max != 0 && atomic_load(&s->queued_bytes) + bytes > max;
+}
+
 /* Under c->lock. */
 static bool over_budget(const struct conn *c, uint64_t bytes)
 {
-  const struct server *s = c->srv;
-  uint64_t max = (uint64_t)s->max_queued_mib << 20;
-  if (max == 0 || s->shutting_down)
+  if (c->srv->shutting_down)
     return false;
   if (c->inflight == 0 && bytes <= REPLY_ALWAYS_BYTES)
     return false;
-  return atomic_load(&s->queued_bytes) + bytes > max;
+  return server_over(c->srv, bytes);
 }
 
 bool reply_wait_budget(struct conn *c, const struct nbd_req *r)
@@ -538,10 +544,7 @@ bool reply_wait_budget(struct conn *c, const struct nbd_req *r)
   uint64_t bytes = req_bytes(r);
   if (bytes == 0)
     return true;
-  /* Under the bound (the common case): no lock, the total is atomic. */
-  uint64_t max = (uint64_t)c->srv->max_queued_mib << 20;
-  if (max == 0 || atomic_load_explicit(&c->srv->queued_bytes,
-                                       memory_order_relaxed) + bytes <= max)
+  if (!server_over(c->srv, bytes))     /* the common case: no lock */
     return true;
   /* Held replies are in flight but cannot drain while we wait (flushed
    * only now: on every request, they would never be held). */
