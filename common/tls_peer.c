@@ -91,8 +91,9 @@ static int64_t chain_until(const gnutls_datum_t *certs, unsigned n)
   return until;
 }
 
-/* Server: whether the chain (key k) verified before under these
- * credentials and still holds (tls_vcache.h); its names into p then. */
+/* Whether the peer's chain (key k) verified before under these
+ * credentials and that still holds (tls_vcache.h); its names into p
+ * then. */
 static bool cached(const struct tls_peer_ctx *x, const struct tls_vcache_key *k,
                    bool want_names, struct tls_peer *p)
 {
@@ -106,7 +107,7 @@ static bool cached(const struct tls_peer_ctx *x, const struct tls_vcache_key *k,
   return true;
 }
 
-/* Server: remembers a chain (key k) that verified just now, with the
+/* Remembers the peer's chain (key k), which verified just now, with the
  * names if p has them, until the first date that could change that. */
 static void remember(const struct tls_peer_ctx *x, const gnutls_datum_t *certs,
                      unsigned n, const struct tls_vcache_key *k,
