@@ -48,7 +48,11 @@
 #    far above what the tests write: on a full OSD, writes wait until
 #    rados_osd_op_timeout and then fail with ETIMEDOUT, never ENOSPC;
 #    measured with 256 MiB, full after 293 MiB).  CEPH_CLUSTER_MEMSTORE_BYTES
-#    overrides the size, for a test of a full cluster.
+#    overrides the size, for a test of a full cluster.  The OSD notices it
+#    is full in its heartbeat, every 0.5 s + up to osd_heartbeat_interval
+#    (Ceph's default 6 s): a fast client writes gigabytes past the size in
+#    that time (one CI run wrote a whole 2 GiB image into 256 MiB).
+#    CEPH_CLUSTER_OSD_HEARTBEAT sets the interval (seconds) for such a test.
 #  - Memstore writes its whole content to files in its data directory when
 #    the store is unmounted and reads it back on mount, so a clean stop
 #    keeps the data.  Ceph 16.2's default osd_fast_shutdown=true skips that
@@ -153,6 +157,7 @@ osd_data = $dir/osd
 keyring = $dir/osd/keyring
 osd_objectstore = memstore
 memstore_device_bytes = ${CEPH_CLUSTER_MEMSTORE_BYTES:-$((3 << 30))}
+osd_heartbeat_interval = ${CEPH_CLUSTER_OSD_HEARTBEAT:-6}
 osd_fast_shutdown = false
 
 [client.admin]
