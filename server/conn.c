@@ -104,6 +104,7 @@ static void *conn_thread(void *arg)
     c->t->deadline = 0;
     transport_readahead(c->t);
     xmit_run(c);
+    metrics_conn_end(c);
     /* Soft disconnect: close_notify for TLS, then FIN. */
     if (!c->dead)
       transport_shutdown(c->t);

@@ -94,6 +94,9 @@ struct conn {
    * its thread has not yet left the negotiating count. */
   atomic_bool chosen;
   struct metrics_conn m;        /* the connection's thread's (metrics.c) */
+  /* Its own request counts in transmission (metrics.c), or NULL: set and
+   * cleared under conns_lock, written by the connection's thread. */
+  struct metrics_local *ml;
 };
 
 /* handshake.c: sends what the socket takes of the greeting now, through

@@ -3,7 +3,8 @@
  * libmicrohttpd's, on its one internal thread; we bind the socket
  * ourselves (TCP through listen.c, or a Unix socket, which MHD takes as
  * MHD_OPTION_LISTEN_SOCKET like any other).  A scrape reads atomics and
- * takes conns_lock (then each conn.lock, in the documented order) only
+ * takes conns_lock to add the connections' own request counts
+ * (metrics_snapshot) and, with each conn.lock in the documented order,
  * to add up the bytes queued; nothing the server does waits for HTTP. */
 #include <errno.h>
 #include <microhttpd.h>
@@ -110,8 +111,11 @@ static void put_connections(FILE *f)
  * a reload that replaces it meanwhile cannot free it under the walk.  The
  * counters belong to the export objects of that table: a reload makes new
  * ones, so an export's counters start again from zero after a SIGHUP (a
- * counter reset, which Prometheus's rate() and increase() allow for). */
+ * counter reset, which Prometheus's rate() and increase() allow for).
+ * The request counters come from a snapshot (metrics_snapshot: the
+ * shared counts and the live connections' own). */
 static void put_export_counter(FILE *f, const struct export_table *t,
+                               const struct metrics_snapshot *snap,
                                const char *name, const char *help,
                                size_t field)
 {
@@ -119,7 +123,7 @@ static void put_export_counter(FILE *f, const struct export_table *t,
   for (size_t i = 0; i < t->n; i++) {
     const struct export *e = &t->v[i];
     const metrics_counter *v =
-      (const metrics_counter *)((const char *)&e->m + field);
+      (const metrics_counter *)((const char *)&snap->exp[i] + field);
     for (int op = 0; op < METRICS_NOPS; op++) {
       uint64_t n = get(&v[op]);
       if (op == NBD_CMD_DISC || (op == METRICS_OP_OTHER && n == 0))
@@ -132,14 +136,15 @@ static void put_export_counter(FILE *f, const struct export_table *t,
   }
 }
 
-static void put_exports(FILE *f, const struct export_table *t)
+static void put_exports(FILE *f, const struct export_table *t,
+                        const struct metrics_snapshot *snap)
 {
-  put_export_counter(f, t, "snbd_requests_total", "Requests answered.",
-                     offsetof(struct metrics_export, requests));
-  put_export_counter(f, t, "snbd_request_bytes_total",
+  put_export_counter(f, t, snap, "snbd_requests_total", "Requests answered.",
+                     offsetof(struct metrics_requests, requests));
+  put_export_counter(f, t, snap, "snbd_request_bytes_total",
                      "Bytes covered by successful requests (READ and WRITE: "
                      "their payload).",
-                     offsetof(struct metrics_export, bytes));
+                     offsetof(struct metrics_requests, bytes));
   head(f, "snbd_request_errors_total", "counter",
        "Requests answered with an error, by NBD error.");
   for (size_t i = 0; i < t->n; i++) {
@@ -172,12 +177,13 @@ static void put_exports(FILE *f, const struct export_table *t)
   }
 }
 
-static void put_request_durations(FILE *f)
+static void put_request_durations(FILE *f,
+                                  const struct metrics_snapshot *snap)
 {
   head(f, "snbd_request_duration_seconds", "histogram",
        "Time from a request's header to its reply being queued.");
   for (int op = 0; op < METRICS_NOPS; op++) {
-    const struct metrics_hist *h = &metrics.request[op];
+    const struct metrics_hist *h = &snap->hist[op];
     uint64_t n = 0;
     for (int i = 0; i <= METRICS_NBUCKETS; i++)
       n += get(&h->bucket[i]);
@@ -237,10 +243,19 @@ static char *exposition(size_t *len)
     return NULL;
   put_connections(f);
   struct export_table *t = exports_get(srv);
+  static const struct export_table none;
+  struct metrics_snapshot snap;
+  if (metrics_snapshot(srv, t ? t : &none, &snap) == -1) {
+    export_table_unref(t);
+    fclose(f);
+    free(buf);
+    return NULL;
+  }
   if (t)
-    put_exports(f, t);
+    put_exports(f, t, &snap);
   export_table_unref(t);
-  put_request_durations(f);
+  put_request_durations(f, &snap);
+  free(snap.exp);
   put_server(f);
   if (fclose(f) != 0) {
     free(buf);
@@ -345,6 +360,7 @@ int metrics_start(struct server *s, const char *addr, bool allow_remote)
   if (fd == -1)
     return -1;
   srv = s;
+  metrics_clock_init();
   metrics_on = true;
   /* The HTTP thread inherits a mask blocking every signal: they are the
    * accept loop's (listen.c). */

@@ -278,11 +278,12 @@ static int read_request(struct conn *c, struct nbd_req *r, int64_t *closing)
  * tmpfs) runs it here and the reply goes out straight away (never
  * blocking, reply.c), saving two thread hand-offs per request; or, if
  * the next request's header is already buffered, it is held to share a
- * send with the next.  An asynchronous backend is handed its operations
+ * send with the next (and true is returned: q was answered here, and the
+ * next one waits).  An asynchronous backend is handed its operations
  * from here too: no thread waits for them, and their completion queues
  * the reply for the writer.  Anything else may block on a device, so a
  * worker runs it. */
-static void dispatch(struct conn *c, struct req *q)
+static bool dispatch(struct conn *c, struct req *q)
 {
   struct backend *be = c->exp->be;
   uint16_t type = q->r.type;
@@ -294,11 +295,13 @@ static void dispatch(struct conn *c, struct req *q)
     bool more = transport_pending(c->t) >= wire_request_len(c->ext);
     q->route = more ? REPLY_BATCH : REPLY_NOW;
     xmit_req_start(q);
+    return more;
   }
-  else if (async_ok && !c->srv->xmit_workers_only)
+  if (async_ok && !c->srv->xmit_workers_only)
     xmit_req_start(q);
   else
     pool_submit(xmit_req_start, q);
+  return false;
 }
 
 /* Whether r's header already tells the session must end: under extended
@@ -318,6 +321,7 @@ static bool payload_too_big(const struct conn *c, uint64_t plen)
 void xmit_run(struct conn *c)
 {
   int64_t closing = 0;
+  bool follows = false;      /* the last request was answered, this waited */
   struct nbd_req r;
 
   log_debug("%s: transmission on export " EXPORT_FMT "%s", c->peer,
@@ -342,7 +346,8 @@ void xmit_run(struct conn *c)
       err = ENOMEM;
     struct req *in = q ? q : &refused;
     *in = (struct req){ .c = c, .r = r, .route = REPLY_TO_WRITER,
-                        .t0 = metrics_clock() };
+                        .t0 = metrics_request_start(follows) };
+    follows = false;
     if (receive_any_payload(c, in, plen, &err) == -1) {
       buf_pool_put(&c->bufs, in->buf);
       free(q);
@@ -357,7 +362,7 @@ void xmit_run(struct conn *c)
       free(q);
       continue;
     }
-    dispatch(c, q);
+    follows = dispatch(c, q);
   }
   replies_finish(c);
 }

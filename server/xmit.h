@@ -23,7 +23,7 @@ struct req {
   int write_err;             /* ... with this outcome (write_into_map) */
   struct extents ex;         /* structured READ: data and holes */
   struct backend_req br;
-  int64_t t0;                /* its header was read (metrics_clock) */
+  int64_t t0;                /* its start (metrics_request_start) */
 };
 
 /* xmit_cmd.c: runs q (its reply queued on q->route) and frees it; the

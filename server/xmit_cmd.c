@@ -55,7 +55,7 @@ static struct req *req_of(struct backend_req *br)
  * (so a buffer the reply does not own goes back to the pool first). */
 static void req_reply(struct req *q, struct reply *rp, uint32_t nbd_err)
 {
-  metrics_request(q->c->exp, q->r.type, q->r.count, nbd_err, q->t0);
+  metrics_request(q->c, q->r.type, q->r.count, nbd_err, q->t0);
   buf_pool_put(&q->c->bufs, q->buf);
   q->buf = NULL;
   reply_queue(q->c, &q->r, rp, q->route);

@@ -6,7 +6,9 @@ be (docs/security.md 42).
   requests   reads, writes, a flush and a refused read on a Unix socket
              metrics endpoint: requests, bytes (failed ones not), errors,
              the duration histogram, the connections gauge in and out of
-             transmission, queued bytes back to 0, handshakes ok; an
+             transmission, queued bytes back to 0, handshakes ok; the
+             same counts after the connection ended, and a second
+             connection's added to them; an
              export name with a quote, a backslash and a newline comes
              back whole through the label escaping; promtool accepts it;
   errors     the error: backend (EIO on every storage operation): errors
@@ -98,9 +100,30 @@ def case_requests(_):
                                         result="ok"))
         ml.promtool_check(s.text)
         c.disconnect()
-        ml.wait_value(maddr, "the connection to leave the gauge",
-                      "snbd_connections", lambda n: n == 0,
-                      state="transmission", transport="unix", tls="no")
+        s = ml.wait_value(maddr, "the connection to leave the gauge",
+                          "snbd_connections", lambda n: n == 0,
+                          state="transmission", transport="unix", tls="no")
+        # A connection counts what its own thread answers in counters of
+        # its own (read live above), added to the export's when it ends:
+        # nothing lost or counted twice then, and the next connection's
+        # requests add to them.
+        expect_eq("writes after the end", 5, s.value(
+            "snbd_requests_total", export="disk", op="write"))
+        expect_eq("write durations after the end", 5, s.value(
+            "snbd_request_duration_seconds_count", op="write"))
+        expect_eq("bytes read after the end", 3 * 4096, s.value(
+            "snbd_request_bytes_total", export="disk", op="read"))
+        c = srv.client("disk")
+        for i in range(2):
+            c.write(i * 4096, nbdraw.pattern(i, 4096))
+        v = ml.Scrape(maddr).value
+        expect_eq("writes of two connections", 7, v(
+            "snbd_requests_total", export="disk", op="write"))
+        expect_eq("write durations of two connections", 7, v(
+            "snbd_request_duration_seconds_count", op="write"))
+        expect_eq("bytes written by two connections", 7 * 4096, v(
+            "snbd_request_bytes_total", export="disk", op="write"))
+        c.disconnect()
 
 
 def case_errors(_):
