@@ -24,6 +24,9 @@
 #   BENCH_RBD_SIZE=512M   bytes per sequential copy on rbd (the cluster
 #                         keeps every image in RAM)
 #   BENCH_OUT=bench/RESULTS.md  (and every raw figure in bench/RESULTS.tsv)
+#   BENCH_METRICS_PAIRS=10  pairs of runs of snbd with --metrics against
+#                         snbd, at the same time on one CPU (0: skip)
+#   BENCH_METRICS_SECONDS=1 seconds per run of such a pair
 #   BENCH_QUICK=1         smoke test: 64M copies, 1 run, 1 s loops,
 #                         50 connections, short limits (figures meaningless)
 set -euo pipefail
@@ -36,11 +39,15 @@ if [ "$quick" = 1 ]; then
   RUNS=${BENCH_RUNS:-1} SIZE_ARG=${BENCH_SIZE:-64M}
   RAND_SECONDS=${BENCH_SECONDS:-1} HS_SECONDS=${BENCH_HS_SECONDS:-1}
   CONNS=${BENCH_CONNS:-50} SCALE_CONNS=${BENCH_SCALE_CONNS:-200}
+  METRICS_PAIRS=${BENCH_METRICS_PAIRS:-2}
 else
   RUNS=${BENCH_RUNS:-3} SIZE_ARG=${BENCH_SIZE:-2G}
   RAND_SECONDS=${BENCH_SECONDS:-2} HS_SECONDS=${BENCH_HS_SECONDS:-2}
   CONNS=${BENCH_CONNS:-1000} SCALE_CONNS=${BENCH_SCALE_CONNS:-10000}
+  METRICS_PAIRS=${BENCH_METRICS_PAIRS:-10}
 fi
+METRICS_SECONDS=${BENCH_METRICS_SECONDS:-1}
+RAND_PIN=()   # a command prefix for the random-I/O client (workloads.sh)
 SERVERS=${BENCH_SERVERS:-snbd nbdkit-memory nbdkit-file qemu-nbd nbd-server nbdkit-null}
 TRANSPORTS=${BENCH_TRANSPORTS:-tcp unix x509 psk rbd}
 RBD_SIZE_ARG=${BENCH_RBD_SIZE:-$([ "$quick" = 1 ] && echo 64M || echo 512M)}
@@ -50,7 +57,8 @@ RBD_SIZE=$(numfmt --from=iec "$RBD_SIZE_ARG") || { echo "bad BENCH_RBD_SIZE" >&2
 [ "$RBD_SIZE" -ge 1048576 ] && [ $((RBD_SIZE % 1048576)) = 0 ] ||
   { echo "BENCH_RBD_SIZE must be a multiple of 1M" >&2; exit 2; }
 [ "$SIZE" -ge 1048576 ] || { echo "BENCH_SIZE must be at least 1M" >&2; exit 2; }
-if ! [ "$RUNS" -ge 1 ] || ! [ "$CONNS" -ge 1 ] || ! [ "$SCALE_CONNS" -ge 0 ]; then
+if ! [ "$RUNS" -ge 1 ] || ! [ "$CONNS" -ge 1 ] || ! [ "$SCALE_CONNS" -ge 0 ] ||
+   ! [ "$METRICS_PAIRS" -ge 0 ]; then
   echo "BENCH_RUNS and BENCH_CONNS must be positive integers" >&2; exit 2
 fi
 # Bounds on every client: a copy slower than 10 MiB/s is a failure.
@@ -103,8 +111,11 @@ trap 'exit 130' INT TERM
 LOGDIR=$W/logs PKI=$W/pki PSK_DIR=$W/psk DISK=$W/disk.img SRC=$W/src.img
 RESULTS=$W/results.tsv
 mkdir -p "$LOGDIR" "$PSK_DIR"
-# The source and one image per server are in /dev/shm at once.
-need=$(( SIZE * ($(wc -w <<<"$SERVERS") + 1) ))
+# The source and one image per server are in /dev/shm at once (at least
+# two: the metrics pairs, wl_metrics_pairs, run two servers).
+nimg=$(wc -w <<<"$SERVERS")
+[ "$nimg" -ge 2 ] || nimg=2
+need=$(( SIZE * (nimg + 1) ))
 have=$(df --output=avail -B1 /dev/shm | tail -1)
 if [ "$need" -gt "$have" ]; then
   echo "bench: /dev/shm has $(numfmt --to=iec "$have") free, the run needs $(numfmt --to=iec "$need") (BENCH_SIZE x (servers + 1))" >&2
@@ -140,7 +151,7 @@ record_meta() {
   meta v_fio "$(fio --version 2>&1)"
   meta v_gnutls "$(gnutls-cli --version 2>&1 | head -1)"
   meta v_ceph "$(ceph --version 2>&1 | cut -d' ' -f1-3)"
-  meta settings "BENCH_RUNS=$RUNS BENCH_SIZE=$SIZE_ARG BENCH_RBD_SIZE=$RBD_SIZE_ARG BENCH_SECONDS=$RAND_SECONDS BENCH_HS_SECONDS=$HS_SECONDS BENCH_CONNS=$CONNS BENCH_SCALE_CONNS=$SCALE_CONNS BENCH_QUICK=$quick"
+  meta settings "BENCH_RUNS=$RUNS BENCH_SIZE=$SIZE_ARG BENCH_RBD_SIZE=$RBD_SIZE_ARG BENCH_SECONDS=$RAND_SECONDS BENCH_HS_SECONDS=$HS_SECONDS BENCH_CONNS=$CONNS BENCH_SCALE_CONNS=$SCALE_CONNS BENCH_METRICS_PAIRS=$METRICS_PAIRS BENCH_METRICS_SECONDS=$METRICS_SECONDS BENCH_QUICK=$quick"
   meta size "$SIZE"
   meta rbd_size "$RBD_SIZE"
   meta conns "$CONNS"
@@ -189,6 +200,7 @@ meta cmd_handshakes "build/bench/handshakes -t $HS_SECONDS \$URI"
 meta cmd_holdconns "build/bench/holdconns -n $CONNS -t $HOLD_TIMEOUT \$URI"
 meta cmd_scale "build/bench/holdconns -n $SCALE_CONNS -t $SCALE_TIMEOUT \$URI & nbdcopy -- \$W/src.img \$URI"
 meta cmd_snbd_copy "snbd-copy \$W/src.img \$URI; snbd-copy \$URI null:"
+meta cmd_metrics_pairs "taskset -c $(($(nproc) - 1)) on every thread of snbd and of snbd --metrics 127.0.0.1:\$MPORT; then $METRICS_PAIRS + 1 times each mode, at once: taskset -c $(($(nproc) - 1)) fio (or randio) as above on each, for ${METRICS_SECONDS}s"
 
 # All servers of a transport run at once, each on its own image, so the
 # runs can go in rounds: round r does one run of each workload on every
@@ -258,6 +270,10 @@ run_transport() {
     wl_scale || true
   fi
   stop_all
+  if [ "$TRANSPORT" != rbd ] && [ "$METRICS_PAIRS" -gt 0 ]; then
+    log "$TRANSPORT: snbd --metrics against snbd, $METRICS_PAIRS pairs a mode"
+    wl_metrics_pairs || true
+  fi
 }
 
 # rbd: a Ceph cluster for the transport's time only, and copies of
