@@ -320,6 +320,7 @@ wl_snbd_copy() {
 # servers' IOPS swing 15% from one second to the next on this shared
 # machine (a CPU-bound loop's speed alone moves 25%), far more than 2%.
 # So two fresh servers, snbd and snbd --metrics, each on its own image
+# (BENCH_SIZE, at most 256 MiB: random I/O, and a quick write fills it)
 # filled by one write, run at the same time, each with its own client,
 # and both servers and both clients are pinned to one CPU: they share it
 # fairly, so each server's IOPS follows its CPU per request, and what the
@@ -335,9 +336,11 @@ wl_snbd_copy() {
 # off per pair) and takes the median.  Run after the transport's other
 # servers have stopped; records as snbd.
 wl_metrics_pairs() {
-  local set n
+  local set n SIZE=$((SIZE < (256 << 20) ? SIZE : 256 << 20))
+  local SRC=$W/src-pairs.img
   SERVER=snbd
   mkdir -p "$W/metrics-pairs"
+  [ -e "$SRC" ] || head -c "$SIZE" "$W/src.img" >"$SRC"
   for set in 1 2; do
     n=$((METRICS_PAIRS / 2))
     [ "$set" = 2 ] || n=$((n + METRICS_PAIRS % 2))
