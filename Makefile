@@ -66,7 +66,7 @@ clean:
 	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ)
 
 # snbd side by side with nbdkit, qemu-nbd, nbd-server and the nbdkit null
-# ceiling; prints the table and writes bench/RESULTS.md (~15-20 minutes;
+# ceiling; prints the table and writes bench/RESULTS.md (~20 minutes;
 # BENCH_QUICK=1 for a smoke test, other settings in bench/README.md).
 bench: build
 	@bench/run.sh $(BUILD)
