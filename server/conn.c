@@ -209,8 +209,10 @@ void conn_start(struct server *s, int fd, bool tcp_loopback, const char *peer)
 }
 
 /* Shutdown has been signalled through wake_pipe; wait for connections to
- * finish, then cut those still there. */
-void conns_shutdown_wait(struct server *s, int seconds)
+ * finish, then cut those still there.  Returns how many did not end even
+ * then (each named in the log): their threads wait on a backend that has
+ * not answered, and still hold their exports. */
+int conns_shutdown_wait(struct server *s, int seconds)
 {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -229,6 +231,15 @@ void conns_shutdown_wait(struct server *s, int seconds)
     while (s->nconns > 0 &&
            pthread_cond_timedwait(&s->conns_cond, &s->conns_lock, &ts) == 0)
       ;
+    for (struct conn *c = s->conns; c; c = c->next)
+      if (c->exp)
+        log_error("%s: still busy 5 s after it was closed (a request its "
+                  "backend has not answered); export " EXPORT_FMT " is not "
+                  "flushed", c->peer, EXPORT_ARGS(c->exp->name));
+      else
+        log_error("%s: still busy 5 s after it was closed", c->peer);
   }
+  int left = s->nconns;
   pthread_mutex_unlock(&s->conns_lock);
+  return left;
 }

@@ -450,7 +450,16 @@ static int shut_down(struct listener *ls, int n, int why)
     log_warn("wake pipe: %m");
   if (why == 'T' && run_pid > 0)
     kill(run_pid, SIGTERM);
-  conns_shutdown_wait(&srv, 10);
+  if (conns_shutdown_wait(&srv, 10) > 0) {
+    /* Their threads still use the exports, the pool and the libraries
+     * under them, and may wake at any moment: nothing is freed or joined
+     * (a worker stuck in a backend would hang the join), no destructor
+     * runs, and the exit says the data was not flushed. */
+    cleanup_files();
+    notify_close();
+    log_error("exiting without the final flush of those exports");
+    _exit(EXIT_FAILURE);
+  }
   pool_stop();
   metrics_stop();         /* before what a scrape reads goes away */
   bool flush_failed = exports_close(&srv) == -1;

@@ -168,7 +168,7 @@ uint16_t export_eflags(const struct export *e, bool structured);
 /* conn.c */
 void conn_start(struct server *s, int fd, bool tcp_loopback,
                 const char *peer);
-void conns_shutdown_wait(struct server *s, int seconds);
+int conns_shutdown_wait(struct server *s, int seconds);
 
 /* pool.c: a shared pool of worker threads */
 int pool_start(int nthreads);

@@ -11,7 +11,10 @@
 #  - requests while the image is resized: a connection made before a
 #    shrink gets errors past the new end, never bytes librbd clipped, and
 #    new connections see each new size (librbd's update watch);
-#  - SIGTERM with the OSD down: the server still exits.
+#  - SIGTERM with the OSD down: the server still exits; with a flush in
+#    flight that the cluster will not answer before the shutdown's bound
+#    (ceph-timeout 60 s), it exits after 10 + 5 s, names the connection
+#    and its unflushed export, and exits 1, not 0.
 . "$SNBD_SRC/tests/lib/common.sh"
 . "$SNBD_SRC/tests/rbd/rbdlib.sh"
 rbd_require
@@ -156,12 +159,60 @@ wait_for 30 ro_size_is $((48 << 20))
 nbdsh -u "$img" -c 'h.pwrite(b"g" * 4096, 47 << 20); h.flush(); assert h.pread(4096, 47 << 20) == b"g" * 4096' ||
   fail "writing the grown part"
 
+# A second server on the image whose ceph-timeout (60 s) outlasts the
+# shutdown's bound (10 s, then 5 s after closing the connections).  A
+# write through it and then one through the first server: the first
+# holds the image's exclusive lock again (for the close below), and with
+# the OSD down the second's next write waits for that lock, a flush
+# behind it.
+"$SNBD_SERVER" -U "$PWD/slow.sock" \
+  "img=rbd:$CEPH_POOL/img,$KEYS,ceph-timeout=60" 2>slow.log &
+slow=$!
+RBD_PIDS+=("$slow")
+wait_for 60 test -S slow.sock
+slowuri="nbd+unix:///img?socket=$PWD/slow.sock"
+export slowuri
+nbdsh -u "$slowuri" -c 'h.pwrite(b"s" * 4096, 0); h.flush()' ||
+  fail "the second server"
+nbdsh -u "$img" -c 'h.pwrite(b"f" * 4096, 0); h.flush()' ||
+  fail "the first server, after the second"
+cat >stuck.py <<'PY'
+import nbd, os
+h = nbd.NBD()
+h.connect_uri(os.environ["slowuri"])
+# Both sent by the time the aio calls return.
+h.aio_pwrite(b"t" * 4096, 4096)
+cookie = h.aio_flush()
+open("flushing", "w").close()
+try:
+    while not h.aio_command_completed(cookie):
+        h.poll(-1)
+    print("flush completed")
+except nbd.Error as e:
+    print("flush: %s" % e)
+PY
 
 # SIGTERM with the OSD down: the final flush and the image's close
 # (its watch, the exclusive lock this server took by writing) cannot
 # reach the cluster, and librbd's close would wait for ever; the server
 # exits all the same.
 "$SNBD_SRC/tests/lib/ceph-cluster.sh" stop-osd "$PWD/ceph" || fail "stop-osd"
+# The second server, a write and a flush in flight: it exits within its
+# bound, says which export it could not flush, and exits 1 (it exited 0
+# before).
+"$PYTHON" stuck.py >stuck.out 2>&1 &
+stuck=$!
+wait_for 60 test -e flushing
+kill "$slow"
+wait_for 40 gone "$slow"
+rc=0
+wait "$slow" || rc=$?
+expect_eq "exit status with a flush in flight" 1 "$rc"
+grep -q 'still busy 5 s after it was closed.*export "img" is not flushed' \
+  slow.log || fail "no word of the unflushed export: $(tail -3 slow.log)"
+grep -q "exiting without the final flush" slow.log ||
+  fail "no word of the exit: $(tail -3 slow.log)"
+wait "$stuck" || true
 kill "$server"
 wait_for 120 gone "$server"
 grep -q "did not let the image close within 10 s; left open" server.log ||
