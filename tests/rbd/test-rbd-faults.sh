@@ -207,6 +207,10 @@ kill "$slow"
 wait_for 40 gone "$slow"
 rc=0
 wait "$slow" || rc=$?
+# Reaped: its PID may be reused, so the cleanup at exit must not kill it.
+keep=()
+for p in "${RBD_PIDS[@]}"; do [ "$p" = "$slow" ] || keep+=("$p"); done
+RBD_PIDS=("${keep[@]}")
 expect_eq "exit status with a flush in flight" 1 "$rc"
 grep -q 'still busy 5 s after it was closed.*export "img" is not flushed' \
   slow.log || fail "no word of the unflushed export: $(tail -3 slow.log)"
