@@ -143,13 +143,7 @@ int64_t metrics_request_start(bool follows)
  * instruction (readers may see it a moment late, never torn). */
 static inline void bump(metrics_counter *c, uint64_t n)
 {
-  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-                        memory_order_relaxed);
-}
-
-static inline uint64_t get(const metrics_counter *c)
-{
-  return atomic_load_explicit(c, memory_order_relaxed);
+  atomic_store_explicit(c, metrics_get(c) + n, memory_order_relaxed);
 }
 
 static int bucket_of(int64_t ns)
@@ -180,16 +174,16 @@ static void observe_own(struct metrics_hist *h, int64_t ns)
 static void add_hist(struct metrics_hist *to, const struct metrics_hist *from)
 {
   for (int i = 0; i <= METRICS_NBUCKETS; i++)
-    add(&to->bucket[i], get(&from->bucket[i]));
-  add(&to->sum_ns, get(&from->sum_ns));
+    add(&to->bucket[i], metrics_get(&from->bucket[i]));
+  add(&to->sum_ns, metrics_get(&from->sum_ns));
 }
 
 static void add_requests(struct metrics_requests *to,
                          const struct metrics_requests *from)
 {
   for (int op = 0; op < METRICS_NOPS; op++) {
-    add(&to->requests[op], get(&from->requests[op]));
-    add(&to->bytes[op], get(&from->bytes[op]));
+    add(&to->requests[op], metrics_get(&from->requests[op]));
+    add(&to->bytes[op], metrics_get(&from->bytes[op]));
   }
 }
 

@@ -23,6 +23,12 @@ struct server;
 
 typedef atomic_uint_least64_t metrics_counter;
 
+/* A counter's value, as a scrape reads it (relaxed: no ordering). */
+static inline uint64_t metrics_get(const metrics_counter *c)
+{
+  return atomic_load_explicit(c, memory_order_relaxed);
+}
+
 /* Requests answered and the bytes of the successful ones, by op. */
 struct metrics_requests {
   metrics_counter requests[METRICS_NOPS];

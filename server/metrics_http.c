@@ -55,22 +55,17 @@ static void head(FILE *f, const char *name, const char *type,
   fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static uint64_t get(const metrics_counter *c)
-{
-  return atomic_load_explicit(c, memory_order_relaxed);
-}
-
 /* One histogram's series; labels: "" or 'op="read",' (with the comma). */
 static void put_hist(FILE *f, const char *name, const char *labels,
                      const struct metrics_hist *h)
 {
   uint64_t cum = 0;
   for (int i = 0; i < METRICS_NBUCKETS; i++) {
-    cum += get(&h->bucket[i]);
+    cum += metrics_get(&h->bucket[i]);
     fprintf(f, "%s_bucket{%sle=\"%g\"} %llu\n", name, labels,
             (double)metrics_bucket_ns[i] / 1e9, (unsigned long long)cum);
   }
-  cum += get(&h->bucket[METRICS_NBUCKETS]);
+  cum += metrics_get(&h->bucket[METRICS_NBUCKETS]);
   fprintf(f, "%s_bucket{%sle=\"+Inf\"} %llu\n", name, labels,
           (unsigned long long)cum);
   /* The same labels in braces without the comma, or none at all. */
@@ -79,7 +74,7 @@ static void put_hist(FILE *f, const char *name, const char *labels,
   if (n)
     snprintf(plain, sizeof plain, "{%.*s}", (int)n - 1, labels);
   fprintf(f, "%s_sum%s %.9f\n%s_count%s %llu\n", name, plain,
-          (double)get(&h->sum_ns) / 1e9, name, plain,
+          (double)metrics_get(&h->sum_ns) / 1e9, name, plain,
           (unsigned long long)cum);
 }
 
@@ -94,13 +89,13 @@ static void put_connections(FILE *f)
         fprintf(f, "snbd_connections{state=\"%s\",transport=\"%s\","
                 "tls=\"%s\"} %llu\n", states[s], transports[t],
                 tls ? "yes" : "no",
-                (unsigned long long)get(&metrics.conns[s][t][tls]));
+                (unsigned long long)metrics_get(&metrics.conns[s][t][tls]));
   head(f, "snbd_handshakes_total", "counter",
        "Handshakes ended, by how they ended.");
   for (int r = 0; r < METRICS_HS_NRESULTS; r++)
     fprintf(f, "snbd_handshakes_total{result=\"%s\"} %llu\n",
             metrics_hs_names[r],
-            (unsigned long long)get(&metrics.handshakes[r]));
+            (unsigned long long)metrics_get(&metrics.handshakes[r]));
   head(f, "snbd_tls_handshake_duration_seconds", "histogram",
        "Time the TLS handshakes took, failed ones too.");
   put_hist(f, "snbd_tls_handshake_duration_seconds", "",
@@ -125,7 +120,7 @@ static void put_export_counter(FILE *f, const struct export_table *t,
     const metrics_counter *v =
       (const metrics_counter *)((const char *)&snap->exp[i] + field);
     for (int op = 0; op < METRICS_NOPS; op++) {
-      uint64_t n = get(&v[op]);
+      uint64_t n = metrics_get(&v[op]);
       if (op == NBD_CMD_DISC || (op == METRICS_OP_OTHER && n == 0))
         continue;            /* DISC gets no reply; "other" when seen */
       fprintf(f, "%s{", name);
@@ -151,7 +146,7 @@ static void put_exports(FILE *f, const struct export_table *t,
     const struct export *e = &t->v[i];
     for (int op = 0; op < METRICS_NOPS; op++)
       for (int er = 0; er < METRICS_NERRS; er++) {
-        uint64_t n = get(&e->m.errors[op][er]);
+        uint64_t n = metrics_get(&e->m.errors[op][er]);
         if (n == 0)
           continue;          /* series appear with their first error */
         fputs("snbd_request_errors_total{", f);
@@ -166,7 +161,7 @@ static void put_exports(FILE *f, const struct export_table *t,
     fputs("snbd_policy_denials_total{", f);
     put_label(f, "export", t->v[i].name);
     fprintf(f, "} %llu\n",
-            (unsigned long long)get(&t->v[i].m.policy_denials));
+            (unsigned long long)metrics_get(&t->v[i].m.policy_denials));
   }
   head(f, "snbd_export_size_bytes", "gauge", "Size of each export.");
   for (size_t i = 0; i < t->n; i++) {
@@ -186,7 +181,7 @@ static void put_request_durations(FILE *f,
     const struct metrics_hist *h = &snap->hist[op];
     uint64_t n = 0;
     for (int i = 0; i <= METRICS_NBUCKETS; i++)
-      n += get(&h->bucket[i]);
+      n += metrics_get(&h->bucket[i]);
     if (n == 0)
       continue;              /* an op's series appear with its first use */
     char labels[64];
@@ -214,8 +209,8 @@ static void put_server(FILE *f)
        "SIGHUP reloads of the TLS credentials.");
   fprintf(f, "snbd_credential_reloads_total{result=\"ok\"} %llu\n"
           "snbd_credential_reloads_total{result=\"failed\"} %llu\n",
-          (unsigned long long)get(&metrics.cred_reloads[1]),
-          (unsigned long long)get(&metrics.cred_reloads[0]));
+          (unsigned long long)metrics_get(&metrics.cred_reloads[1]),
+          (unsigned long long)metrics_get(&metrics.cred_reloads[0]));
   pthread_mutex_lock(&srv->creds_lock);
   struct tls_creds *creds = srv->creds ? tls_creds_ref(srv->creds) : NULL;
   pthread_mutex_unlock(&srv->creds_lock);

@@ -350,7 +350,8 @@ wl_metrics_pairs() {
 
 # _pair_set SET N: one set of servers, N recorded pairs per mode.
 _pair_set() {
-  local names=(snbd snbd-metrics) name uri=() pid=() mode i p1 p2 rc off on
+  local names=(snbd snbd-metrics) name uri=() pid=() sock=() mode i p1 p2
+  local rc off on
   local cpu=$(($(nproc) - 1)) dir=$W/metrics-pairs
   [ "$1" = 1 ] || names=(snbd-metrics snbd)
   declare -A at
@@ -360,7 +361,7 @@ _pair_set() {
       rec_na metrics_pairs "$name did not start"; _pairs_stop; return 1
     fi
     at[$name]=${#pid[@]}
-    pid+=("$SRV_PID") uri+=("$SRV_URI")
+    pid+=("$SRV_PID") uri+=("$SRV_URI") sock+=("$_sock")
     [ "$name" = snbd ] || meta "cmd_metrics_on_$TRANSPORT" "$SRV_CMD"
     rc=0
     timed "$COPY_TIMEOUT" "$dir/warm.out" nbdcopy -- "$SRC" "$SRV_URI" || rc=$?
@@ -397,12 +398,12 @@ _pair_set() {
   _pairs_stop
 }
 
-# The set's servers (those _pair_set started), stopped by PID.
+# The set's servers (those _pair_set started, in its pid and sock),
+# stopped by PID, with their sockets and images.
 _pairs_stop() {
   local p
   for p in "${pid[@]}"; do stop_pid "$p"; done
-  rm -f "$W"/disk-pair-*.img "$W"/snbd-"$TRANSPORT".sock \
-    "$W"/snbd-metrics-"$TRANSPORT".sock
+  rm -f "$W"/disk-pair-*.img "${sock[@]}"
 }
 
 # _pin PID CPU: every thread of PID on CPU (threads made later inherit it).
